@@ -1,0 +1,32 @@
+# Two commands: `make run` and `make test`. Everything else is set up by them.
+SHELL := /bin/bash
+ENV := source build/env.sh &&
+GO_TEST_FLAGS ?=
+
+.PHONY: setup build run test vet bench fuzz clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	$(ENV) go build -o bin/prism ./cmd/prism
+
+run: build
+	$(ENV) ./bin/prism serve --demo
+
+vet: setup
+	$(ENV) test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(ENV) go vet ./...
+
+test: build vet
+	$(ENV) go test $(GO_TEST_FLAGS) -timeout 25m ./...
+
+# Transcode throughput against the FFmpeg CLI on the same ladder, in one run.
+bench: build
+	$(ENV) bash benchmarks/run.sh
+
+fuzz: setup
+	$(ENV) go test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./transcode/ladder/
+
+clean:
+	rm -rf bin build
