@@ -1,0 +1,81 @@
+// Package pipeline holds the parts of a transcoding job that are plain Go: the
+// media types that cross stage boundaries, per-consumer fan-out with bounded
+// buffers, and per-stage statistics. The FFmpeg work itself lives in transcode/.
+package pipeline
+
+import "time"
+
+// Kind is the media kind of a track.
+type Kind int
+
+// Track kinds.
+const (
+	KindVideo Kind = iota + 1
+	KindAudio
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindVideo:
+		return "video"
+	case KindAudio:
+		return "audio"
+	}
+	return "unknown"
+}
+
+// Codec names used on tracks.
+const (
+	CodecH264 = "h264"
+	CodecAAC  = "aac"
+	CodecOpus = "opus"
+)
+
+// Video tracks carry timestamps in 90 kHz units, audio tracks in samples at
+// their sample rate, so every rung of a ladder has the same PTS for the same
+// source frame.
+const VideoClockRate = 90000
+
+// Track describes one encoded output of a job: a rung or an audio encoding.
+type Track struct {
+	ID        int    // index in Job.Tracks()
+	Name      string // rung name ("720p"), or "aac" / "opus"
+	Kind      Kind
+	Codec     string
+	ClockRate int // PTS units per second
+
+	// Video.
+	Width, Height int
+	FPS           float64
+	Profile       string
+	Encoder       string // encoder implementation, e.g. "libx264"
+
+	// Audio.
+	SampleRate int
+	Channels   int
+	// Extradata is the codec configuration: AudioSpecificConfig for AAC, the
+	// OpusHead for Opus. H.264 tracks carry SPS/PPS in-band before every IDR.
+	Extradata []byte
+
+	// Bitrate is the configured target in bits per second.
+	Bitrate int64
+}
+
+// Packet is one encoded access unit of a track. Data is never modified after
+// the packet is published, so readers may share it.
+type Packet struct {
+	Track    int
+	Data     []byte // H.264: Annex-B; AAC: raw AU; Opus: one packet
+	PTS, DTS int64  // in the track's ClockRate
+	Duration int64
+	Keyframe bool
+	// Ingest is the wall-clock time when the source data of this packet
+	// entered the pipeline: the base for latency measurements and for
+	// EXT-X-PROGRAM-DATE-TIME.
+	Ingest time.Time
+}
+
+// Time returns the packet's presentation time in seconds.
+func (p *Packet) Time(clockRate int) float64 {
+	return float64(p.PTS) / float64(clockRate)
+}
