@@ -1,0 +1,103 @@
+package transcode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/asticode/go-astiav"
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// encodeStage runs one encoder: frames in, packets out to the fan-out. One
+// goroutine per encoder, since a codec context is not safe for concurrent use.
+type encodeStage struct {
+	cc       *astiav.CodecContext
+	track    *pipeline.Track
+	cursor   *keyframeCursor // video only
+	stamps   *ingestStamps
+	fanout   *pipeline.Fanout
+	meter    *pipeline.RateMeter
+	stats    *pipeline.StageStats
+	frameDur int64          // packet duration when the encoder gives none
+	newest   *atomic.Int64  // newest PTS encoded, in track clock units
+	onFirst  func()         // called after the first packet
+	pkt      *astiav.Packet // reused
+	sent     bool
+}
+
+func (e *encodeStage) run(ctx context.Context, in <-chan *astiav.Frame) error {
+	e.pkt = astiav.AllocPacket()
+	defer e.pkt.Free()
+	for {
+		var f *astiav.Frame
+		var ok bool
+		select {
+		case f, ok = <-in:
+		case <-ctx.Done():
+			return nil
+		}
+		start := time.Now()
+		if !ok {
+			if err := e.cc.SendFrame(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
+				return fmt.Errorf("%s: flushing encoder: %w", e.track.Name, err)
+			}
+			return e.receive(start)
+		}
+		if e.cursor != nil {
+			// Every rung decides from the PTS alone, so all rungs put their
+			// IDRs on the same source frames.
+			if e.cursor.isKey(f.Pts()) {
+				f.SetPictureType(astiav.PictureTypeI)
+			} else {
+				f.SetPictureType(astiav.PictureTypeNone)
+			}
+		}
+		err := e.cc.SendFrame(f)
+		f.Free()
+		if err != nil {
+			return fmt.Errorf("%s: encoding: %w", e.track.Name, err)
+		}
+		if err := e.receive(start); err != nil {
+			return err
+		}
+	}
+}
+
+func (e *encodeStage) receive(start time.Time) error {
+	for {
+		if err := e.cc.ReceivePacket(e.pkt); err != nil {
+			if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
+				return nil
+			}
+			return fmt.Errorf("%s: encoding: %w", e.track.Name, err)
+		}
+		p := &pipeline.Packet{
+			Track:    e.track.ID,
+			Data:     e.pkt.Data(),
+			PTS:      e.pkt.Pts(),
+			DTS:      e.pkt.Dts(),
+			Duration: e.pkt.Duration(),
+			Keyframe: e.pkt.Flags().Has(astiav.PacketFlagKey),
+		}
+		e.pkt.Unref()
+		if p.Duration <= 0 {
+			p.Duration = e.frameDur
+		}
+		p.Ingest = e.stamps.lookup(p.PTS)
+		e.stats.Done(p.Ingest, time.Since(start))
+		e.meter.Add(len(p.Data), time.Now())
+		if p.PTS > e.newest.Load() {
+			e.newest.Store(p.PTS)
+		}
+		e.fanout.Publish(p, e.track.Kind)
+		if !e.sent {
+			e.sent = true
+			if e.onFirst != nil {
+				e.onFirst()
+			}
+		}
+	}
+}

@@ -1,0 +1,206 @@
+package transcode
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asticode/go-astiav"
+	"github.com/prism-streaming/prism/transcode/ladder"
+)
+
+// videoBackend is one H.264 encoder implementation. Adding NVENC, QSV or
+// VAAPI support means adding a backend: the rest of the pipeline only sees
+// frames in and packets out.
+type videoBackend interface {
+	// Name is the ladder's name for it: "x264", "nvenc", ...
+	Name() string
+	// Codec is the FFmpeg encoder.
+	Codec() string
+	// Configure sets up cc and the open options for one rung.
+	Configure(cc *astiav.CodecContext, opts *astiav.Dictionary, r ladder.PlannedRung, gopFrames, threads int) error
+}
+
+var videoBackends = map[string]videoBackend{
+	"x264":  x264Backend{},
+	"nvenc": nvencBackend{},
+}
+
+// autoOrder is the order "encoder: auto" tries: hardware first, when it opens.
+var autoOrder = []string{"nvenc", "x264"}
+
+// x264Backend encodes with libx264 in software.
+type x264Backend struct{}
+
+func (x264Backend) Name() string  { return "x264" }
+func (x264Backend) Codec() string { return "libx264" }
+
+func (x264Backend) Configure(cc *astiav.CodecContext, opts *astiav.Dictionary, r ladder.PlannedRung, gopFrames, threads int) error {
+	set := func(k, v string) { _ = opts.Set(k, v, astiav.NewDictionaryFlags()) }
+	set("preset", r.Preset)
+	if r.Tune != "" && r.Tune != "none" {
+		set("tune", r.Tune)
+	}
+	set("profile", r.Profile)
+	// Keyframes come only from the keyframe clock, identically on every rung:
+	// no scene-cut or interval keyframes, closed GOPs, forced frames are IDRs.
+	set("forced-idr", "1")
+	set("x264-params", "scenecut=0:open-gop=0:keyint=infinite")
+	cc.SetThreadCount(threads)
+	return nil
+}
+
+// nvencBackend encodes on NVIDIA GPUs from system-memory frames.
+type nvencBackend struct{}
+
+func (nvencBackend) Name() string  { return "nvenc" }
+func (nvencBackend) Codec() string { return "h264_nvenc" }
+
+func (nvencBackend) Configure(cc *astiav.CodecContext, opts *astiav.Dictionary, r ladder.PlannedRung, gopFrames, threads int) error {
+	set := func(k, v string) { _ = opts.Set(k, v, astiav.NewDictionaryFlags()) }
+	set("preset", nvencPreset(r.Preset))
+	if r.Tune == "zerolatency" {
+		set("tune", "ll")
+		set("zerolatency", "1")
+		set("delay", "0")
+	}
+	set("profile", r.Profile)
+	set("rc", "cbr")
+	set("forced-idr", "1")
+	set("no-scenecut", "1")
+	set("strict_gop", "1")
+	// Keyframes come from the keyframe clock; keep NVENC's own far away.
+	cc.SetGopSize(gopFrames * 100)
+	return nil
+}
+
+func nvencPreset(p string) string {
+	if strings.HasPrefix(p, "p") && len(p) == 2 {
+		return p
+	}
+	switch p {
+	case "ultrafast", "superfast":
+		return "p1"
+	case "veryfast":
+		return "p2"
+	case "faster", "fast":
+		return "p3"
+	case "medium":
+		return "p4"
+	case "slow":
+		return "p5"
+	case "slower":
+		return "p6"
+	}
+	return "p7"
+}
+
+// probeResults caches whether a backend can open on this machine: a codec
+// compiled into FFmpeg may still lack its driver or device.
+var probeResults sync.Map // name -> error (nil when usable)
+
+// probing silences FFmpeg's log while a trial open is expected to fail.
+var probing atomic.Int32
+
+func probeBackend(b videoBackend) error {
+	if v, ok := probeResults.Load(b.Name()); ok {
+		if v == nil {
+			return nil
+		}
+		return v.(error)
+	}
+	err := func() error {
+		codec := astiav.FindEncoderByName(b.Codec())
+		if codec == nil {
+			return fmt.Errorf("%s is not compiled into this FFmpeg", b.Codec())
+		}
+		cc := astiav.AllocCodecContext(codec)
+		defer cc.Free()
+		cc.SetWidth(640)
+		cc.SetHeight(360)
+		cc.SetPixelFormat(astiav.PixelFormatYuv420P)
+		cc.SetTimeBase(astiav.NewRational(1, 30))
+		cc.SetFramerate(astiav.NewRational(30, 1))
+		probing.Add(1)
+		defer probing.Add(-1)
+		if err := cc.Open(codec, nil); err != nil {
+			return fmt.Errorf("%s does not open here: %v", b.Codec(), err)
+		}
+		return nil
+	}()
+	if err == nil {
+		probeResults.Store(b.Name(), nil)
+	} else {
+		probeResults.Store(b.Name(), err)
+	}
+	return err
+}
+
+// openVideoEncoder opens the encoder of one rung. The encoder takes yuv420p
+// frames with 90 kHz timestamps.
+func openVideoEncoder(r ladder.PlannedRung, gopFrames, threads int) (*astiav.CodecContext, videoBackend, error) {
+	var candidates []string
+	switch r.Encoder {
+	case "", "auto":
+		candidates = autoOrder
+	case "qsv", "vaapi":
+		return nil, nil, fmt.Errorf("%w: rung %s: encoder %s needs hardware frames, which this build does not route yet; use auto, x264 or nvenc", ErrEncoder, r.Name, r.Encoder)
+	default:
+		candidates = []string{r.Encoder}
+	}
+	var errs []error
+	for _, name := range candidates {
+		b, ok := videoBackends[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("%w: rung %s: unknown encoder %q", ErrEncoder, r.Name, name)
+		}
+		if err := probeBackend(b); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cc, err := openBackend(b, r, gopFrames, threads)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return cc, b, nil
+	}
+	return nil, nil, fmt.Errorf("%w: rung %s: %v", ErrEncoder, r.Name, errors.Join(errs...))
+}
+
+func openBackend(b videoBackend, r ladder.PlannedRung, gopFrames, threads int) (*astiav.CodecContext, error) {
+	codec := astiav.FindEncoderByName(b.Codec())
+	cc := astiav.AllocCodecContext(codec)
+	cc.SetWidth(r.OutWidth)
+	cc.SetHeight(r.OutHeight)
+	cc.SetPixelFormat(astiav.PixelFormatYuv420P)
+	cc.SetSampleAspectRatio(astiav.NewRational(1, 1))
+	cc.SetTimeBase(clock90k)
+	cc.SetFramerate(rationalFPS(r.OutFPS))
+	cc.SetBitRate(int64(r.Bitrate))
+	cc.SetRateControlMaxRate(int64(r.Maxrate))
+	cc.SetRateControlBufferSize(int(r.Bufsize))
+	cc.SetMaxBFrames(r.BFrames)
+	opts := astiav.NewDictionary()
+	defer opts.Free()
+	if err := b.Configure(cc, opts, r, gopFrames, threads); err != nil {
+		cc.Free()
+		return nil, err
+	}
+	if err := cc.Open(codec, opts); err != nil {
+		cc.Free()
+		return nil, fmt.Errorf("opening %s for rung %s (%dx%d, preset %s, profile %s): %v",
+			b.Codec(), r.Name, r.OutWidth, r.OutHeight, r.Preset, r.Profile, err)
+	}
+	return cc, nil
+}
+
+func rationalFPS(f float64) astiav.Rational {
+	if r := math.Round(f); math.Abs(f-r) < 1e-3 {
+		return astiav.NewRational(int(r), 1)
+	}
+	return astiav.NewRational(int(math.Round(f*1001)), 1001)
+}

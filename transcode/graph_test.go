@@ -1,0 +1,45 @@
+package transcode
+
+import (
+	"testing"
+
+	"github.com/prism-streaming/prism/transcode/ladder"
+)
+
+func planned(name string, w, h int, fps float64) ladder.PlannedRung {
+	return ladder.PlannedRung{Rung: ladder.Rung{Name: name}, OutWidth: w, OutHeight: h, OutFPS: fps}
+}
+
+func TestGraphString(t *testing.T) {
+	for _, ca := range []struct {
+		name    string
+		rungs   []ladder.PlannedRung
+		cascade bool
+		want    string
+	}{
+		{"single", []ladder.PlannedRung{planned("a", 640, 360, 30)}, true,
+			"[in]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0]"},
+		{"direct", []ladder.PlannedRung{planned("a", 1280, 720, 30), planned("b", 640, 360, 30)}, false,
+			"[in]split=2[in_0][in_1];" +
+				"[in_0]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0];" +
+				"[in_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o1]"},
+		{"cascade", []ladder.PlannedRung{planned("a", 1280, 720, 30), planned("b", 854, 480, 30), planned("c", 640, 360, 30)}, true,
+			"[in]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r0];[r0]split=2[o0][r0_1];" +
+				"[r0_1]scale=w=854:h=480:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r1];[r1]split=2[o1][r1_1];" +
+				"[r1_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o2]"},
+		{"lower fps cascades with an fps cap", []ladder.PlannedRung{planned("a", 640, 360, 15), planned("b", 1280, 720, 30)}, true,
+			"[in]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r1];[r1]split=2[o1][r1_1];" +
+				"[r1_1]fps=fps=15,scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0]"},
+		{"higher fps cannot cascade from lower", []ladder.PlannedRung{planned("a", 1280, 720, 15), planned("b", 640, 360, 30)}, true,
+			"[in]split=2[in_0][in_1];" +
+				"[in_0]fps=fps=15,scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0];" +
+				"[in_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o1]"},
+	} {
+		t.Run(ca.name, func(t *testing.T) {
+			v := &videoFilter{rungs: ca.rungs, cascade: ca.cascade}
+			if got := v.graphString(1920, 1080); got != ca.want {
+				t.Errorf("graph\n got %s\nwant %s", got, ca.want)
+			}
+		})
+	}
+}
