@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/asticode/go-astiav"
+	"github.com/prism-streaming/prism/gpu"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
@@ -98,45 +97,16 @@ func nvencPreset(p string) string {
 	return "p7"
 }
 
-// probeResults caches whether a backend can open on this machine: a codec
+// probeBackend reports whether a backend can open on this machine: a codec
 // compiled into FFmpeg may still lack its driver or device.
-var probeResults sync.Map // name -> error (nil when usable)
-
-// probing silences FFmpeg's log while a trial open is expected to fail.
-var probing atomic.Int32
-
 func probeBackend(b videoBackend) error {
-	if v, ok := probeResults.Load(b.Name()); ok {
-		if v == nil {
-			return nil
-		}
-		return v.(error)
-	}
-	err := func() error {
-		codec := astiav.FindEncoderByName(b.Codec())
-		if codec == nil {
+	if b.Name() == "x264" {
+		if astiav.FindEncoderByName(b.Codec()) == nil {
 			return fmt.Errorf("%s is not compiled into this FFmpeg", b.Codec())
 		}
-		cc := astiav.AllocCodecContext(codec)
-		defer cc.Free()
-		cc.SetWidth(640)
-		cc.SetHeight(360)
-		cc.SetPixelFormat(astiav.PixelFormatYuv420P)
-		cc.SetTimeBase(astiav.NewRational(1, 30))
-		cc.SetFramerate(astiav.NewRational(30, 1))
-		probing.Add(1)
-		defer probing.Add(-1)
-		if err := cc.Open(codec, nil); err != nil {
-			return fmt.Errorf("%s does not open here: %v", b.Codec(), err)
-		}
 		return nil
-	}()
-	if err == nil {
-		probeResults.Store(b.Name(), nil)
-	} else {
-		probeResults.Store(b.Name(), err)
 	}
-	return err
+	return gpu.EncoderAvailable(b.Codec())
 }
 
 // openVideoEncoder opens the encoder of one rung. The encoder takes yuv420p

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+	"github.com/prism-streaming/prism/transcode/avlog"
 )
 
 // Sentinel errors of the transcoder; match them with errors.Is.
@@ -94,16 +95,19 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 			return nil, fmt.Errorf("%w: %s: option %s=%s: %v", ErrOpenInput, url, k, v, err)
 		}
 	}
-	if err := in.fc.OpenInput(target, format, dict); err != nil {
+	var openErr error
+	lines := avlog.Capture(false, func() { openErr = in.fc.OpenInput(target, format, dict) })
+	if openErr != nil {
 		in.fc.Free()
 		in.fc = nil // OpenInput frees the context on failure
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrOpenInput, url, err)
+		return nil, fmt.Errorf("%w: %s: %v%s", ErrOpenInput, url, openErr, detail(lines))
 	}
-	if err := in.fc.FindStreamInfo(nil); err != nil {
-		return nil, fmt.Errorf("%w: %s: reading stream information: %v", ErrOpenInput, url, err)
+	lines = avlog.Capture(false, func() { openErr = in.fc.FindStreamInfo(nil) })
+	if openErr != nil {
+		return nil, fmt.Errorf("%w: %s: reading stream information: %v%s", ErrOpenInput, url, openErr, detail(lines))
 	}
 	for _, s := range in.fc.Streams() {
 		cp := s.CodecParameters()
@@ -122,6 +126,14 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		return nil, fmt.Errorf("%w: %s", ErrNoVideo, url)
 	}
 	return in, nil
+}
+
+// detail formats FFmpeg's own explanation of a failure, when it gave one.
+func detail(lines []string) string {
+	if r := avlog.Reason(lines); r != "" {
+		return " (" + r + ")"
+	}
+	return ""
 }
 
 func unwrapPathError(err error) error {
