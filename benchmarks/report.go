@@ -1,0 +1,102 @@
+// Package benchmarks measures Prism's ladder throughput against the FFmpeg
+// CLI on the same input and ladder, in the same run, and formats the result.
+package benchmarks
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Rung is one rung's result.
+type Rung struct {
+	Name   string  `json:"name"`
+	Width  int     `json:"width"`
+	Height int     `json:"height"`
+	Frames uint64  `json:"frames"`
+	FPS    float64 `json:"fps"`
+	Kbps   float64 `json:"kbps"`
+}
+
+// Run is one tool's result.
+type Run struct {
+	Tool    string  `json:"tool"`
+	Wall    float64 `json:"wall_s"`
+	CPU     float64 `json:"cpu_s"`
+	PeakRSS int64   `json:"peak_rss_bytes"`
+	Media   float64 `json:"media_s"`
+	FPS     float64 `json:"fps"`   // source frames per wall second
+	Speed   float64 `json:"speed"` // real-time factor
+	Rungs   []Rung  `json:"rungs,omitempty"`
+}
+
+// Report is the outcome of one `prism bench`.
+type Report struct {
+	Input         string  `json:"input"`
+	Ladder        string  `json:"ladder"`
+	CPUs          int     `json:"cpus"`
+	Prism         Run     `json:"prism"`
+	FFmpeg        *Run    `json:"ffmpeg,omitempty"`
+	FFmpegCommand string  `json:"ffmpeg_command,omitempty"`
+	Ratio         float64 `json:"ratio,omitempty"` // Prism fps / FFmpeg fps
+}
+
+// Usage is CPU time and peak memory of a process.
+type Usage struct {
+	CPU    float64 // user + system seconds
+	MaxRSS int64   // bytes
+}
+
+// SelfUsage returns this process's usage so far.
+func SelfUsage() Usage {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return fromRusage(&ru)
+}
+
+// ProcessUsage returns a finished child's usage.
+func ProcessUsage(ps *os.ProcessState) Usage {
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		return fromRusage(ru)
+	}
+	return Usage{CPU: (ps.UserTime() + ps.SystemTime()).Seconds()}
+}
+
+func fromRusage(ru *syscall.Rusage) Usage {
+	tv := func(t syscall.Timeval) float64 { return time.Duration(t.Nano()).Seconds() }
+	return Usage{CPU: tv(ru.Utime) + tv(ru.Stime), MaxRSS: ru.Maxrss * 1024}
+}
+
+// Print writes the human-readable report.
+func Print(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "input %s, ladder %s, %d CPUs\n", r.Input, r.Ladder, r.CPUs)
+	row := func(run *Run) {
+		fmt.Fprintf(w, "%-7s %7.1f fps  %5.2fx real time  wall %6.2fs  cpu %6.2fs  peak RSS %4d MB\n",
+			run.Tool, run.FPS, run.Speed, run.Wall, run.CPU, run.PeakRSS>>20)
+	}
+	row(&r.Prism)
+	for _, g := range r.Prism.Rungs {
+		fmt.Fprintf(w, "  %-6s %4dx%-4d %6d frames  %7.1f fps  %6.0f kbit/s\n", g.Name, g.Width, g.Height, g.Frames, g.FPS, g.Kbps)
+	}
+	if r.FFmpeg != nil {
+		row(r.FFmpeg)
+		fmt.Fprintf(w, "ratio   %.2fx (Prism fps / FFmpeg CLI fps; CPU seconds %.2f vs %.2f)\n",
+			r.Ratio, r.Prism.CPU, r.FFmpeg.CPU)
+	}
+}
+
+// Quote renders a command line for copy and paste.
+func Quote(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a == "" || strings.ContainsAny(a, " ;[]=:'\"$*?()") {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		} else {
+			out[i] = a
+		}
+	}
+	return strings.Join(out, " ")
+}

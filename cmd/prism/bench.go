@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/prism-streaming/prism/benchmarks"
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/transcode"
+)
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", stderr)
+	input := fs.String("input", "", "input file (any libavformat URL)")
+	ladderRef := fs.String("ladder", "mobile", "ladder YAML file, or the name of a shipped ladder")
+	vsFFmpeg := fs.Bool("vs-ffmpeg", false, "also run the equivalent FFmpeg CLI command and print the ratio")
+	ffmpegBin := fs.String("ffmpeg", "ffmpeg", "FFmpeg CLI to compare against")
+	ffCascade := fs.Bool("ffmpeg-cascade", false, "give the FFmpeg CLI Prism's cascaded scaling graph instead of the plain split")
+	direct := fs.Bool("direct-scaling", false, "make Prism scale every rung from the source, as the plain FFmpeg graph does")
+	jsonOut := fs.String("json", "", "write the results as JSON to this file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *input == "" {
+		fmt.Fprintln(stderr, "prism bench: --input is required")
+		fs.Usage()
+		return errUsage
+	}
+	l, err := loadLadder(*ladderRef)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	res := benchmarks.Report{Input: *input, Ladder: l.Name, CPUs: runtime.NumCPU()}
+	before := benchmarks.SelfUsage()
+	start := time.Now()
+	job, err := transcode.Start(ctx, transcode.Options{Input: *input, Ladder: l, DirectScaling: *direct})
+	if err != nil {
+		return err
+	}
+	if err := job.Wait(); err != nil {
+		return err
+	}
+	wall := time.Since(start)
+	after := benchmarks.SelfUsage()
+	stats := job.Stats()
+	prism := benchmarks.Run{
+		Tool:    "prism",
+		Wall:    wall.Seconds(),
+		CPU:     after.CPU - before.CPU,
+		PeakRSS: after.MaxRSS,
+		Media:   stats.MediaTime.Seconds(),
+	}
+	var videoFrames uint64
+	for i, tr := range job.Tracks() {
+		ts := stats.Tracks[i]
+		if tr.Kind != pipeline.KindVideo {
+			continue
+		}
+		videoFrames = max(videoFrames, ts.Frames)
+		prism.Rungs = append(prism.Rungs, benchmarks.Rung{
+			Name: tr.Name, Width: tr.Width, Height: tr.Height, Frames: ts.Frames,
+			FPS: float64(ts.Frames) / wall.Seconds(), Kbps: ts.AvgBitrate / 1000,
+		})
+	}
+	prism.FPS = float64(videoFrames) / wall.Seconds()
+	prism.Speed = prism.Media / wall.Seconds()
+	res.Prism = prism
+
+	if *vsFFmpeg {
+		args := transcode.FFmpegArgs(*input, l, job.Rungs(), job.SourceFPS(), job.HasAudio(), *ffCascade)
+		res.FFmpegCommand = benchmarks.Quote(append([]string{*ffmpegBin}, args...))
+		fmt.Fprintf(stdout, "running: %s\n", res.FFmpegCommand)
+		cmd := exec.CommandContext(ctx, *ffmpegBin, args...)
+		cmd.Stderr = stderr
+		t0 := time.Now()
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("ffmpeg: %w", err)
+		}
+		fw := time.Since(t0)
+		u := benchmarks.ProcessUsage(cmd.ProcessState)
+		ff := benchmarks.Run{Tool: "ffmpeg", Wall: fw.Seconds(), CPU: u.CPU, PeakRSS: u.MaxRSS, Media: prism.Media}
+		ff.FPS = float64(videoFrames) / fw.Seconds()
+		ff.Speed = ff.Media / fw.Seconds()
+		res.FFmpeg = &ff
+		res.Ratio = prism.FPS / ff.FPS
+	}
+	benchmarks.Print(stdout, &res)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(&res, "", "  ")
+		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+// Command prism is a live transcoding server: one input, decoded once, an
+// adaptive-bitrate ladder out, delivered over WebRTC and LL-HLS.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+const usage = `Usage: prism <command> [flags]
+
+Commands:
+  serve              run the service (--demo adds a test stream named "demo")
+  transcode          run a ladder over one input and write fragmented MP4 per rung
+  bench              measure ladder throughput, optionally against the FFmpeg CLI
+  ladder validate    check ladder files (exit 1 with file:line messages on error)
+  gpu probe          show which hardware devices and encoders open on this machine
+
+Run "prism <command> -h" for the flags of a command.
+`
+
+// errUsage marks a command-line mistake: exit code 2, not 1.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()})))
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stdout, stderr)
+	case "transcode":
+		err = cmdTranscode(args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(args[1:], stdout, stderr)
+	case "ladder":
+		if len(args) < 2 || args[1] != "validate" {
+			fmt.Fprintln(stderr, "usage: prism ladder validate FILE...")
+			return 2
+		}
+		err = cmdLadderValidate(args[2:], stdout, stderr)
+	case "gpu":
+		if len(args) < 2 || args[1] != "probe" {
+			fmt.Fprintln(stderr, "usage: prism gpu probe [--json]")
+			return 2
+		}
+		err = cmdGPUProbe(args[2:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "prism: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(stderr, "prism:", line)
+		}
+		return 1
+	}
+}
+
+func logLevel() slog.Level {
+	switch strings.ToLower(os.Getenv("PRISM_LOG")) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// newFlagSet returns a flag set whose errors come back as errUsage.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("prism "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
