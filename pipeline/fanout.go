@@ -185,7 +185,12 @@ func (r *Reader) push(p *Packet, kind Kind) bool {
 		return true
 	}
 	if kind == KindVideo && r.waitKey[p.Track] {
-		if !p.Keyframe {
+		// Still waiting: skip everything up to a keyframe that fits.
+		if !p.Keyframe || r.n == len(r.buf) {
+			if r.lossless && p.Keyframe {
+				r.mu.Unlock()
+				return false
+			}
 			r.dropped++
 			r.mu.Unlock()
 			return true
