@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source build/env.sh &&
 GO_TEST_FLAGS ?=
 
-.PHONY: setup build run test vet bench fuzz clean
+.PHONY: setup build run test vet bench bench-go fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -30,3 +30,7 @@ fuzz: setup
 
 clean:
 	rm -rf bin build
+
+# Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
+bench-go: setup
+	$(ENV) go test -run '^$$' -bench . -benchtime 3x ./benchmarks/

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+)
+
+// prismBin is the binary under test, built once: these tests run prism as a
+// user does, checking exit codes and output.
+var prismBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "prism-cli")
+	if err != nil {
+		panic(err)
+	}
+	prismBin = filepath.Join(dir, "prism")
+	if out, err := exec.Command("go", "build", "-o", prismBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building prism: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// prism runs the binary and returns its exit code, stdout and stderr.
+func prism(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(prismBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr.String(), "panic:") || strings.Contains(stderr.String(), "goroutine ") {
+		t.Fatalf("prism %v panicked:\n%s", args, stderr.String())
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const smallLadder = `name: small
+rungs:
+  - {name: 180p, height: 180, bitrate: 300k, preset: ultrafast}
+  - {name: 90p, height: 90, bitrate: 100k, preset: ultrafast}
+`
+
+func TestLadderValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", smallLadder)
+	typo := writeFile(t, dir, "typo.yaml", "name: x\nrungs:\n  - name: a\n    height: 180\n    bitrate: 300k\n    presett: fast\n")
+	negative := writeFile(t, dir, "neg.yaml", "name: x\nrungs:\n  - name: a\n    height: 180\n    bitrate: -300k\n")
+
+	if code, out, _ := prism(t, "ladder", "validate", good, "../../deploy/ladders/default.yaml"); code != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("valid ladders: exit %d, %s", code, out)
+	}
+	code, _, errOut := prism(t, "ladder", "validate", good, typo, negative)
+	if code != 1 {
+		t.Errorf("invalid ladders: exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		typo + `:6: rungs[0].presett: unknown field (did you mean "preset"?)`,
+		negative + `:5: rungs[0].bitrate: invalid bitrate "-300k": must not be negative`,
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("missing %q in:\n%s", want, errOut)
+		}
+	}
+	if code, _, _ := prism(t, "ladder", "validate"); code != 2 {
+		t.Errorf("no files: exit %d, want 2", code)
+	}
+}
+
+func TestTranscodeWritesOneFilePerRung(t *testing.T) {
+	dir := t.TempDir()
+	l := writeFile(t, dir, "l.yaml", smallLadder)
+	out := filepath.Join(dir, "out")
+	code, stdout, stderr := prism(t, "transcode", "--input",
+		"lavfi:testsrc2=size=320x180:rate=30[out0];sine=sample_rate=48000[out1]",
+		"--ladder", l, "--output-dir", out, "--duration", "2s")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	for _, f := range []string{"180p.mp4", "90p.mp4", "audio_aac.mp4", "audio_opus.mp4"} {
+		p := testutil.FFprobe(t, filepath.Join(out, f), false)
+		if d := testutil.F(t, p.Format.Duration); d < 1.9 || d > 2.1 {
+			t.Errorf("%s: duration %.3f, want 2s", f, d)
+		}
+	}
+	if !strings.Contains(stdout, "180p") || !strings.Contains(stdout, "kbit/s") {
+		t.Errorf("no per-rung summary:\n%s", stdout)
+	}
+}
+
+func TestTranscodeBadInput(t *testing.T) {
+	dir := t.TempDir()
+	l := writeFile(t, dir, "l.yaml", smallLadder)
+	empty := writeFile(t, dir, "empty.mp4", "")
+	random := writeFile(t, dir, "random.ts", strings.Repeat("\x47\x13garbage", 20000))
+	typo := writeFile(t, dir, "typo.yaml", "name: x\nrungz: []\n")
+	big := writeFile(t, dir, "big.yaml", "name: x\nrungs:\n  - {name: a, height: 720, bitrate: 2M}\n  - {name: b, height: 90, bitrate: 100k, preset: ultrafast}\n")
+	tooBig := writeFile(t, dir, "toobig.yaml", "name: x\nrungs:\n  - {name: a, height: 720, bitrate: 2M}\n")
+	lavfi := "lavfi:testsrc2=size=320x180:rate=30"
+	for _, ca := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     string
+	}{
+		{"missing file", []string{"--input", filepath.Join(dir, "nope.mp4"), "--ladder", l}, 1, "no such file or directory"},
+		{"empty file", []string{"--input", empty, "--ladder", l}, 1, "file is empty"},
+		{"random bytes", []string{"--input", random, "--ladder", l}, 1, "prism: "},
+		{"typo'd ladder key", []string{"--input", lavfi, "--ladder", typo}, 1, typo + `:2: rungz: unknown field (did you mean "rungs"?)`},
+		{"rung larger than the source is skipped", []string{"--input", lavfi, "--ladder", big, "--duration", "1s"}, 0, "larger than the 320x180 source"},
+		{"every rung larger than the source", []string{"--input", lavfi, "--ladder", tooBig}, 1, "every rung is larger than the 320x180 source"},
+		{"missing flags", []string{"--input", lavfi}, 2, "--output-dir"},
+	} {
+		t.Run(ca.name, func(t *testing.T) {
+			args := append([]string{"transcode", "--output-dir", filepath.Join(dir, "o")}, ca.args...)
+			if ca.name == "missing flags" {
+				args = append([]string{"transcode"}, ca.args...)
+			}
+			code, _, stderr := prism(t, args...)
+			if code != ca.wantCode || !strings.Contains(stderr, ca.want) {
+				t.Errorf("exit %d (want %d), stderr:\n%s\nwant it to contain %q", code, ca.wantCode, stderr, ca.want)
+			}
+		})
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServeDemo runs `prism serve --demo` as a user would: it serves, the
+// demo ladder runs at real time, stats are printed, SIGTERM stops it cleanly.
+func TestServeDemo(t *testing.T) {
+	addr := freePort(t)
+	cmd := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--stats-interval", "1s",
+		"--demo-input", "lavfi:testsrc2=size=640x360:rate=30[out0];sine=sample_rate=48000[out1]")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	base := "http://" + addr
+	get := func(path string) (int, []byte) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.Bytes()
+	}
+	testutil.Eventually(t, 10*time.Second, "/readyz", func() bool { c, _ := get("/readyz"); return c == 200 })
+	if c, _ := get("/healthz"); c != 200 {
+		t.Errorf("/healthz: %d", c)
+	}
+	if c, _ := get("/nope"); c != 404 {
+		t.Errorf("unknown path: %d, want 404", c)
+	}
+	if c, _ := get("/api/v1/streams/nope"); c != 404 {
+		t.Errorf("unknown stream: %d, want 404", c)
+	}
+	// Every track keeps producing at about the source rate.
+	testutil.Eventually(t, 15*time.Second, "3 s of demo media on every track", func() bool {
+		_, body := get("/api/v1/streams/demo")
+		var info streamInfo
+		if json.Unmarshal(body, &info) != nil || info.State != "running" || info.Stats.MediaTime < 3*time.Second {
+			return false
+		}
+		for _, tr := range info.Stats.Tracks {
+			if tr.Frames == 0 {
+				return false
+			}
+		}
+		// The default ladder on a 640x360 source: 360p (larger rungs skipped), AAC, Opus.
+		return len(info.Stats.Tracks) == 3
+	})
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit within 10 s of SIGTERM")
+	}
+	out := stdout.String()
+	for _, want := range []string{`stream "demo"`, "360p", "fps", "kbit/s", "shutting down"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+}
