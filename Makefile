@@ -1,7 +1,7 @@
 # Two commands: `make run` and `make test`. Everything else is set up by them.
 SHELL := /bin/bash
 ENV := source build/env.sh &&
-GO_TEST_FLAGS ?=
+GO_TEST_FLAGS ?= -race
 
 .PHONY: setup build run test vet bench bench-go fuzz clean
 
