@@ -19,6 +19,7 @@ Commands:
   transcode          run a ladder over one input and write fragmented MP4 per rung
   bench              measure ladder throughput, optionally against the FFmpeg CLI
   ladder validate    check ladder files (exit 1 with file:line messages on error)
+  config validate    check service configuration files (same file:line messages)
   gpu probe          show which hardware devices and encoders open on this machine
 
 Run "prism <command> -h" for the flags of a command.
@@ -51,6 +52,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdLadderValidate(args[2:], stdout, stderr)
+	case "config":
+		if len(args) < 2 || args[1] != "validate" {
+			fmt.Fprintln(stderr, "usage: prism config validate FILE...")
+			return 2
+		}
+		err = cmdConfigValidate(args[2:], stdout, stderr)
 	case "gpu":
 		if len(args) < 2 || args[1] != "probe" {
 			fmt.Fprintln(stderr, "usage: prism gpu probe [--json]")

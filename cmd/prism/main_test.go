@@ -229,3 +229,54 @@ func TestServeDemo(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := writeFile(t, dir, "bad.yaml", "http:\n  adress: x\n")
+	badLadder := writeFile(t, dir, "badladder.yaml", "streams:\n  - {name: a, input: x, ladder: nosuch}\n")
+	if code, out, errOut := prism(t, "config", "validate", "../../deploy/prism.yaml"); code != 0 {
+		t.Errorf("shipped config: exit %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut := prism(t, "config", "validate", bad, badLadder)
+	if code != 1 || !strings.Contains(errOut, bad+`:2: http.adress: unknown field "adress"`) ||
+		!strings.Contains(errOut, badLadder+`: streams[0].ladder: no ladder file "nosuch"`) {
+		t.Errorf("exit %d:\n%s", code, errOut)
+	}
+	// serve refuses a bad configuration with the same message, exit 1.
+	if code, _, errOut := prism(t, "serve", "--config", bad); code != 1 || !strings.Contains(errOut, "unknown field") {
+		t.Errorf("serve with bad config: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestServeRestartsEndedStream: a configured stream whose input ends is
+// started again, as a live source that drops and comes back.
+func TestServeRestartsEndedStream(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "prism.yaml", `streams:
+  - name: short
+    input: "lavfi:testsrc2=size=160x90:rate=30:duration=1"
+    ladder: `+writeFile(t, dir, "l.yaml", smallLadder)+`
+`)
+	addr := freePort(t)
+	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("exit after SIGINT: %v\n%s", err, stderr.String())
+		}
+	}()
+	testutil.Eventually(t, 15*time.Second, "the stream restarted twice", func() bool {
+		resp, err := http.Get("http://" + addr + "/api/v1/streams/short")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var info streamInfo
+		return json.NewDecoder(resp.Body).Decode(&info) == nil && info.Restarts >= 2
+	})
+}

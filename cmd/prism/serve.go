@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,12 +10,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
 )
@@ -29,53 +27,63 @@ const DemoInput = transcode.LavfiPrefix +
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
-	configPath := fs.String("config", "", "service configuration file (YAML)")
+	configPath := fs.String("config", "", "service configuration file (YAML); see deploy/prism.yaml")
 	demo := fs.Bool("demo", false, `run a built-in test stream named "demo"`)
-	httpAddr := fs.String("http", ":8080", "HTTP listen address")
+	httpAddr := fs.String("http", "", "HTTP listen address (overrides the configuration; default :8080)")
 	ladderRef := fs.String("ladder", "default", "ladder for the demo stream: a YAML file or a shipped ladder name")
 	demoInput := fs.String("demo-input", DemoInput, "input URL of the demo stream")
 	statsEvery := fs.Duration("stats-interval", 5*time.Second, "how often to print per-rung stats (0: never)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	cfg := &config.Config{}
+	cfg.Defaults()
 	if *configPath != "" {
-		return fmt.Errorf("%s: service configuration files arrive with the outputs; use flags for now", *configPath)
+		var err error
+		if cfg, err = config.Load(*configPath); err != nil {
+			return err
+		}
+	}
+	if *httpAddr != "" {
+		cfg.HTTP.Address = *httpAddr
+	}
+	if *demo {
+		realtime := true
+		cfg.Streams = append(cfg.Streams, config.Stream{Name: "demo", Input: *demoInput, Ladder: *ladderRef, Realtime: &realtime})
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv := &service{log: slog.Default(), jobs: map[string]pipeline.Job{}, endCh: make(chan string, 16)}
-	ln, err := net.Listen("tcp", *httpAddr)
+	svc := &service{log: slog.Default(), streams: &pipeline.Registry{}, stdout: stdout}
+	ln, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv.routes(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: svc.routes(), ReadHeaderTimeout: 10 * time.Second}
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- httpSrv.Serve(ln) }()
-	fmt.Fprintf(stdout, "prism: HTTP on http://%s (/healthz, /readyz, /api/v1/streams)\n", displayAddr(ln.Addr()))
+	tlsOn := cfg.HTTP.TLSCert != ""
+	go func() {
+		if tlsOn {
+			httpDone <- httpSrv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		} else {
+			httpDone <- httpSrv.Serve(ln)
+		}
+	}()
+	scheme := "http"
+	if tlsOn {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "prism: HTTP on %s://%s (/healthz, /readyz, /api/v1/streams)\n", scheme, displayAddr(ln.Addr()))
 
-	if *demo {
-		l, err := loadLadder(*ladderRef)
-		if err != nil {
+	for _, sc := range cfg.Streams {
+		if err := svc.startStream(ctx, sc); err != nil {
+			stop() // ends the supervisors of streams already started
 			_ = httpSrv.Close()
-			return err
-		}
-		job, err := transcode.Start(ctx, transcode.Options{Input: *demoInput, Ladder: l, Realtime: true})
-		if err != nil {
-			_ = httpSrv.Close()
-			return fmt.Errorf("demo stream: %w", err)
-		}
-		srv.add("demo", job)
-		fmt.Fprintf(stdout, "prism: stream \"demo\" running ladder %q:\n", l.Name)
-		for _, tr := range job.Tracks() {
-			if tr.Kind == pipeline.KindVideo {
-				fmt.Fprintf(stdout, "  %-6s %dx%d@%g %s %s %d kbit/s\n", tr.Name, tr.Width, tr.Height, tr.FPS, tr.Codec, tr.Encoder, tr.Bitrate/1000)
-			} else {
-				fmt.Fprintf(stdout, "  %-6s %s %s %d Hz %d ch %d kbit/s\n", tr.Name, tr.Codec, tr.Encoder, tr.SampleRate, tr.Channels, tr.Bitrate/1000)
-			}
-		}
-		for _, s := range job.Skipped() {
-			fmt.Fprintf(stdout, "  %-6s skipped: %s\n", s.Name, s.Reason)
+			svc.wait()
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
 
@@ -94,17 +102,19 @@ loop:
 			break loop
 		case err := <-httpDone:
 			runErr = fmt.Errorf("http: %w", err)
+			stop()
 			break loop
-		case name := <-srv.ended():
-			srv.log.Error("stream ended", "stream", name, "error", srv.jobErr(name))
 		case <-ticker:
-			srv.printStats(stdout)
+			svc.printStats(stdout)
 		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdownCtx)
-	srv.closeAll()
+	svc.wait() // stream supervisors stop with ctx
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
 	return runErr
 }
 
@@ -114,155 +124,4 @@ func displayAddr(a net.Addr) string {
 		return "localhost" + s[strings.LastIndex(s, ":"):]
 	}
 	return s
-}
-
-// service holds the running streams. Each job is owned here: started by
-// serve, stopped by closeAll.
-type service struct {
-	log   *slog.Logger
-	mu    sync.Mutex
-	jobs  map[string]pipeline.Job
-	endCh chan string
-	wg    sync.WaitGroup
-}
-
-func (s *service) ended() <-chan string { return s.endCh }
-
-func (s *service) add(name string, job pipeline.Job) {
-	ch := s.endCh
-	s.mu.Lock()
-	s.jobs[name] = job
-	s.mu.Unlock()
-	s.wg.Add(1)
-	go func() { // reports a job that ends on its own; returns when it ends
-		defer s.wg.Done()
-		<-job.Done()
-		if job.Err() != nil {
-			select {
-			case ch <- name:
-			default:
-			}
-		}
-	}()
-}
-
-func (s *service) jobErr(name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if j, ok := s.jobs[name]; ok {
-		return j.Err()
-	}
-	return nil
-}
-
-func (s *service) closeAll() {
-	s.mu.Lock()
-	jobs := s.jobs
-	s.jobs = map[string]pipeline.Job{}
-	s.mu.Unlock()
-	for _, j := range jobs {
-		_ = j.Close()
-	}
-	s.wg.Wait()
-}
-
-func (s *service) snapshot() map[string]pipeline.Job {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]pipeline.Job, len(s.jobs))
-	for k, v := range s.jobs {
-		out[k] = v
-	}
-	return out
-}
-
-func (s *service) printStats(w io.Writer) {
-	jobs := s.snapshot()
-	names := make([]string, 0, len(jobs))
-	for n := range jobs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		st := jobs[n].Stats()
-		var parts []string
-		for _, ts := range st.Tracks {
-			parts = append(parts, fmt.Sprintf("%s %.1f fps %.0f kbit/s", ts.Track, ts.FPS, ts.Bitrate/1000))
-		}
-		fmt.Fprintf(w, "%s %s media %.1fs speed %.2fx dropped %d | %s\n", time.Now().Format("15:04:05"), n,
-			st.MediaTime.Seconds(), st.Speed, st.Dropped, strings.Join(parts, " | "))
-	}
-}
-
-type streamInfo struct {
-	Name   string            `json:"name"`
-	State  string            `json:"state"`
-	Error  string            `json:"error,omitempty"`
-	Tracks []pipeline.Track  `json:"tracks"`
-	Stats  pipeline.JobStats `json:"stats"`
-}
-
-func (s *service) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		for name, j := range s.snapshot() {
-			if err := j.Err(); err != nil {
-				http.Error(w, fmt.Sprintf("stream %s failed: %v", name, err), http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
-		jobs := s.snapshot()
-		out := []streamInfo{}
-		for name, j := range jobs {
-			out = append(out, describe(name, j))
-		}
-		sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
-		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("GET /api/v1/streams/{name}", func(w http.ResponseWriter, r *http.Request) {
-		j, ok := s.snapshot()[r.PathValue("name")]
-		if !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown stream " + r.PathValue("name")})
-			return
-		}
-		writeJSON(w, http.StatusOK, describe(r.PathValue("name"), j))
-	})
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "Prism: live transcoding. Streams: /api/v1/streams")
-	})
-	return mux
-}
-
-func describe(name string, j pipeline.Job) streamInfo {
-	info := streamInfo{Name: name, State: "running", Tracks: j.Tracks(), Stats: j.Stats()}
-	select {
-	case <-j.Done():
-		info.State = "ended"
-		if err := j.Err(); err != nil {
-			info.State, info.Error = "failed", err.Error()
-		}
-	default:
-	}
-	return info
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(v); err != nil && !errors.Is(err, http.ErrHandlerTimeout) {
-		slog.Debug("writing response", "error", err)
-	}
 }

@@ -1,0 +1,39 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	c, err := Parse("prism.yaml", []byte("http:\n  address: 127.0.0.1:9000\nstreams:\n  - name: cam1\n    input: rtsp://10.0.0.1/x\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTP.Address != "127.0.0.1:9000" || c.Streams[0].Ladder != "default" || !*c.Streams[0].Realtime {
+		t.Errorf("%+v", c)
+	}
+	if c, err := Parse("empty.yaml", nil); err != nil || c.HTTP.Address != ":8080" {
+		t.Errorf("empty file: %v %+v", err, c)
+	}
+}
+
+func TestErrorsNameFileLineField(t *testing.T) {
+	for _, ca := range []struct{ name, yaml, want string }{
+		{"unknown key", "http:\n  adress: x\n", `prism.yaml:2: http.adress: unknown field "adress"`},
+		{"duplicate key", "data_dir: a\ndata_dir: b\n", "prism.yaml:2: "},
+		{"wrong type", "streams: 3\n", "prism.yaml:1: "},
+		{"missing input", "streams:\n  - name: a\n", "prism.yaml:2: streams[0].input: is required"},
+		{"bad name", "streams:\n  - name: a\n    input: x\n  - name: ../b\n    input: y\n", `prism.yaml:4: streams[1].name: "../b": use letters`},
+		{"duplicate name", "streams:\n  - {name: a, input: x}\n  - {name: a, input: y}\n", `prism.yaml:3: streams[1].name: "a" is already used by streams[0]`},
+		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
+	} {
+		t.Run(ca.name, func(t *testing.T) {
+			_, err := Parse("prism.yaml", []byte(ca.yaml))
+			if err == nil || !strings.HasPrefix(err.Error(), ca.want) || !errors.Is(err, ErrInvalid) {
+				t.Errorf("got %v, want prefix %q", err, ca.want)
+			}
+		})
+	}
+}
