@@ -36,7 +36,7 @@ DEMUXERS=(mov matroska flv live_flv mpegts hls rtsp rtp sdp h264 hevc aac mp3 wa
   image2 image_png_pipe rawvideo data concat)
 MUXERS=(mp4 mov ipod matroska webm flv mpegts hls segment rtsp rtp rtp_mpegts null adts
   h264 hevc ogg opus wav image2 framecrc framemd5 rawvideo)
-PROTOCOLS=(file pipe tcp udp rtp http https httpproxy tls hls crypto data rtmp rtmps srt)
+PROTOCOLS=(file pipe tcp udp rtp http https httpproxy tls hls crypto data rtmp rtmps libsrt)
 FILTERS=(buffer buffersink abuffer abuffersink split asplit scale fps format aformat aresample
   null anull setpts asetpts asetnsamples settb asettb testsrc testsrc2 sine anullsrc color nullsrc
   hwupload hwdownload hwupload_cuda hwmap scale_cuda scale_vaapi scale_qsv vpp_qsv

@@ -75,7 +75,11 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		in.live = true
 		// Give up on a silent peer instead of hanging the job (µs).
 		_ = dict.Set("rw_timeout", "10000000", 0)
-		in.fc.SetFlags(in.fc.Flags().Add(astiav.FormatContextFlagNobuffer))
+		// Start quickly: one second of probing finds the codecs of a live
+		// stream. (The packets read while probing are kept: with
+		// AVFMT_FLAG_NOBUFFER they would be lost, and with them the first
+		// keyframe.)
+		_ = dict.Set("analyzeduration", "1000000", 0)
 	case strings.Contains(url, "://"):
 		// Some other protocol: FFmpeg knows it, or says it does not.
 	default:

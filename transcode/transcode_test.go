@@ -148,6 +148,10 @@ func TestLadderIsSwitchable(t *testing.T) {
 		if math.Abs(start-videoStart) > frame {
 			t.Errorf("%s starts at %.4fs, video at %.4fs: more than one frame apart", name, start, videoStart)
 		}
+		target := map[string]float64{"aac": 96_000, "opus": 64_000}[name]
+		if rate := testutil.F(t, p.Streams[0].BitRate); math.Abs(rate/target-1) > 0.15 {
+			t.Errorf("%s: bitrate %.0f, target %.0f", name, rate, target)
+		}
 		if dur := testutil.F(t, p.Streams[0].Duration); math.Abs(dur-inDur) > 2*1024.0/48000 {
 			// Encoder priming and the last partial frame: at most two AAC frames.
 			t.Errorf("%s: duration %.4fs, input %.4fs", name, dur, inDur)

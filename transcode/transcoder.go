@@ -304,6 +304,11 @@ func (t *Transcoder) demux() error {
 			if errors.Is(err, astiav.ErrEagain) {
 				continue
 			}
+			if t.in.live {
+				// A network source that errors has gone away: the input ended.
+				t.log.Info("input closed", "input", t.opts.Input, "reason", err)
+				return nil
+			}
 			errs++
 			if errs > 50 {
 				return fmt.Errorf("%w: reading %s: %v", ErrDecode, t.opts.Input, err)
