@@ -54,7 +54,7 @@ type Transcoder struct {
 	backends         []string
 
 	// stages, in data-flow order; each is owned by the goroutine started for it
-	vdec      *videoDecoder
+	vdec      *decoder
 	vfilter   *videoFilter
 	audio     *audioStage
 	encoders  []*encodeStage
@@ -132,9 +132,10 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	vfiltSt := &pipeline.StageStats{Name: "video-filter"}
 	t.stageList = append(t.stageList, t.demuxSt, vdecSt, vfiltSt)
 
-	t.vdec, err = newVideoDecoder(t.in, 0, vdecSt, log)
+	frameDur := int64(math.Round(pipeline.VideoClockRate / srcFPS))
+	t.vdec, err = openDecoder("video", t.in, t.in.video, 0, clock90k, frameDur, vdecSt, log)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrNoVideo, err)
 	}
 	if opts.Duration > 0 {
 		t.vdec.limit = int64(opts.Duration.Seconds() * pipeline.VideoClockRate)
@@ -167,7 +168,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		t.audio.stamps = t.astamps
 		t.audio.channels = opts.Ladder.Audio.Channels
 		if opts.Duration > 0 {
-			t.audio.limit = int64(opts.Duration.Seconds() * AudioSampleRate)
+			t.audio.dec.limit = int64(opts.Duration.Seconds() * AudioSampleRate)
 		}
 		for _, spec := range audioSpecs(opts.Ladder) {
 			cc, err := openAudioEncoder(spec, opts.Ladder.Audio.Channels)
@@ -246,7 +247,7 @@ func (t *Transcoder) launch() {
 	}
 	nv := len(t.vfilter.rungs)
 	run("demux", t.demux)
-	run("video-decode", func() error { return t.vdec.run(t.ctx, t.vpackets, t.vframes) })
+	run("video-decode", func() error { return runVideoDecode(t.ctx, t.vdec, t.vpackets, t.vframes) })
 	run("video-filter", func() error { return t.vfilter.run(t.ctx, t.vframes, t.encIn[:nv]) })
 	if t.audio != nil {
 		run("audio", func() error { return t.audio.run(t.ctx, t.apackets, t.encIn[nv:]) })

@@ -2,6 +2,7 @@ package transcode
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestKeyframeClockAlignsRungsWithDifferentRates(t *testing.T) {
 		}
 	}
 	want := []int64{1000, 91000, 181000}
-	if !equal(fullKeys, want) || !equal(halfKeys, want) {
+	if !slices.Equal(fullKeys, want) || !slices.Equal(halfKeys, want) {
 		t.Errorf("keys %v and %v, want %v on both", fullKeys, halfKeys, want)
 	}
 }
@@ -57,21 +58,9 @@ func TestKeyframeClockForcedAndCoalesced(t *testing.T) {
 		kb = append(kb, 12000)
 	}
 	want := []int64{0, 6000, 12000}
-	if !equal(ka, want) || !equal(kb, want) {
+	if !slices.Equal(ka, want) || !slices.Equal(kb, want) {
 		t.Errorf("keys %v and %v, want %v", ka, kb, want)
 	}
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestTimeline(t *testing.T) {
@@ -85,7 +74,7 @@ func TestTimeline(t *testing.T) {
 	// duplicates and small steps back are dropped; the big jump forward and
 	// the big jump back are folded into a continuous timeline.
 	want := []int64{0, 3000, 6000, 9000, 12000, 15000}
-	if !equal(got, want) || tl.discontinuities != 2 {
+	if !slices.Equal(got, want) || tl.discontinuities != 2 {
 		t.Errorf("got %v (%d discontinuities), want %v", got, tl.discontinuities, want)
 	}
 }
@@ -128,28 +117,16 @@ func TestIngestStamps(t *testing.T) {
 
 func TestPlanThreads(t *testing.T) {
 	rungs := []ladder.PlannedRung{planned("1080p", 1920, 1080, 30), planned("720p", 1280, 720, 30), planned("360p", 640, 360, 30)}
-	if got := planThreads(rungs, 2); !equalInts(got, []int{1, 1, 1}) {
+	if got := planThreads(rungs, 2); !slices.Equal(got, []int{1, 1, 1}) {
 		t.Errorf("2 CPUs: %v, want one thread each", got)
 	}
-	if got := planThreads(rungs, 16); !equalInts(got, []int{10, 5, 1}) {
+	if got := planThreads(rungs, 16); !slices.Equal(got, []int{10, 5, 1}) {
 		t.Errorf("16 CPUs: %v, want shares by pixel rate", got)
 	}
 	rungs[2].Threads = 3
 	if got := planThreads(rungs, 16); got[2] != 3 {
 		t.Errorf("explicit threads ignored: %v", got)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestFPSString(t *testing.T) {

@@ -2,7 +2,6 @@ package transcode
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -22,143 +21,25 @@ type videoFrame struct {
 	ingest time.Time
 }
 
-// videoDecoder is the decode stage: compressed packets in, frames in 90 kHz
-// PTS out, strictly increasing.
-type videoDecoder struct {
-	cc       *astiav.CodecContext
-	tb       astiav.Rational
-	timeline *timeline
-	pending  map[int64]time.Time // packet PTS -> ingest time, until its frame is out
-	limit    int64               // drop frames at or after this PTS (0: none)
-	stats    *pipeline.StageStats
-	log      *slog.Logger
-	errs     int
-	decoded  uint64
-}
-
-func newVideoDecoder(in *input, threads int, stats *pipeline.StageStats, log *slog.Logger) (*videoDecoder, error) {
-	cp := in.video.CodecParameters()
-	codec := astiav.FindDecoder(cp.CodecID())
-	if codec == nil {
-		return nil, fmt.Errorf("%w: no decoder for %s", ErrNoVideo, cp.CodecID())
-	}
-	cc := astiav.AllocCodecContext(codec)
-	if err := cp.ToCodecContext(cc); err != nil {
-		cc.Free()
-		return nil, fmt.Errorf("%w: %v", ErrNoVideo, err)
-	}
-	cc.SetTimeBase(in.video.TimeBase())
-	cc.SetThreadCount(threads)
-	if err := cc.Open(codec, nil); err != nil {
-		cc.Free()
-		return nil, fmt.Errorf("%w: opening %s decoder: %v", ErrNoVideo, codec.Name(), err)
-	}
-	fr := in.frameRate()
-	frameDur := int64(float64(pipeline.VideoClockRate) / fr.Float64())
-	return &videoDecoder{
-		cc:       cc,
-		tb:       in.video.TimeBase(),
-		timeline: newTimeline(pipeline.VideoClockRate, in.originSeconds(), frameDur),
-		pending:  make(map[int64]time.Time),
-		stats:    stats,
-		log:      log,
-	}, nil
-}
-
 var clock90k = astiav.NewRational(1, pipeline.VideoClockRate)
 
-// run decodes until in is closed or ctx ends, then flushes and closes out.
-func (d *videoDecoder) run(ctx context.Context, in <-chan demuxedPacket, out chan<- videoFrame) error {
+// runVideoDecode is the video decode stage: until in is closed or ctx ends,
+// then it flushes and closes out.
+func runVideoDecode(ctx context.Context, d *decoder, in <-chan demuxedPacket, out chan<- videoFrame) error {
 	defer close(out)
-	for {
-		var dp demuxedPacket
-		var ok bool
-		select {
-		case dp, ok = <-in:
-		case <-ctx.Done():
-			return nil
-		}
-		start := time.Now()
-		if !ok {
-			// End of input: flush the decoder's delayed frames.
-			_ = d.cc.SendPacket(nil)
-			return d.receive(ctx, out, start)
-		}
-		if pts := dp.pkt.Pts(); pts != astiav.NoPtsValue {
-			if len(d.pending) > 512 { // frames that never came out; don't grow
-				clear(d.pending)
-			}
-			d.pending[pts] = dp.ingest
-		}
-		err := d.cc.SendPacket(dp.pkt)
-		dp.pkt.Free()
-		if err != nil && !errors.Is(err, astiav.ErrEagain) {
-			d.decodeError(err)
-			continue
-		}
-		if err := d.receive(ctx, out, start); err != nil {
+	emit := func(f *astiav.Frame, ingest time.Time) error {
+		if err := send(ctx, out, videoFrame{f: f, ingest: ingest}); err != nil {
+			f.Free()
 			return err
 		}
+		return nil
 	}
-}
-
-func (d *videoDecoder) decodeError(err error) {
-	d.errs++
-	d.stats.Drop()
-	if d.errs <= 3 || d.errs%100 == 0 {
-		d.log.Warn("video decode error", "error", err, "count", d.errs)
-	}
-}
-
-func (d *videoDecoder) receive(ctx context.Context, out chan<- videoFrame, start time.Time) error {
-	for {
-		f := astiav.AllocFrame()
-		if err := d.cc.ReceiveFrame(f); err != nil {
-			f.Free()
-			if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
-				return nil
-			}
-			d.decodeError(err)
-			return nil
+	return consume(ctx, in, func(dp demuxedPacket, ok bool) error {
+		if !ok {
+			return d.decode(nil, emit) // end of input: the decoder's delayed frames
 		}
-		raw := f.Pts()
-		if raw == astiav.NoPtsValue {
-			raw = f.PktDts()
-		}
-		if raw == astiav.NoPtsValue {
-			f.Free()
-			d.stats.Drop()
-			continue
-		}
-		ingest, found := d.pending[raw]
-		if found {
-			delete(d.pending, raw)
-		} else {
-			ingest = time.Now()
-		}
-		pts, ok := d.timeline.next(astiav.RescaleQ(raw, d.tb, clock90k))
-		if !ok || (d.limit > 0 && pts >= d.limit) {
-			f.Free()
-			d.stats.Drop()
-			continue
-		}
-		f.SetPts(pts)
-		d.decoded++
-		d.stats.Done(ingest, time.Since(start))
-		select {
-		case out <- videoFrame{f: f, ingest: ingest}:
-		case <-ctx.Done():
-			f.Free()
-			return nil
-		}
-	}
-}
-
-func (d *videoDecoder) close() {
-	if d.cc != nil {
-		d.cc.Free()
-		d.cc = nil
-	}
+		return d.decode(&dp, emit)
+	})
 }
 
 // videoFilter is the split+scale stage: one graph, one branch per rung.
@@ -172,9 +53,7 @@ type videoFilter struct {
 	stats     *pipeline.StageStats
 	log       *slog.Logger
 
-	graph   *astiav.FilterGraph
-	src     *astiav.BuffersrcFilterContext
-	sinks   []*astiav.BuffersinkFilterContext
+	graph   *filterGraph
 	srcW    int
 	srcH    int
 	srcFmt  astiav.PixelFormat
@@ -317,17 +196,6 @@ func (v *videoFilter) build(f *astiav.Frame) error {
 	if v.initW == 0 {
 		v.initW, v.initH = w, h
 	}
-	g := astiav.AllocFilterGraph()
-	if g == nil {
-		return errors.New("allocating filter graph failed")
-	}
-	v.graph = g
-	g.SetThreadCount(v.threads)
-	src, err := g.NewBuffersrcFilterContext(astiav.FindFilterByName("buffer"), "in")
-	if err != nil {
-		return fmt.Errorf("creating buffer source: %w", err)
-	}
-	v.src = src
 	params := astiav.AllocBuffersrcFilterContextParameters()
 	defer params.Free()
 	params.SetWidth(w)
@@ -341,50 +209,12 @@ func (v *videoFilter) build(f *astiav.Frame) error {
 	params.SetSampleAspectRatio(sar)
 	params.SetColorRange(f.ColorRange())
 	params.SetColorSpace(f.ColorSpace())
-	if err := src.SetParameters(params); err != nil {
-		return fmt.Errorf("setting buffer source parameters: %w", err)
-	}
-	if err := src.Initialize(nil); err != nil {
-		return fmt.Errorf("initializing buffer source: %w", err)
-	}
-	outputs := astiav.AllocFilterInOut()
-	outputs.SetName("in")
-	outputs.SetFilterContext(src.FilterContext())
-	outputs.SetPadIdx(0)
-	var inputs, prev *astiav.FilterInOut
-	v.sinks = v.sinks[:0]
-	for i := range v.rungs {
-		sink, err := g.NewBuffersinkFilterContext(astiav.FindFilterByName("buffersink"), fmt.Sprintf("o%d", i))
-		if err != nil {
-			outputs.Free()
-			if inputs != nil {
-				inputs.Free()
-			}
-			return fmt.Errorf("creating buffer sink: %w", err)
-		}
-		v.sinks = append(v.sinks, sink)
-		io := astiav.AllocFilterInOut()
-		io.SetName(fmt.Sprintf("o%d", i))
-		io.SetFilterContext(sink.FilterContext())
-		io.SetPadIdx(0)
-		if prev == nil {
-			inputs = io
-		} else {
-			prev.SetNext(io)
-		}
-		prev = io
-	}
 	desc := v.graphString(w, h)
-	err = g.Parse(desc, inputs, outputs)
-	// Parse consumes the lists it links; free what is left of the heads only.
-	inputs.Free()
-	outputs.Free()
+	g, err := newFilterGraph(desc, params, len(v.rungs), false, v.threads)
 	if err != nil {
-		return fmt.Errorf("parsing filter graph %q: %w", desc, err)
+		return err
 	}
-	if err := g.Configure(); err != nil {
-		return fmt.Errorf("configuring filter graph %q: %w", desc, err)
-	}
+	v.graph = g
 	v.srcW, v.srcH, v.srcFmt = w, h, pf
 	v.log.Debug("video filter graph", "graph", desc)
 	return nil
@@ -398,23 +228,24 @@ func (v *videoFilter) run(ctx context.Context, in <-chan videoFrame, outs []chan
 			close(o)
 		}
 	}()
-	for {
-		var vf videoFrame
-		var ok bool
-		select {
-		case vf, ok = <-in:
-		case <-ctx.Done():
-			return nil
+	var start time.Time
+	emit := func(i int, f *astiav.Frame) error {
+		if i == 0 {
+			v.stats.Done(v.stamps.lookup(f.Pts()), time.Since(start))
 		}
-		start := time.Now()
+		if err := send(ctx, outs[i], f); err != nil {
+			f.Free()
+			return err
+		}
+		return nil
+	}
+	return consume(ctx, in, func(vf videoFrame, ok bool) error {
+		start = time.Now()
 		if !ok {
 			if v.graph == nil {
 				return nil
 			}
-			if err := v.src.AddFrame(nil, astiav.NewBuffersrcFlags()); err != nil && !errors.Is(err, astiav.ErrEof) {
-				return fmt.Errorf("flushing filter graph: %w", err)
-			}
-			return v.drain(ctx, outs, start)
+			return v.graph.push(nil, emit)
 		}
 		f := vf.f
 		if v.graph == nil || f.Width() != v.srcW || f.Height() != v.srcH || f.PixelFormat() != v.srcFmt {
@@ -423,8 +254,7 @@ func (v *videoFilter) run(ctx context.Context, in <-chan videoFrame, outs []chan
 				// then carry on with a new graph scaling to the same rung sizes.
 				v.log.Warn("source resolution changed, rebuilding filter graph",
 					"from", fmt.Sprintf("%dx%d", v.srcW, v.srcH), "to", fmt.Sprintf("%dx%d", f.Width(), f.Height()))
-				_ = v.src.AddFrame(nil, astiav.NewBuffersrcFlags())
-				if err := v.drain(ctx, outs, start); err != nil {
+				if err := v.graph.push(nil, emit); err != nil {
 					f.Free()
 					return err
 				}
@@ -437,49 +267,11 @@ func (v *videoFilter) run(ctx context.Context, in <-chan videoFrame, outs []chan
 		}
 		v.clock.observe(f.Pts())
 		v.stamps.add(f.Pts(), vf.ingest)
-		err := v.src.AddFrame(f, astiav.NewBuffersrcFlags())
-		f.Free()
-		if err != nil {
-			return fmt.Errorf("feeding filter graph: %w", err)
-		}
-		if err := v.drain(ctx, outs, start); err != nil {
-			return err
-		}
-	}
-}
-
-// drain pulls every ready frame from every sink and hands it to its rung.
-func (v *videoFilter) drain(ctx context.Context, outs []chan *astiav.Frame, start time.Time) error {
-	for i, sink := range v.sinks {
-		for {
-			f := astiav.AllocFrame()
-			err := sink.GetFrame(f, astiav.NewBuffersinkFlags())
-			if err != nil {
-				f.Free()
-				if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
-					break
-				}
-				return fmt.Errorf("reading filter graph: %w", err)
-			}
-			if i == 0 {
-				v.stats.Done(v.stamps.lookup(f.Pts()), time.Since(start))
-			}
-			select {
-			case outs[i] <- f:
-			case <-ctx.Done():
-				f.Free()
-				return nil
-			}
-		}
-	}
-	return nil
+		return v.graph.push(f, emit)
+	})
 }
 
 func (v *videoFilter) free() {
-	if v.graph != nil {
-		v.graph.Free()
-		v.graph = nil
-		v.src = nil
-		v.sinks = v.sinks[:0]
-	}
+	v.graph.free()
+	v.graph = nil
 }

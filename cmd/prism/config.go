@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
@@ -8,34 +9,21 @@ import (
 )
 
 func cmdConfigValidate(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: prism config validate FILE...")
-		return errUsage
-	}
-	failed := 0
-	for _, path := range args {
+	return validateFiles("configuration", args, stdout, stderr, func(path string) (string, error) {
 		c, err := config.Load(path)
 		if err != nil {
-			fmt.Fprintln(stderr, err)
-			failed++
-			continue
+			return "", err
 		}
 		// Ladders named by streams must load too.
-		ok := true
+		var errs []error
 		for i, s := range c.Streams {
 			if _, err := loadLadder(s.Ladder); err != nil {
-				fmt.Fprintf(stderr, "%s: streams[%d].ladder: %v\n", path, i, err)
-				ok = false
+				errs = append(errs, fmt.Errorf("%s: streams[%d].ladder: %w", path, i, err))
 			}
 		}
-		if !ok {
-			failed++
-			continue
+		if len(errs) > 0 {
+			return "", errors.Join(errs...)
 		}
-		fmt.Fprintf(stdout, "%s: ok (%d streams, HTTP on %s)\n", path, len(c.Streams), c.HTTP.Address)
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d configuration files invalid", failed, len(args))
-	}
-	return nil
+		return fmt.Sprintf("%d streams, HTTP on %s", len(c.Streams), c.HTTP.Address), nil
+	})
 }
