@@ -190,6 +190,10 @@ func TestServeDemo(t *testing.T) {
 	if c, _ := get("/healthz"); c != 200 {
 		t.Errorf("/healthz: %d", c)
 	}
+	if c, body := get("/metrics"); c != 200 || !strings.Contains(string(body), `prism_track_fps{stream="demo",track="360p"}`) ||
+		!strings.Contains(string(body), `prism_stage_latency_seconds{quantile="0.95",stage="encode-360p",stream="demo"}`) {
+		t.Errorf("/metrics: %d\n%s", c, body)
+	}
 	if c, _ := get("/nope"); c != 404 {
 		t.Errorf("unknown path: %d, want 404", c)
 	}

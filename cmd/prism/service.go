@@ -16,6 +16,9 @@ import (
 	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // service runs the configured streams and answers the HTTP API. Each stream
@@ -225,6 +228,10 @@ func (s *service) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, info)
 	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newJobCollector(s.streams))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
