@@ -1,0 +1,88 @@
+// Package ladderref resolves the ladder a queue job names (a shipped
+// ladder, a file, or inline YAML) and prices it for capacity planning. It
+// is the real queue.LadderCheck, kept out of package queue so that the job
+// store does not depend on the transcoder's packages.
+package ladderref
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/prism-streaming/prism/deploy/ladders"
+	"github.com/prism-streaming/prism/transcode/ladder"
+)
+
+// Resolve returns the ladder of a job spec: inline YAML when given (ref
+// then only names it in errors), else a file when ref looks like a path,
+// else the shipped ladder of that name.
+func Resolve(ref, inlineYAML string) (*ladder.Ladder, error) {
+	switch {
+	case inlineYAML != "":
+		name := ref
+		if name == "" {
+			name = "ladder_yaml"
+		}
+		return ladder.Parse(name, []byte(inlineYAML))
+	case isPath(ref):
+		return ladder.Load(ref)
+	}
+	data, err := ladders.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	return ladder.Parse(ref+".yaml", data)
+}
+
+func isPath(ref string) bool {
+	return strings.ContainsAny(ref, `/\`) || strings.HasSuffix(ref, ".yaml") || strings.HasSuffix(ref, ".yml")
+}
+
+// Nominal source used to price a ladder before its source is known: 16:9
+// at 30 fps, as large as any rung (every rung counted, none skipped).
+const (
+	nominalWidth  = 1920
+	nominalHeight = 1080
+	nominalFPS    = 30
+)
+
+// NominalCost is the ladder's encoding load in pixels per second: the sum
+// over rungs of width x height x fps, with the rungs' nominal heights,
+// 16:9 widths where the width follows the source, and 30 fps (or the
+// rung's lower cap).
+func NominalCost(l *ladder.Ladder) (float64, error) {
+	c := *l
+	c.Rungs = make([]ladder.Rung, len(l.Rungs))
+	for i, r := range l.Rungs {
+		r.Upscale = true // price every rung, whatever the source turns out to be
+		c.Rungs[i] = r
+	}
+	return Cost(&c, nominalWidth, nominalHeight, nominalFPS)
+}
+
+// Cost is the ladder's load in pixels per second for a known source, from
+// the rungs that Plan keeps.
+func Cost(l *ladder.Ladder, srcWidth, srcHeight int, srcFPS float64) (float64, error) {
+	rungs, _, err := l.Plan(srcWidth, srcHeight, srcFPS)
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, r := range rungs {
+		sum += float64(r.OutWidth) * float64(r.OutHeight) * r.OutFPS
+	}
+	return sum, nil
+}
+
+// Check is the queue.LadderCheck: it resolves the reference and returns
+// the nominal cost.
+func Check(ref, inlineYAML string) (float64, error) {
+	l, err := Resolve(ref, inlineYAML)
+	if err != nil {
+		return 0, err
+	}
+	cost, err := NominalCost(l)
+	if err != nil {
+		return 0, fmt.Errorf("ladder %q: %w", l.Name, err)
+	}
+	return cost, nil
+}
