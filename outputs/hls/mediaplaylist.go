@@ -1,0 +1,153 @@
+package hls
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+)
+
+// advancePartLimit is how many parts past the last one a blocking request
+// may ask for before it is refused (LL-HLS "Advance Part Limit").
+const advancePartLimit = 3
+
+// directives are the LL-HLS delivery directives of a playlist request.
+type directives struct {
+	msn, part int
+	hasMSN    bool
+}
+
+func parseDirectives(r *http.Request) (d directives, err error) {
+	q := r.URL.Query()
+	num := func(key string) (int, bool, error) {
+		v, ok := q[key]
+		if !ok {
+			return 0, false, nil
+		}
+		if len(v) != 1 {
+			return 0, false, fmt.Errorf("%s given %d times", key, len(v))
+		}
+		// 31 bits: media sequence numbers are ints in playlists.
+		n, err := strconv.ParseUint(v[0], 10, 31)
+		if err != nil {
+			return 0, false, fmt.Errorf("%s=%q: must be a non-negative integer", key, v[0])
+		}
+		return int(n), true, nil
+	}
+	var hasPart bool
+	if d.msn, d.hasMSN, err = num("_HLS_msn"); err != nil {
+		return d, err
+	}
+	if d.part, hasPart, err = num("_HLS_part"); err != nil {
+		return d, err
+	}
+	if hasPart && !d.hasMSN {
+		return d, errors.New("_HLS_part needs _HLS_msn")
+	}
+	if v, ok := q["_HLS_skip"]; ok && (len(v) != 1 || (v[0] != "YES" && v[0] != "v2")) {
+		return d, fmt.Errorf("_HLS_skip=%q: must be YES or v2", q.Get("_HLS_skip"))
+	}
+	return d, nil
+}
+
+// serveMediaPlaylist answers a rung's or the audio rendition's media
+// playlist. Blocking reload is done here, with the client's context and a
+// time limit; gohlslib is asked only once the playlist it will produce is
+// known to exist, so it never blocks.
+func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *stream, rg *rung, file string) {
+	d, err := parseDirectives(r)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	cur, err := s.awaitReady(r.Context(), rg.prog)
+	if err != nil {
+		waitFailed(w, st, err, fmt.Sprintf("starting, no complete segment yet after %s; retry", s.Config.ReadyTimeout))
+		return
+	}
+	if d.hasMSN {
+		// Refuse at once what cannot come soon (LL-HLS: more than one
+		// segment or Advance Part Limit parts ahead) or never will.
+		switch {
+		case d.msn > cur.nextMSN+1,
+			d.msn == cur.nextMSN+1 && d.part > advancePartLimit,
+			d.msn == cur.nextMSN && d.part > cur.parts+advancePartLimit:
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("_HLS_msn=%d _HLS_part=%d is too far ahead: the playlist is at segment %d part %d", d.msn, d.part, cur.nextMSN, cur.parts))
+			return
+		case d.msn < cur.firstMSN:
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("_HLS_msn=%d is not in the playlist, which starts at segment %d", d.msn, cur.firstMSN))
+			return
+		}
+		_, err := s.await(r.Context(), rg.prog, st.blockLimit(), func(ps playlistState) bool { return ps.hasPart(d.msn, d.part) })
+		if err != nil {
+			waitFailed(w, st, err, fmt.Sprintf("segment %d part %d did not arrive in time", d.msn, d.part))
+			return
+		}
+	}
+	m := rg.muxer.Load()
+	res, err := fetchPlaylist(m, file, r.URL.RawQuery)
+	switch {
+	case err == nil:
+	case res.status() == http.StatusBadRequest:
+		// gohlslib rechecks the window, which may have moved on meanwhile.
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("_HLS_msn=%d is no longer in the playlist", d.msn))
+		return
+	default:
+		httpError(w, http.StatusNotFound, fmt.Sprintf("stream %q ended", st.name))
+		return
+	}
+	body, err := st.rewrite(res.body.Bytes(), rg, file == audioPlaylist)
+	if err != nil {
+		st.log.Warn("hls: cannot rewrite gohlslib's playlist; serving it as is", "error", err)
+		body = res.body.Bytes()
+	}
+	writeBody(w, contentTypePlaylist, cachePlaylist, body)
+}
+
+// rewrite fixes up a media playlist produced by gohlslib:
+//   - PART-HOLD-BACK becomes 3 part targets (gohlslib writes 2.5, below the
+//     3 the LL-HLS spec recommends; players that honour it stall less);
+//   - on a rung's playlist, EXT-X-RENDITION-REPORT tags give the other rungs'
+//     last segment and part, so that a player switching rungs can issue its
+//     first blocking request on the new rung right away (gohlslib writes
+//     none: it knows only its own rung).
+func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
+	var pl playlist.Media
+	if err := pl.Unmarshal(body); err != nil {
+		return nil, err
+	}
+	if pl.ServerControl != nil && pl.PartInf != nil {
+		hold := 3 * pl.PartInf.PartTarget
+		pl.ServerControl.PartHoldBack = &hold
+	}
+	if !audio {
+		for _, o := range st.rungs {
+			if o == self {
+				continue
+			}
+			if rep, ok := o.report(); ok {
+				pl.RenditionReport = append(pl.RenditionReport, rep)
+			}
+		}
+	}
+	return pl.Marshal()
+}
+
+// report is the EXT-X-RENDITION-REPORT of the rung, relative to a sibling
+// rung's playlist.
+func (r *rung) report() (*playlist.MediaRenditionReport, bool) {
+	s, ended := r.prog.get()
+	if ended || !s.ready {
+		return nil, false
+	}
+	msn, part := s.nextMSN, s.parts-1
+	if s.parts == 0 {
+		msn, part = s.nextMSN-1, s.lastSegParts-1
+	}
+	if part < 0 {
+		return nil, false
+	}
+	return &playlist.MediaRenditionReport{URI: "../" + r.name + "/" + videoPlaylist, LastMSN: msn, LastPart: &part}, true
+}
