@@ -12,6 +12,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/pipeline"
 )
 
@@ -26,6 +27,12 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Streams are pulled from their inputs and transcoded from start-up.
 	Streams []Stream `yaml:"streams"`
+	// NATS coordinates jobs and carries media between nodes.
+	NATS NATS `yaml:"nats"`
+	// Node is this process's part in the cluster.
+	Node Node `yaml:"node"`
+	// HLS is the LL-HLS output at /hls/<stream>/index.m3u8.
+	HLS hls.Config `yaml:"hls"`
 
 	file  string
 	lines map[string]int // field path -> line, for validation messages
@@ -37,6 +44,46 @@ type HTTP struct {
 	// TLS: with both set, HTTPS with HTTP/2 (what LL-HLS players expect).
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+}
+
+// NATS selects the embedded server (the default) or an external cluster.
+type NATS struct {
+	// URL of an external cluster ("nats://a:4222,nats://b:4222"); empty
+	// runs an embedded server.
+	URL string `yaml:"url"`
+	// Authentication and TLS for URL.
+	Creds    string `yaml:"creds"`
+	NKeySeed string `yaml:"nkey_seed"`
+	Token    string `yaml:"token"`
+	TLSCA    string `yaml:"tls_ca"`
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	// Embedded server: client listen address (default 127.0.0.1 on a free
+	// port, reachable by this node's worker processes only) and routes to
+	// peers to form a cluster of embedded servers.
+	Listen  string      `yaml:"listen"`
+	Cluster NATSCluster `yaml:"cluster"`
+	// Replicas of the job buckets and stream: 1 for a single embedded
+	// server, 3 in a cluster (the default whenever URL or Cluster is set).
+	Replicas int `yaml:"replicas"`
+}
+
+// NATSCluster routes the embedded server to its peers.
+type NATSCluster struct {
+	Name   string   `yaml:"name"`
+	Listen string   `yaml:"listen"`
+	Routes []string `yaml:"routes"`
+}
+
+// Node is this process in the cluster.
+type Node struct {
+	ID string `yaml:"id"` // default: the host name
+	// Capacity in encoded pixels per second (0: from the CPU count).
+	// Negative: serve only, take no transcoding jobs.
+	Capacity float64 `yaml:"capacity"`
+	// Workers runs each job's FFmpeg work in its own child process (the
+	// default), so a crash ends only that job. false runs jobs in-process.
+	Workers *bool `yaml:"workers"`
 }
 
 // Stream is a stream pulled from a URL at start-up.
@@ -55,6 +102,17 @@ func (c *Config) Defaults() {
 	}
 	if c.DataDir == "" {
 		c.DataDir = "data"
+	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+		if c.NATS.URL != "" || c.NATS.Cluster.Listen != "" {
+			c.NATS.Replicas = 3
+		}
+	}
+	c.HLS.Defaults()
+	if c.Node.Workers == nil {
+		t := true
+		c.Node.Workers = &t
 	}
 	for i := range c.Streams {
 		if c.Streams[i].Ladder == "" {
@@ -197,6 +255,18 @@ func (c *Config) Validate() error {
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
 		add("http.tls_cert", "tls_cert and tls_key must be set together")
 	}
+	if n := c.NATS.Replicas; n < 1 || n > 5 {
+		add("nats.replicas", "must be between 1 and 5")
+	}
+	if c.NATS.URL != "" && (c.NATS.Listen != "" || c.NATS.Cluster.Listen != "") {
+		add("nats.url", "an external cluster (url) and an embedded server (listen, cluster) exclude each other")
+	}
+	if c.NATS.Cluster.Listen != "" && c.NATS.Cluster.Name == "" {
+		add("nats.cluster.name", "is required with cluster.listen")
+	}
+	if c.Node.ID != "" && pipeline.ValidStreamName(c.Node.ID) != nil {
+		add("node.id", "%q: use letters, digits, '-' and '_'", c.Node.ID)
+	}
 	seen := map[string]int{}
 	for i, s := range c.Streams {
 		p := fmt.Sprintf("streams[%d]", i)
@@ -213,6 +283,18 @@ func (c *Config) Validate() error {
 		}
 		if s.Input == "" {
 			add(p+".input", "is required")
+		}
+	}
+	// Output sections validate themselves; their messages start with the
+	// field path ("hls.part_target: ..."), which gives the line.
+	for _, sec := range []interface{ Validate() error }{&c.HLS} {
+		err := sec.Validate()
+		if err == nil {
+			continue
+		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			field, msg, _ := strings.Cut(line, ": ")
+			errs = append(errs, &Error{File: c.file, Line: c.lineOf(field), Field: field, Msg: msg})
 		}
 	}
 	return errors.Join(errs...)

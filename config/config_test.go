@@ -27,6 +27,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"missing input", "streams:\n  - name: a\n", "prism.yaml:2: streams[0].input: is required"},
 		{"bad name", "streams:\n  - name: a\n    input: x\n  - name: ../b\n    input: y\n", `prism.yaml:4: streams[1].name: "../b": use letters`},
 		{"duplicate name", "streams:\n  - {name: a, input: x}\n  - {name: a, input: y}\n", `prism.yaml:3: streams[1].name: "a" is already used by streams[0]`},
+		{"output section", "hls:\n  part_target: 10ms\n", "prism.yaml:2: hls.part_target: must be between 100ms and 2s"},
 		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {

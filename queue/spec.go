@@ -35,6 +35,10 @@ type JobSpec struct {
 	LadderYAML  string      `json:"ladder_yaml,omitempty"`
 	Outputs     []string    `json:"outputs,omitempty"` // OutputHLS, OutputWebRTC
 	Constraints Constraints `json:"constraints,omitzero"`
+	// Restart keeps a live stream up: when its input ends or cannot be
+	// reached, the owner starts it again (backing off) instead of ending
+	// the job. Crashes still count as failed attempts.
+	Restart bool `json:"restart,omitempty"`
 }
 
 // Constraints restrict which nodes may run a job.
@@ -78,7 +82,7 @@ func (s *JobSpec) Validate() error {
 // output list are the same).
 func (s *JobSpec) equal(o *JobSpec) bool {
 	return s.ID == o.ID && s.Input == o.Input && s.Ladder == o.Ladder && s.LadderYAML == o.LadderYAML &&
-		slices.Equal(s.Outputs, o.Outputs) && s.Constraints == o.Constraints
+		slices.Equal(s.Outputs, o.Outputs) && s.Constraints == o.Constraints && s.Restart == o.Restart
 }
 
 // State is where a job is in its life. The transitions (see README.md):

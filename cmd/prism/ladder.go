@@ -3,10 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"strings"
-
-	"github.com/prism-streaming/prism/deploy/ladders"
+	"github.com/prism-streaming/prism/queue/ladderref"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
@@ -48,12 +45,5 @@ func loadLadder(ref string) (*ladder.Ladder, error) {
 	if ref == "" {
 		ref = "default"
 	}
-	if _, err := os.Stat(ref); err == nil || strings.ContainsAny(ref, "/.") {
-		return ladder.Load(ref)
-	}
-	data, err := ladders.Get(ref)
-	if err != nil {
-		return nil, fmt.Errorf("no ladder file %q and no shipped ladder of that name (shipped: %s)", ref, strings.Join(ladders.Names(), ", "))
-	}
-	return ladder.Parse("deploy/ladders/"+ref+".yaml", data)
+	return ladderref.Resolve(ref, "")
 }

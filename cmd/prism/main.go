@@ -20,6 +20,7 @@ Commands:
   bench              measure ladder throughput, optionally against the FFmpeg CLI
   ladder validate    check ladder files (exit 1 with file:line messages on error)
   config validate    check service configuration files (same file:line messages)
+  job                submit|list|get|stop jobs through a node's API (--server)
   gpu probe          show which hardware devices and encoders open on this machine
 
 Run "prism <command> -h" for the flags of a command.
@@ -33,7 +34,13 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()})))
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel()})
+	if len(args) > 0 && args[0] == "worker" {
+		// A worker's log is read back by its node: JSON keeps levels and
+		// fields intact on the way.
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()})
+	}
+	slog.SetDefault(slog.New(handler))
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -58,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdConfigValidate(args[2:], stdout, stderr)
+	case "job":
+		err = cmdJob(args[1:], stdout, stderr)
+	case "worker": // hidden: started by prism serve, one per job
+		err = cmdWorker(args[1:], stdout, stderr)
 	case "gpu":
 		if len(args) < 2 || args[1] != "probe" {
 			fmt.Fprintln(stderr, "usage: prism gpu probe [--json]")
@@ -78,6 +89,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.As(err, new(*errExit)):
+		var ee *errExit
+		errors.As(err, &ee)
+		fmt.Fprintln(stderr, "prism:", err)
+		return ee.code
 	default:
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintln(stderr, "prism:", line)

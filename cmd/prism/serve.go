@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
 )
@@ -30,6 +31,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	configPath := fs.String("config", "", "service configuration file (YAML); see deploy/prism.yaml")
 	demo := fs.Bool("demo", false, `run a built-in test stream named "demo"`)
 	httpAddr := fs.String("http", "", "HTTP listen address (overrides the configuration; default :8080)")
+	dataDir := fs.String("data-dir", "", "directory for state kept across restarts (overrides the configuration; default ./data)")
+	natsURL := fs.String("nats", "", "join an external NATS cluster at this URL instead of running an embedded server")
+	nodeID := fs.String("node-id", "", "this node's name in the cluster (default: the host name)")
 	ladderRef := fs.String("ladder", "default", "ladder for the demo stream: a YAML file or a shipped ladder name")
 	demoInput := fs.String("demo-input", DemoInput, "input URL of the demo stream")
 	statsEvery := fs.Duration("stats-interval", 5*time.Second, "how often to print per-rung stats (0: never)")
@@ -37,54 +41,78 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg := &config.Config{}
-	cfg.Defaults()
 	if *configPath != "" {
 		var err error
 		if cfg, err = config.Load(*configPath); err != nil {
 			return err
 		}
 	}
-	if *httpAddr != "" {
-		cfg.HTTP.Address = *httpAddr
+	for flagValue, field := range map[*string]*string{httpAddr: &cfg.HTTP.Address, dataDir: &cfg.DataDir, natsURL: &cfg.NATS.URL, nodeID: &cfg.Node.ID} {
+		if *flagValue != "" {
+			*field = *flagValue
+		}
+	}
+	if *natsURL != "" && cfg.NATS.Replicas == 1 && *configPath == "" {
+		cfg.NATS.Replicas = 0 // let Defaults pick the cluster value
 	}
 	if *demo {
-		realtime := true
-		cfg.Streams = append(cfg.Streams, config.Stream{Name: "demo", Input: *demoInput, Ladder: *ladderRef, Realtime: &realtime})
-		if err := cfg.Validate(); err != nil {
-			return err
+		cfg.Streams = append(cfg.Streams, config.Stream{Name: "demo", Input: *demoInput, Ladder: *ladderRef})
+	}
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	for _, sc := range cfg.Streams { // fail fast on a ladder that cannot load
+		if _, err := loadLadder(sc.Ladder); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	log := slog.Default()
 
-	svc := &service{log: slog.Default(), streams: &pipeline.Registry{}, stdout: stdout}
+	streams := &pipeline.Registry{}
+	cl, err := startCluster(ctx, cfg, streams, log)
+	if err != nil {
+		return fmt.Errorf("jobs: %w", err)
+	}
+	defer cl.close()
+	hlsSrv := &hls.Server{Streams: streams, Config: cfg.HLS, Log: log.With("output", "hls")}
+	if err := hlsSrv.Initialize(); err != nil {
+		return fmt.Errorf("hls: %w", err)
+	}
+	defer hlsSrv.Close()
+
+	svc := &service{log: log, streams: streams, cluster: cl, stdout: stdout, configured: cfg.Streams}
+	mux := svc.routes()
+	mux.Handle("/hls/", hlsSrv)
+
 	ln, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	httpSrv := &http.Server{Handler: svc.routes(), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	httpDone := make(chan error, 1)
 	tlsOn := cfg.HTTP.TLSCert != ""
-	go func() {
+	go func() { // ends with Shutdown below
 		if tlsOn {
 			httpDone <- httpSrv.ServeTLS(ln, cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
 		} else {
 			httpDone <- httpSrv.Serve(ln)
 		}
 	}()
-	scheme := "http"
+	base := "http://" + displayAddr(ln.Addr())
 	if tlsOn {
-		scheme = "https"
+		base = "https://" + displayAddr(ln.Addr())
 	}
-	fmt.Fprintf(stdout, "prism: HTTP on %s://%s (/healthz, /readyz, /api/v1/streams)\n", scheme, displayAddr(ln.Addr()))
+	fmt.Fprintf(stdout, "prism: node %s, HTTP on %s (/healthz, /readyz, /metrics, /api/v1/streams, /api/v1/jobs)\n", cl.node.ID, base)
 
 	for _, sc := range cfg.Streams {
-		if err := svc.startStream(ctx, sc); err != nil {
-			stop() // ends the supervisors of streams already started
+		if err := cl.submitStream(ctx, sc); err != nil {
 			_ = httpSrv.Close()
-			svc.wait()
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
+		fmt.Fprintf(stdout, "prism: stream %q submitted: LL-HLS %s/hls/%s/index.m3u8\n", sc.Name, base, sc.Name)
 	}
 
 	var ticker <-chan time.Time
@@ -93,6 +121,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		defer t.Stop()
 		ticker = t.C
 	}
+	announced := map[string]pipeline.Job{}
+	newStreams := time.NewTicker(250 * time.Millisecond)
+	defer newStreams.Stop()
 	var runErr error
 loop:
 	for {
@@ -102,8 +133,9 @@ loop:
 			break loop
 		case err := <-httpDone:
 			runErr = fmt.Errorf("http: %w", err)
-			stop()
 			break loop
+		case <-newStreams.C:
+			svc.announce(announced)
 		case <-ticker:
 			svc.printStats(stdout)
 		}
@@ -111,7 +143,6 @@ loop:
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdownCtx)
-	svc.wait() // stream supervisors stop with ctx
 	if errors.Is(runErr, http.ErrServerClosed) {
 		runErr = nil
 	}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prism-streaming/prism/queue"
+)
+
+// cmdJob is `prism job submit|list|get|stop`: a client of a node's REST API.
+func cmdJob(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: prism job submit|list|get|stop [flags]")
+		return errUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := newFlagSet("job "+sub, stderr)
+	server := fs.String("server", "http://localhost:8080", "a Prism node's HTTP address")
+	var spec queue.JobSpec
+	var ladderFile string
+	if sub == "submit" {
+		fs.StringVar(&spec.ID, "id", "", "job id, also the stream name (letters, digits, '-', '_')")
+		fs.StringVar(&spec.Input, "input", "", "input URL")
+		fs.StringVar(&spec.Ladder, "ladder", "default", "shipped ladder name")
+		fs.StringVar(&ladderFile, "ladder-file", "", "ladder YAML file, sent inline (nodes need not have it)")
+		fs.BoolVar(&spec.Restart, "restart", false, "restart when the input ends or drops (live sources)")
+		fs.BoolVar(&spec.Constraints.NeedsGPU, "gpu", false, "run only on a node with a GPU")
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	base := strings.TrimRight(*server, "/") + "/api/v1/jobs"
+	var req *http.Request
+	var err error
+	switch sub {
+	case "submit":
+		if ladderFile != "" {
+			data, err := os.ReadFile(ladderFile)
+			if err != nil {
+				return err
+			}
+			spec.Ladder, spec.LadderYAML = ladderFile, string(data)
+		}
+		body, _ := json.Marshal(spec)
+		req, err = http.NewRequest(http.MethodPost, base, bytes.NewReader(body))
+	case "list":
+		req, err = http.NewRequest(http.MethodGet, base, nil)
+	case "get", "stop":
+		if fs.NArg() != 1 {
+			fmt.Fprintf(stderr, "usage: prism job %s ID\n", sub)
+			return errUsage
+		}
+		method, url := http.MethodGet, base+"/"+fs.Arg(0)
+		if sub == "stop" {
+			method, url = http.MethodPost, url+"/stop"
+		}
+		req, err = http.NewRequest(method, url, nil)
+	default:
+		fmt.Fprintf(stderr, "prism job: unknown subcommand %q (submit, list, get, stop)\n", sub)
+		return errUsage
+	}
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *server, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	if sub == "list" {
+		var jobs []jobInfo
+		if err := json.Unmarshal(body, &jobs); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATE\tOWNER\tATTEMPTS\tINPUT\tREASON")
+		for _, j := range jobs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.Spec.ID, j.State, j.Owner, j.Attempts, j.Spec.Input, j.Reason)
+		}
+		return tw.Flush()
+	}
+	_, err = stdout.Write(body)
+	return err
+}
