@@ -69,6 +69,10 @@ type Packet struct {
 	PTS, DTS int64  // in the track's ClockRate
 	Duration int64
 	Keyframe bool
+	// Discontinuity marks the first packet of a track after its source
+	// changed (a failover to another node, a restarted input): timestamps
+	// continue, the picture and sound jump.
+	Discontinuity bool
 	// Ingest is the wall-clock time when the source data of this packet
 	// entered the pipeline: the base for latency measurements and for
 	// EXT-X-PROGRAM-DATE-TIME.

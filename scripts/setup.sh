@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 PACKAGES=(build-essential pkg-config nasm clang curl ca-certificates xz-utils
   libx264-dev libopus-dev libdav1d-dev libvpl-dev libva-dev libdrm-dev
   libgnutls28-dev libsrt-gnutls-dev)
-# Browser tests (LL-HLS, WebRTC) drive Debian's Chromium.
-PACKAGES+=(${PRISM_EXTRA_PACKAGES:-})
+# Browser tests (LL-HLS, WebRTC) drive Debian's Chromium; hls.js comes from npm.
+PACKAGES+=(chromium)
+command -v npm >/dev/null || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -39,4 +40,11 @@ mv build/env.sh.tmp build/env.sh
 
 . build/env.sh
 go mod download
+
+# hls.js for the player page and the LL-HLS browser test, pinned by the lock file.
+web=outputs/hls/browser
+if [[ -f $web/package-lock.json && ( ! -d $web/node_modules || $web/package-lock.json -nt $web/node_modules ) ]]; then
+  npm ci --prefix "$web" --no-audit --no-fund --loglevel=error >&2
+  touch "$web/node_modules"
+fi
 echo "setup: FFmpeg $(pkg-config --modversion libavcodec) (libavcodec) at $prefix" >&2

@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"github.com/prism-streaming/prism/queue/ladderref"
 	"github.com/prism-streaming/prism/transcode/ladder"
+	"io"
 )
 
 func cmdLadderValidate(args []string, stdout, stderr io.Writer) error {
