@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -243,56 +240,16 @@ func (r *transcodeRunner) Run(ctx context.Context, spec JobSpec, running func())
 	return errors.Join(jerr, perr)
 }
 
-// freePorts reserves n loopback ports (listen, note, close): the cluster
-// test needs every route address before any server starts.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
-}
-
 // startCluster starts n embedded servers routed to each other, with
 // JetStream clustered (so streams use 3 replicas).
 func startCluster(t *testing.T, n int) []*Embedded {
 	t.Helper()
-	ports := freePorts(t, n)
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
+	servers, err := StartLocalCluster(n, t.TempDir(), "cluster-token")
+	if err != nil {
+		t.Fatal(err)
 	}
-	servers := make([]*Embedded, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { // each server waits for its peers to become ready
-			cfg := EmbeddedConfig{
-				Name: fmt.Sprintf("s%d", i+1), DataDir: t.TempDir(), Token: "cluster-token",
-				Cluster:      ClusterConfig{Name: "prism-test", Listen: "127.0.0.1:" + strconv.Itoa(ports[i]), Routes: routes},
-				ReadyTimeout: 20 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-			}
-			servers[i], errs[i] = StartEmbedded(cfg)
-		})
-	}
-	wg.Wait()
-	for i, s := range servers {
-		if s != nil {
-			t.Cleanup(s.Shutdown)
-		}
-		if errs[i] != nil {
-			t.Fatal(errs[i])
-		}
+	for _, s := range servers {
+		t.Cleanup(s.Shutdown)
 	}
 	return servers
 }

@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/queue"
+	"github.com/prism-streaming/prism/queue/ladderref"
+)
+
+// node is one `prism serve` process under test.
+type node struct {
+	t      *testing.T
+	name   string
+	base   string
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	killed bool
+}
+
+// startNode starts a node; nodeConfig adds lines under `node:`, extra adds
+// top-level configuration.
+func startNode(t *testing.T, name, nodeConfig, extra string) *node {
+	t.Helper()
+	dir := t.TempDir()
+	addr := freePort(t)
+	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
+	n := &node{t: t, name: name, base: "http://" + addr}
+	n.cmd = exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--stats-interval", "0")
+	n.cmd.Stderr = &n.stderr
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !n.killed {
+			n.cmd.Process.Signal(syscall.SIGTERM)
+			n.cmd.Wait()
+		}
+	})
+	testutil.Eventually(t, 20*time.Second, name+" to answer /healthz", func() bool {
+		code, _ := n.get("/healthz")
+		return code == 200
+	})
+	return n
+}
+
+func (n *node) get(path string) (int, []byte) {
+	resp, err := http.Get(n.base + path)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (n *node) post(path string, body any) (int, []byte) {
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(n.base+path, "application/json", bytes.NewReader(b))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func (n *node) job(id string) (jobInfo, bool) {
+	code, body := n.get("/api/v1/jobs/" + id)
+	var j jobInfo
+	if code != 200 || json.Unmarshal(body, &j) != nil {
+		return j, false
+	}
+	return j, true
+}
+
+func (n *node) stream(id string) (streamInfo, bool) {
+	code, body := n.get("/api/v1/streams/" + id)
+	var s streamInfo
+	if code != 200 || json.Unmarshal(body, &s) != nil {
+		return s, false
+	}
+	return s, true
+}
+
+func (n *node) kill9() {
+	n.killed = true
+	n.cmd.Process.Signal(syscall.SIGKILL)
+	n.cmd.Wait()
+}
+
+const tinyJobLadder = `name: tiny
+rungs:
+  - {name: 180p, height: 180, bitrate: 300k, preset: ultrafast}
+  - {name: 90p, height: 90, bitrate: 100k, preset: ultrafast}
+`
+
+func tinyJob(id string) queue.JobSpec {
+	return queue.JobSpec{ID: id, Input: "lavfi:testsrc2=size=320x180:rate=30[out0];sine=sample_rate=48000[out1]",
+		Ladder: "tiny", LadderYAML: tinyJobLadder, Restart: true}
+}
+
+// TestFailoverAcrossProcesses: three prism processes on a three-server NATS
+// cluster (replicas 3). The node running a job is killed with SIGKILL;
+// another node takes the job over and a surviving node's outputs resume.
+func TestFailoverAcrossProcesses(t *testing.T) {
+	servers, err := queue.StartLocalCluster(3, t.TempDir(), "t0ken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	for _, s := range servers {
+		defer s.Shutdown()
+		urls = append(urls, s.ClientURL())
+	}
+	natsCfg := fmt.Sprintf("nats:\n  url: %s\n  token: t0ken\n", strings.Join(urls, ","))
+	nodes := map[string]*node{}
+	for _, name := range []string{"n1", "n2", "n3"} {
+		nodes[name] = startNode(t, name, "", natsCfg)
+	}
+	if code, body := nodes["n1"].post("/api/v1/jobs", tinyJob("live")); code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	var owner string
+	testutil.Eventually(t, 20*time.Second, "the job running", func() bool {
+		j, ok := nodes["n1"].job("live")
+		owner = j.Owner
+		return ok && j.State == queue.StateRunning
+	})
+	// Watch from a node that does not run the job: media crosses nodes.
+	var watcher *node
+	for name, n := range nodes {
+		if name != owner {
+			watcher = n
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the stream playing on "+watcher.name, func() bool {
+		s, ok := watcher.stream("live")
+		return ok && s.Stats.MediaTime > time.Second
+	})
+
+	// The first media packet on NATS after the kill comes from the new
+	// owner's worker: the killed node's workers died with it.
+	nc, err := servers[0].Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	firstMedia := make(chan time.Time, 1)
+	var armed atomic.Bool
+	sub, err := nc.Subscribe("media.live.0", func(*nats.Msg) {
+		if armed.Load() {
+			select {
+			case firstMedia <- time.Now():
+			default:
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	base, _ := watcher.stream("live")
+	nodes[owner].kill9()
+	killed := time.Now()
+	time.AfterFunc(300*time.Millisecond, func() { armed.Store(true) }) // packets in flight at the kill
+	var takeover, resumed time.Duration
+	var newOwner string
+	testutil.Eventually(t, 15*time.Second, "another node running the job and the output resuming", func() bool {
+		if takeover == 0 {
+			if j, ok := watcher.job("live"); ok && j.Owner != owner && j.State == queue.StateRunning {
+				takeover, newOwner = time.Since(killed), j.Owner
+			}
+		}
+		if s, ok := watcher.stream("live"); ok && s.Restarts > base.Restarts && resumed == 0 {
+			resumed = time.Since(killed) // the watcher's outputs follow the new publisher
+		}
+		return takeover > 0 && resumed > 0
+	})
+	media := (<-firstMedia).Sub(killed)
+	t.Logf("killed %s: %s claimed the job after %s (polled), its media was on NATS after %s, the outputs on %s followed it after %s (polled)",
+		owner, newOwner, takeover.Round(time.Millisecond), media.Round(time.Millisecond), watcher.name, resumed.Round(time.Millisecond))
+	if media > 3*time.Second {
+		t.Errorf("media resumed %s after the kill, target 3 s", media)
+	}
+
+	// Never two owners at once: every new owner claimed after the previous
+	// owner's lease had expired.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	store, err := queue.OpenStore(ctx, nc, queue.StoreConfig{Replicas: 3, CheckLadder: ladderref.Check})
+	if err != nil {
+		t.Fatal(err)
+	}
+	history, err := store.History(ctx, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prevOwner string
+	var prevLease time.Time
+	for _, h := range history {
+		if h.Owner != "" && prevOwner != "" && h.Owner != prevOwner && h.UpdatedAt.Before(prevLease) {
+			t.Errorf("revision %d: %s claimed at %s, before %s's lease ended at %s", h.Revision, h.Owner, h.UpdatedAt, prevOwner, prevLease)
+		}
+		if h.Owner != "" {
+			prevOwner, prevLease = h.Owner, h.Lease
+		}
+	}
+}
+
+// TestWorkerCrashRestartsOnlyItsJob: killing one job's worker process
+// restarts that job; the other job's frames keep coming from the same
+// publisher.
+func TestWorkerCrashRestartsOnlyItsJob(t *testing.T) {
+	n := startNode(t, "solo", "", "")
+	for _, id := range []string{"a", "b"} {
+		if code, body := n.post("/api/v1/jobs", tinyJob(id)); code != 201 {
+			t.Fatalf("submit %s: %d %s", id, code, body)
+		}
+	}
+	var pid int
+	testutil.Eventually(t, 20*time.Second, "both jobs playing", func() bool {
+		a, okA := n.stream("a")
+		b, okB := n.stream("b")
+		j, _ := n.job("a")
+		pid = j.WorkerPID
+		return okA && okB && a.Stats.MediaTime > time.Second && b.Stats.MediaTime > time.Second && pid > 0
+	})
+	before, _ := n.stream("b")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, "job a running in a new worker", func() bool {
+		j, ok := n.job("a")
+		s, sok := n.stream("a")
+		return ok && j.State == queue.StateRunning && j.WorkerPID != pid && j.WorkerPID != 0 && sok && s.Restarts >= 1
+	})
+	after, _ := n.stream("b")
+	if after.Restarts != 0 || after.Stats.MediaTime <= before.Stats.MediaTime {
+		t.Errorf("job b was disturbed: restarts %d, media time %s -> %s", after.Restarts, before.Stats.MediaTime, after.Stats.MediaTime)
+	}
+	if j, _ := n.job("a"); j.Attempts < 1 {
+		t.Errorf("the crash was not counted as a failed attempt: %+v", j.Job)
+	}
+}
+
+// TestJobAPIBadInput: malformed specs are refused with clear 4xx answers;
+// an input that never connects ends failed with its reason; a serve-only
+// node takes nothing, and says why.
+func TestJobAPIBadInput(t *testing.T) {
+	n := startNode(t, "serveonly", "  capacity: -1\n", "")
+	for _, ca := range []struct {
+		name string
+		body string
+		code int
+		want string
+	}{
+		{"not JSON", "{", 400, "job spec"},
+		{"unknown field", `{"id":"x","inptu":"y"}`, 400, "unknown field"},
+		{"bad id", `{"id":"../x","input":"y","ladder":"default"}`, 400, "id"},
+		{"no input", `{"id":"x","ladder":"default"}`, 400, "input"},
+		{"unknown ladder", `{"id":"x","input":"y","ladder":"nosuch"}`, 400, "nosuch"},
+		{"huge", `{"id":"x","input":"` + strings.Repeat("a", 300<<10) + `"}`, 413, "larger than"},
+	} {
+		resp, err := http.Post(n.base+"/api/v1/jobs", "application/json", strings.NewReader(ca.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != ca.code || !strings.Contains(string(body), ca.want) {
+			t.Errorf("%s: %d %s, want %d with %q", ca.name, resp.StatusCode, body, ca.code, ca.want)
+		}
+	}
+	if code, _ := n.get("/api/v1/jobs/nope"); code != 404 {
+		t.Errorf("unknown job: %d", code)
+	}
+	if code, _ := n.post("/api/v1/jobs/nope/stop", nil); code != 404 {
+		t.Errorf("stop unknown job: %d", code)
+	}
+	// Nobody here can run it: it waits, with the reason.
+	n.post("/api/v1/jobs", tinyJob("waiting"))
+	testutil.Eventually(t, 10*time.Second, "a pending job with a reason", func() bool {
+		j, ok := n.job("waiting")
+		return ok && j.State == queue.StatePending && strings.Contains(j.Reason, "capacity")
+	})
+
+	// An input that never connects, on a node that can run it.
+	worker := startNode(t, "worker", "", "")
+	spec := tinyJob("unreachable")
+	spec.Input, spec.Restart = "rtmp://127.0.0.1:1/live/x", false
+	if code, body := worker.post("/api/v1/jobs", spec); code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	testutil.Eventually(t, 40*time.Second, "the job failed with its reason", func() bool {
+		j, ok := worker.job("unreachable")
+		return ok && j.State == queue.StateFailed && strings.Contains(j.Reason, "cannot open input")
+	})
+	j, _ := worker.job("unreachable")
+	t.Logf("failed after %d attempts: %s", j.Attempts, j.Reason)
+}
