@@ -1,0 +1,163 @@
+package webrtc
+
+import (
+	"github.com/pion/rtp"
+)
+
+// rtpWriter is what a forwarder writes to: a pion TrackLocalStaticRTP.
+type rtpWriter interface {
+	WriteRTP(p *rtp.Packet) error
+}
+
+// paddingSize is the padding carried by one probe packet: the RTP padding
+// length is one octet, so 255 is the most a packet without payload can hold.
+const paddingSize = 255
+
+// forwarder sends one viewer's video and audio. It gives each viewer its own
+// sequence numbers, consecutive over rung switches, drops and probe padding,
+// and switches rungs only at an IDR of the target rung. The RTP timestamps
+// come from the shared packets unchanged: all rungs share one base.
+// It is owned by the viewer's goroutine.
+type forwarder struct {
+	video, audio rtpWriter
+	onSwitch     func(from, to int) // called when a switch takes effect
+
+	cur, want int  // rung being sent (-1: none yet) and rung asked for
+	waitKey   bool // lost frames of cur: skip to its next keyframe
+	held      *unit
+	vseq      uint16
+	aseq      uint16
+	sentVideo bool
+	lastPTS   int64  // PTS of the last video frame sent
+	lastTS    uint32 // its RTP timestamp, reused by padding packets
+
+	out rtp.Packet // header copy rewritten per packet; reused
+
+	packets, bytes, frames, padding uint64
+}
+
+func newForwarder(video, audio rtpWriter, initial int) *forwarder {
+	return &forwarder{
+		video: video, audio: audio,
+		cur: -1, want: initial,
+		vseq: uint16(randUint32()), aseq: uint16(randUint32()),
+	}
+}
+
+// setWant asks for rung r from the next IDR of r on.
+func (f *forwarder) setWant(r int) { f.want = r }
+
+// interest is the set of rungs whose units this viewer needs: the one it
+// sends and the one it waits to switch to.
+func (f *forwarder) interest() uint64 {
+	m := uint64(1) << uint(f.want)
+	if f.cur >= 0 {
+		m |= 1 << uint(f.cur)
+	}
+	return m
+}
+
+// onVideo forwards one video unit if it belongs to the rung being sent, and
+// performs a pending switch at the target rung's IDR.
+//
+// Rungs are encoded in parallel, so the units of one source frame arrive in
+// any order. When a switch is pending and the current rung's IDR arrives
+// first, the forwarder holds it: the target rung's IDR for the same frame is
+// due within milliseconds, and sending both would put two frames on one RTP
+// timestamp. The held frame is sent after all if the current rung moves on
+// first (the target's IDR was not aligned), and the switch waits for the
+// next IDR.
+func (f *forwarder) onVideo(q queued) error {
+	u := q.u
+	if q.gap {
+		f.waitKey = true
+	}
+	if u.rung == f.want && f.want != f.cur && u.keyframe && (!f.sentVideo || u.pts > f.lastPTS) {
+		from := f.cur
+		f.cur, f.held, f.waitKey = f.want, nil, false
+		if f.onSwitch != nil {
+			f.onSwitch(from, f.cur)
+		}
+		return f.sendVideo(u)
+	}
+	if u.rung != f.cur {
+		return nil
+	}
+	if f.held != nil {
+		h := f.held
+		f.held = nil
+		if err := f.sendVideo(h); err != nil {
+			return err
+		}
+	}
+	if f.want != f.cur && u.keyframe {
+		f.held = u
+		return nil
+	}
+	return f.sendVideo(u)
+}
+
+func (f *forwarder) sendVideo(u *unit) error {
+	if f.waitKey {
+		if !u.keyframe {
+			return nil
+		}
+		f.waitKey = false
+	}
+	if f.sentVideo && u.pts <= f.lastPTS {
+		return nil // never two frames on one timestamp, nor backwards
+	}
+	for _, p := range u.packets {
+		f.out = *p
+		f.out.SequenceNumber = f.vseq
+		f.vseq++
+		if err := f.video.WriteRTP(&f.out); err != nil {
+			return err
+		}
+		f.packets++
+		f.bytes += uint64(len(p.Payload))
+	}
+	f.frames++
+	f.sentVideo, f.lastPTS = true, u.pts
+	f.lastTS = u.packets[0].Timestamp
+	return nil
+}
+
+// onAudio forwards one Opus packet.
+func (f *forwarder) onAudio(u *unit) error {
+	for _, p := range u.packets {
+		f.out = *p
+		f.out.SequenceNumber = f.aseq
+		f.aseq++
+		if err := f.audio.WriteRTP(&f.out); err != nil {
+			return err
+		}
+		f.packets++
+		f.bytes += uint64(len(p.Payload))
+	}
+	return nil
+}
+
+// pad sends n padding-only packets on the video SSRC. Receivers discard them
+// after counting them in their transport-cc feedback, which is what lets the
+// bandwidth estimator test a higher rate without changing the picture.
+func (f *forwarder) pad(n int) error {
+	if !f.sentVideo {
+		return nil // nothing to anchor the timestamp on yet
+	}
+	for range n {
+		f.out = rtp.Packet{Header: rtp.Header{
+			Version:        2,
+			Padding:        true,
+			PaddingSize:    paddingSize,
+			SequenceNumber: f.vseq,
+			Timestamp:      f.lastTS,
+		}}
+		f.vseq++
+		if err := f.video.WriteRTP(&f.out); err != nil {
+			return err
+		}
+		f.padding++
+	}
+	return nil
+}

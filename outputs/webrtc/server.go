@@ -1,0 +1,234 @@
+package webrtc
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/pion/transport/v5"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// Server serves every stream of Streams over WHEP, at /whep/<stream>. Set
+// the fields, call Initialize, mount it (ServeHTTP) under "/whep/", and Close
+// it to end every session.
+type Server struct {
+	// Streams are the running jobs; the server follows it as streams come and go.
+	Streams *pipeline.Registry
+	// Config is the webrtc section of the configuration (see Config.Defaults).
+	Config Config
+	// Log receives the server's logs; nil means slog.Default().
+	Log *slog.Logger
+	// Net is the network ICE runs on; nil means the host's. Tests use pion's
+	// virtual network (vnet) to shape a viewer's bandwidth.
+	Net transport.Net
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	net      *network
+	cert     webrtc.Certificate
+	counters *counters
+	unwatch  func()
+	wg       sync.WaitGroup // stream and session goroutines
+
+	// Lock order: Server.mu may be held while taking a stream's mu (admit),
+	// never the reverse; neither is held while calling into pion.
+	mu       sync.Mutex
+	streams  map[string]*stream
+	sessions map[string]*session
+	pending  int // offers being answered: they hold a session slot
+	closed   bool
+}
+
+// Initialize validates the configuration, opens the ICE ports and starts
+// following the stream registry.
+func (s *Server) Initialize() error {
+	if s.Streams == nil {
+		return errors.New("webrtc: Server.Streams is nil")
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	if err := s.Config.Validate(); err != nil {
+		return err
+	}
+	// One certificate for all sessions: generating a key per viewer costs
+	// CPU during join bursts and buys nothing, the fingerprint is per answer.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("webrtc: certificate key: %w", err)
+	}
+	cert, err := webrtc.GenerateCertificate(key)
+	if err != nil {
+		return fmt.Errorf("webrtc: certificate: %w", err)
+	}
+	s.cert = *cert
+	if s.net, err = openNetwork(&s.Config, s.Net, s.Log); err != nil {
+		return err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.counters = newCounters()
+	s.streams = map[string]*stream{}
+	s.sessions = map[string]*session{}
+	s.unwatch = s.Streams.Watch(s.onStreamEvent)
+	s.Log.Info("webrtc: WHEP ready", "udp", s.net.udpAddr().String(), "tcp_port", s.Config.TCPPort)
+	return nil
+}
+
+// Close ends every session and stream goroutine and closes the ports.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed || s.cancel == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.unwatch()
+	s.cancel()
+	s.wg.Wait()
+	s.net.close()
+}
+
+// UDPAddr is the UDP address all sessions share (useful when udp_port is 0).
+func (s *Server) UDPAddr() net.Addr { return s.net.udpAddr() }
+
+// onStreamEvent runs on the registry's goroutine: it must not block.
+func (s *Server) onStreamEvent(ev pipeline.StreamEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if old, ok := s.streams[ev.Name]; ok {
+		delete(s.streams, ev.Name)
+		old.cancel()
+	}
+	if ev.Removed || ev.Job == nil {
+		return
+	}
+	st := newStream(ev.Name, ev.Job, &s.Config, s.Log)
+	if len(st.rungs) == 0 {
+		st.reader.Close()
+		s.Log.Warn("webrtc: stream has no H.264 rung, not served", "stream", ev.Name)
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	st.cancel = cancel
+	s.streams[ev.Name] = st
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		st.run(ctx)
+		s.mu.Lock()
+		if s.streams[st.name] == st {
+			delete(s.streams, st.name)
+		}
+		s.mu.Unlock()
+	}()
+}
+
+func (s *Server) stream(name string) (*stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrServerClosed
+	}
+	st, ok := s.streams[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
+	}
+	return st, nil
+}
+
+// reserve takes a session slot for an offer being answered.
+func (s *Server) reserve() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrServerClosed
+	}
+	if len(s.sessions)+s.pending >= s.Config.MaxSessions {
+		return fmt.Errorf("%w: %d (webrtc.max_sessions)", ErrTooManySessions, s.Config.MaxSessions)
+	}
+	s.pending++
+	return nil
+}
+
+func (s *Server) release() {
+	s.mu.Lock()
+	s.pending--
+	s.mu.Unlock()
+}
+
+// admit turns a reserved slot into a running session.
+func (s *Server) admit(sess *session) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending--
+	if s.closed {
+		return ErrServerClosed
+	}
+	if !sess.st.add(sess) {
+		return fmt.Errorf("%w: %q ended", ErrStreamNotFound, sess.st.name)
+	}
+	s.sessions[sess.id] = sess
+	s.wg.Add(1)
+	sess.start()
+	return nil
+}
+
+func (s *Server) removeSession(sess *session) {
+	s.mu.Lock()
+	if s.sessions[sess.id] == sess {
+		delete(s.sessions, sess.id)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) session(stream, id string) (*session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[id]
+	if !ok || sess.st.name != stream {
+		return nil, fmt.Errorf("%w: %s/%s", ErrSessionNotFound, stream, id)
+	}
+	return sess, nil
+}
+
+// relayServers are the configured TURN servers, which the server's own
+// PeerConnections use for relay candidates. STUN servers are left out:
+// pion gathers reflexive candidates on extra ports, not on the shared one.
+func (s *Server) relayServers() []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, is := range s.Config.ICEServers {
+		var urls []string
+		for _, u := range is.URLs {
+			if strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:") {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) > 0 {
+			out = append(out, webrtc.ICEServer{URLs: urls, Username: is.Username, Credential: is.Credential})
+		}
+	}
+	return out
+}
+
+// randomID is 128 random bits in hex: session URLs are capabilities.
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,434 @@
+package webrtc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Why sessions end; they label Stats.Ended.
+const (
+	endDeleted          = "deleted"           // the viewer sent DELETE
+	endClosed           = "closed"            // the PeerConnection closed
+	endICEFailed        = "ice_failed"        // connectivity lost for good
+	endHandshakeTimeout = "handshake_timeout" // never connected
+	endStreamEnded      = "stream_ended"      // the job ended or was removed
+	endServerClosed     = "server_closed"
+	endWriteError       = "write_error"
+)
+
+const (
+	// abrTick is how often a viewer's estimate is read and its rung decided.
+	abrTick = 100 * time.Millisecond
+	// maxPadBurst bounds the padding packets sent after one unit: with
+	// about 80 units a second it allows probes up to ~2 Mbit/s above the
+	// current rung.
+	maxPadBurst = 12
+	// gatherTimeout bounds the wait for the server's own ICE candidates.
+	// Host candidates on the shared port are immediate; TURN allocations
+	// are what may take this long (the answer then lists what was ready).
+	gatherTimeout = 3 * time.Second
+)
+
+// session is one WHEP viewer: a PeerConnection with one video and one audio
+// track, a bounded queue filled by the stream, and a goroutine (run) that
+// owns the forwarder and the ABR controller. The Server owns run; run owns
+// the RTCP readers and waits for them after closing the PeerConnection.
+type session struct {
+	id   string
+	srv  *Server
+	st   *stream
+	log  *slog.Logger
+	etag string
+	ice  string // the viewer's ICE ufrag: a PATCH with another one is a restart
+
+	pc                       *webrtc.PeerConnection
+	videoTrack, audioTrack   *webrtc.TrackLocalStaticRTP
+	videoSender, audioSender *webrtc.RTPSender
+	bwe                      cc.BandwidthEstimator // set while the PeerConnection is built
+
+	queue    *unitQueue
+	interest atomic.Uint64 // rungs the stream should queue for this viewer
+	active   atomic.Bool   // connected: the stream queues media
+	pins     chan string   // rung names from the data channel; "auto" unpins
+	dc       atomic.Pointer[webrtc.DataChannel]
+	remb     atomic.Int64 // latest REMB from the viewer, bits/s
+	snap     atomic.Pointer[ViewerStats]
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	endOnce  sync.Once
+	reason   string
+	done     chan struct{}
+	rtcpDone sync.WaitGroup
+
+	// Owned by run.
+	fwd       *forwarder
+	abr       *abrController
+	pinned    bool
+	reasonFor string // why the pending switch was asked for
+	switches  uint64
+	probeBPS  int
+	padCredit float64 // bytes of padding owed to the probe
+	lastPad   time.Time
+	writeErrs uint64
+}
+
+// newSession builds the PeerConnection for an offer and returns the session
+// with its answer applied. Nothing runs until start.
+func (srv *Server) newSession(ctx context.Context, st *stream, offer string, info offerInfo, pin int) (*session, error) {
+	s := &session{
+		id:    randomID(),
+		srv:   srv,
+		st:    st,
+		etag:  `"` + randomID()[:16] + `"`,
+		ice:   info.iceUfrag,
+		queue: newUnitQueue(srv.Config.ViewerQueue),
+		pins:  make(chan string, 1),
+		done:  make(chan struct{}),
+	}
+	s.log = srv.Log.With("stream", st.name, "session", s.id[:8])
+	s.ctx, s.cancel = context.WithCancel(srv.ctx)
+
+	needs := st.needs()
+	initial := initialRung(needs, srv.Config.ABR.InitialBitrate)
+	if pin >= 0 {
+		initial, s.pinned = pin, true
+	}
+	s.abr = newABRController(srv.Config.ABR, needs, initial)
+
+	plid, _ := chooseProfileLevel(st.h264.stream(), info.h264)
+	video := videoCapability(plid)
+	me, err := mediaEngine(video)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	ir, err := senderInterceptors(me, pionLogs{log: srv.Log}, &bweOptions{
+		initial: srv.Config.ABR.InitialBitrate,
+		min:     min(needs[len(needs)-1]/2, 100_000),
+		max:     2 * needs[0],
+	}, func(e cc.BandwidthEstimator) { s.bwe = e })
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir),
+		webrtc.WithSettingEngine(srv.net.settings))
+	s.pc, err = api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:   srv.relayServers(),
+		Certificates: []webrtc.Certificate{srv.cert},
+		BundlePolicy: webrtc.BundlePolicyMaxBundle,
+	})
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("webrtc: new peer connection: %w", err)
+	}
+	if err := s.negotiate(ctx, video, offer); err != nil {
+		s.cancel()
+		_ = s.pc.Close()
+		return nil, err
+	}
+	s.fwd = newForwarder(s.videoTrack, s.audioTrack, initial)
+	s.fwd.onSwitch = s.onSwitch
+	s.interest.Store(s.fwd.interest())
+	return s, nil
+}
+
+func (s *session) negotiate(ctx context.Context, video webrtc.RTPCodecCapability, offer string) error {
+	var err error
+	s.videoTrack, err = webrtc.NewTrackLocalStaticRTP(video, "video", "prism-"+s.st.name)
+	if err != nil {
+		return fmt.Errorf("webrtc: video track: %w", err)
+	}
+	s.audioTrack, err = webrtc.NewTrackLocalStaticRTP(audioCapability(), "audio", "prism-"+s.st.name)
+	if err != nil {
+		return fmt.Errorf("webrtc: audio track: %w", err)
+	}
+	if s.videoSender, err = s.pc.AddTrack(s.videoTrack); err != nil {
+		return fmt.Errorf("webrtc: add video track: %w", err)
+	}
+	if s.audioSender, err = s.pc.AddTrack(s.audioTrack); err != nil {
+		return fmt.Errorf("webrtc: add audio track: %w", err)
+	}
+	s.pc.OnConnectionStateChange(s.onState)
+	s.pc.OnDataChannel(s.onDataChannel)
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadOffer, err)
+	}
+	answer, err := s.pc.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnsupportedOffer, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(s.pc)
+	if err := s.pc.SetLocalDescription(answer); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnsupportedOffer, err)
+	}
+	if len(s.videoSender.GetParameters().Codecs) == 0 {
+		return fmt.Errorf("%w: no H.264 format of the offer matches the stream", ErrUnsupportedOffer)
+	}
+	t := time.NewTimer(gatherTimeout)
+	defer t.Stop()
+	select {
+	case <-gathered:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// answer is the local description with the candidates gathered so far.
+func (s *session) answer() string { return s.pc.LocalDescription().SDP }
+
+// start runs the session; the caller registered it with the server's
+// WaitGroup.
+func (s *session) start() {
+	s.rtcpDone.Add(2)
+	go s.readRTCP(s.videoSender, true)
+	go s.readRTCP(s.audioSender, false)
+	go s.run()
+}
+
+// close ends the session for reason; the first reason wins. It does not
+// wait: run tears down.
+func (s *session) close(reason string) {
+	s.endOnce.Do(func() {
+		s.reason = reason
+		s.cancel()
+	})
+}
+
+func (s *session) run() {
+	defer s.srv.wg.Done()
+	defer s.teardown()
+	handshake := time.NewTimer(s.srv.Config.HandshakeTimeout)
+	defer handshake.Stop()
+	tick := time.NewTicker(abrTick)
+	defer tick.Stop()
+	s.publish(0, 0)
+	for {
+		select {
+		case <-s.ctx.Done():
+			s.close(endServerClosed) // no-op unless the server context ended
+			return
+		case <-handshake.C:
+			if !s.active.Load() {
+				s.close(endHandshakeTimeout)
+				return
+			}
+		case <-s.queue.notify:
+			if err := s.drain(); err != nil {
+				s.log.Debug("webrtc: write failed", "err", err)
+				s.close(endWriteError)
+				return
+			}
+		case <-tick.C:
+			s.tick()
+		case name := <-s.pins:
+			s.applyPin(name)
+		}
+	}
+}
+
+func (s *session) teardown() {
+	s.active.Store(false)
+	s.st.remove(s)
+	_ = s.pc.Close()
+	s.rtcpDone.Wait()
+	s.srv.removeSession(s)
+	s.srv.counters.end(s.reason)
+	s.log.Debug("webrtc: session ended", "reason", s.reason, "frames", s.fwd.frames, "switches", s.switches,
+		"dropped", s.queue.droppedUnits())
+	close(s.done)
+}
+
+func (s *session) onState(state webrtc.PeerConnectionState) {
+	switch state {
+	case webrtc.PeerConnectionStateConnected:
+		if s.active.CompareAndSwap(false, true) && s.srv.Config.KeyframeOnJoin {
+			// The first frame should not wait for the next GOP.
+			s.st.kf.request(keyReasonJoin)
+		}
+	case webrtc.PeerConnectionStateFailed:
+		s.close(endICEFailed)
+	case webrtc.PeerConnectionStateClosed:
+		s.close(endClosed)
+	}
+}
+
+// drain forwards everything queued. Only a closed transport is fatal;
+// other write errors (e.g. SRTP not ready yet) lose that packet only.
+func (s *session) drain() error {
+	for {
+		q, ok := s.queue.pop()
+		if !ok {
+			return nil
+		}
+		var err error
+		if q.u.video {
+			err = s.fwd.onVideo(q)
+		} else {
+			err = s.fwd.onAudio(q.u)
+		}
+		// Padding goes out after every unit (audio every 20 ms, video
+		// every frame): spread out, so that the probe measures the link
+		// and not the burst.
+		if err == nil && s.probeBPS > 0 {
+			err = s.fwd.pad(s.paddingDue())
+		}
+		if errors.Is(err, io.ErrClosedPipe) {
+			return err
+		}
+		if err != nil {
+			s.writeErrs++
+		}
+	}
+}
+
+// paddingDue converts the probe rate into padding packets owed since the
+// last frame.
+func (s *session) paddingDue() int {
+	now := time.Now()
+	if !s.lastPad.IsZero() {
+		s.padCredit += float64(s.probeBPS) / 8 * now.Sub(s.lastPad).Seconds()
+	}
+	s.lastPad = now
+	const packetBytes = paddingSize + 12
+	n := min(int(s.padCredit/packetBytes), maxPadBurst)
+	s.padCredit -= float64(n * packetBytes)
+	s.padCredit = min(s.padCredit, maxPadBurst*packetBytes) // no catch-up burst after a stall
+	return n
+}
+
+// tick reads the bandwidth estimate and lets the ABR decide.
+func (s *session) tick() {
+	if !s.active.Load() || s.bwe == nil {
+		return
+	}
+	est := s.bwe.GetTargetBitrate()
+	if remb := int(s.remb.Load()); remb > 0 && remb < est {
+		est = remb
+	}
+	loss, _ := s.bwe.GetStats()["averageLoss"].(float64)
+	if s.srv.Config.ABR.Enabled && !s.pinned {
+		d := s.abr.tick(abrInput{now: time.Now(), estimate: est, loss: loss})
+		switch {
+		case d.probeBPS > 0 && s.probeBPS == 0:
+			s.log.Debug("webrtc: probing the next rung", "extra_bps", d.probeBPS, "estimate", est)
+		case d.probeEnd != "":
+			if d.probeEnd != "up" {
+				s.srv.counters.probeFailed()
+			}
+			st := s.bwe.GetStats()
+			s.log.Debug("webrtc: probe ended", "result", d.probeEnd, "estimate", est, "loss", loss,
+				"usage", st["usage"], "delay_ms", st["delayEstimate"], "threshold_ms", st["delayThreshold"])
+		}
+		if d.probeBPS == 0 {
+			s.padCredit, s.lastPad = 0, time.Time{}
+		}
+		s.probeBPS = d.probeBPS
+		if d.target != s.fwd.want {
+			s.want(d.target, d.reason, keyReasonSwitch)
+		}
+	}
+	s.publish(est, loss)
+}
+
+// want asks the forwarder for rung r. Moves down (the viewer is congested)
+// and pins (the viewer asked) also ask for an IDR, rate limited per stream,
+// so they do not wait for the next GOP; moves up wait for it, since forced
+// IDRs raise every rung's bitrate and an up-switch is not urgent.
+func (s *session) want(r int, reason, keyReason string) {
+	s.fwd.setWant(r)
+	s.reasonFor = reason
+	s.interest.Store(s.fwd.interest())
+	if r != s.fwd.cur && (r > s.fwd.cur || reason == ReasonPin) {
+		s.st.kf.request(keyReason)
+	}
+}
+
+func (s *session) onSwitch(from, to int) {
+	s.interest.Store(s.fwd.interest())
+	if from >= 0 {
+		s.switches++
+		s.srv.counters.switched(to < from, s.reasonFor)
+		s.log.Debug("webrtc: switched", "from", s.st.rungs[from].track.Name, "to", s.st.rungs[to].track.Name,
+			"reason", s.reasonFor)
+	}
+	s.send(rungMessage{Type: "rung", Rung: s.st.rungs[to].track.Name, Width: s.st.rungs[to].track.Width,
+		Height: s.st.rungs[to].track.Height, Reason: s.reasonFor})
+}
+
+func (s *session) applyPin(name string) {
+	if name == pinAuto {
+		if s.pinned {
+			s.pinned = false
+			s.abr.reset(s.fwd.want)
+			s.reasonFor = ReasonUnpin
+		}
+		return
+	}
+	r, ok := s.st.rungIndex(name)
+	if !ok {
+		s.send(errorMessage{Type: "error", Error: fmt.Sprintf("%v %q (have %v)", ErrUnknownRung, name, s.st.rungNames())})
+		return
+	}
+	s.pinned = true
+	s.probeBPS = 0
+	s.want(r, ReasonPin, keyReasonPin)
+}
+
+// readRTCP drains a sender's RTCP, which pion needs for NACK and congestion
+// control to work, and turns PLI/FIR into (rate-limited) keyframe requests.
+// It returns when the PeerConnection closes.
+func (s *session) readRTCP(sender *webrtc.RTPSender, video bool) {
+	defer s.rtcpDone.Done()
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		if !video {
+			continue
+		}
+		for _, p := range pkts {
+			switch p := p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				s.st.kf.request(keyReasonPLI)
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				s.remb.Store(int64(p.Bitrate))
+			}
+		}
+	}
+}
+
+// publish stores a stats snapshot for Server.Stats.
+func (s *session) publish(est int, loss float64) {
+	v := &ViewerStats{
+		ID: s.id, Stream: s.st.name, Connected: s.active.Load(), Pinned: s.pinned,
+		Target: s.st.rungs[s.fwd.want].track.Name, Estimate: est, Loss: loss,
+		Packets: s.fwd.packets, Bytes: s.fwd.bytes, Frames: s.fwd.frames, Padding: s.fwd.padding,
+		Dropped: s.queue.droppedUnits(), Switches: s.switches, WriteErrors: s.writeErrs,
+	}
+	if s.fwd.cur >= 0 {
+		v.Rung = s.st.rungs[s.fwd.cur].track.Name
+	}
+	s.snap.Store(v)
+}
+
+func (s *session) stats() ViewerStats {
+	if v := s.snap.Load(); v != nil {
+		return *v
+	}
+	return ViewerStats{ID: s.id, Stream: s.st.name}
+}
