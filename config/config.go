@@ -13,6 +13,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 	"github.com/prism-streaming/prism/outputs/hls"
+	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
 )
 
@@ -33,6 +34,8 @@ type Config struct {
 	Node Node `yaml:"node"`
 	// HLS is the LL-HLS output at /hls/<stream>/index.m3u8.
 	HLS hls.Config `yaml:"hls"`
+	// WebRTC is the WHEP output at /whep/<stream>.
+	WebRTC webrtc.Config `yaml:"webrtc"`
 
 	file  string
 	lines map[string]int // field path -> line, for validation messages
@@ -93,6 +96,17 @@ type Stream struct {
 	Ladder string `yaml:"ladder"` // file or shipped ladder name; default "default"
 	// Realtime paces file and lavfi inputs at 1x (network inputs never are).
 	Realtime *bool `yaml:"realtime"`
+}
+
+// New returns a configuration with every default: the output sections'
+// defaults are set before a file is decoded over them, since some (webrtc)
+// cannot tell an unset field from a zero one afterwards.
+func New() *Config {
+	c := &Config{}
+	c.HLS.Defaults()
+	c.WebRTC.Defaults()
+	c.Defaults()
+	return c
 }
 
 // Defaults fills unset fields.
@@ -163,7 +177,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes and validates configuration bytes; file names the source in
 // messages.
 func Parse(file string, data []byte) (*Config, error) {
-	c := &Config{file: file}
+	c := New()
+	c.file = file
 	if len(strings.TrimSpace(string(data))) > 0 {
 		c.lines = fieldLines(data)
 		if err := yaml.UnmarshalWithOptions(data, c, yaml.Strict()); err != nil {
@@ -287,12 +302,18 @@ func (c *Config) Validate() error {
 	}
 	// Output sections validate themselves; their messages start with the
 	// field path ("hls.part_target: ..."), which gives the line.
-	for _, sec := range []interface{ Validate() error }{&c.HLS} {
-		err := sec.Validate()
+	for _, sec := range []struct {
+		name string
+		v    interface{ Validate() error }
+	}{{"hls.", &c.HLS}, {"webrtc.", &c.WebRTC}} {
+		name, err := sec.name, sec.v.Validate()
 		if err == nil {
 			continue
 		}
 		for _, line := range strings.Split(err.Error(), "\n") {
+			if i := strings.Index(line, name); i > 0 {
+				line = line[i:] // drop a sentinel's text in front of the field
+			}
 			field, msg, _ := strings.Cut(line, ": ")
 			errs = append(errs, &Error{File: c.file, Line: c.lineOf(field), Field: field, Msg: msg})
 		}

@@ -14,6 +14,9 @@ func TestParse(t *testing.T) {
 	if c.HTTP.Address != "127.0.0.1:9000" || c.Streams[0].Ladder != "default" || !*c.Streams[0].Realtime {
 		t.Errorf("%+v", c)
 	}
+	if c, err := Parse("partial.yaml", []byte("webrtc:\n  udp_port: 9000\n")); err != nil || c.WebRTC.UDPPort != 9000 || c.WebRTC.MaxSessions != 500 {
+		t.Errorf("webrtc defaults under a partial section: %v %+v", err, c.WebRTC)
+	}
 	if c, err := Parse("empty.yaml", nil); err != nil || c.HTTP.Address != ":8080" {
 		t.Errorf("empty file: %v %+v", err, c)
 	}
@@ -28,6 +31,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"bad name", "streams:\n  - name: a\n    input: x\n  - name: ../b\n    input: y\n", `prism.yaml:4: streams[1].name: "../b": use letters`},
 		{"duplicate name", "streams:\n  - {name: a, input: x}\n  - {name: a, input: y}\n", `prism.yaml:3: streams[1].name: "a" is already used by streams[0]`},
 		{"output section", "hls:\n  part_target: 10ms\n", "prism.yaml:2: hls.part_target: must be between 100ms and 2s"},
+		{"webrtc section", "webrtc:\n  udp_port: 70000\n", "prism.yaml:2: webrtc.udp_port: must be 0..65535"},
 		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {

@@ -38,7 +38,7 @@ func startNode(t *testing.T, name, nodeConfig, extra string) *node {
 	addr := freePort(t)
 	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
 	n := &node{t: t, name: name, base: "http://" + addr}
-	n.cmd = exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--stats-interval", "0")
+	n.cmd = exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--stats-interval", "0", "--webrtc-port", "0")
 	n.cmd.Stderr = &n.stderr
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,7 +168,7 @@ func freePort(t *testing.T) string {
 // demo ladder runs at real time, stats are printed, SIGTERM stops it cleanly.
 func TestServeDemo(t *testing.T) {
 	addr := freePort(t)
-	cmd := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--stats-interval", "1s", "--data-dir", t.TempDir(),
+	cmd := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--stats-interval", "1s", "--data-dir", t.TempDir(), "--webrtc-port", "0",
 		"--demo-input", "lavfi:testsrc2=size=640x360:rate=30[out0];sine=sample_rate=48000[out1]")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -263,7 +264,7 @@ func TestServeRestartsEndedStream(t *testing.T) {
     ladder: `+writeFile(t, dir, "l.yaml", smallLadder)+`
 `)
 	addr := freePort(t)
-	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", t.TempDir())
+	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -284,4 +285,75 @@ func TestServeRestartsEndedStream(t *testing.T) {
 		var info streamInfo
 		return json.NewDecoder(resp.Body).Decode(&info) == nil && info.Restarts >= 2
 	})
+}
+
+// TestPlayerPage opens the player page of `prism serve --demo` in headless
+// Chromium: the WebRTC player decodes video and audio, hls.js plays the
+// LL-HLS ladder with every rung as a level.
+func TestPlayerPage(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not found (%v): run `make test`, which installs it", err)
+	}
+	addr := freePort(t)
+	srv := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0",
+		"--stats-interval", "0", "--demo-input", "lavfi:testsrc2=size=854x480:rate=30[out0];sine=sample_rate=48000[out1]")
+	var srvErr bytes.Buffer
+	srv.Stderr = &srvErr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
+	testutil.Eventually(t, 20*time.Second, "the demo stream", func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	reports := make(chan map[string]any, 2)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
+		if r.Method == http.MethodPost {
+			var rep map[string]any
+			if json.NewDecoder(r.Body).Decode(&rep) == nil {
+				rep["from"] = r.URL.Query().Get("from")
+				reports <- rep
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer collector.Close()
+	browser := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
+		"--autoplay-policy=no-user-gesture-required", "http://"+addr+"/?stream=demo&report="+collector.URL+"/report")
+	browser.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Chromium forks helpers: stop the group
+	if err := browser.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { syscall.Kill(-browser.Process.Pid, syscall.SIGKILL); browser.Wait() }()
+	got := map[string]map[string]any{}
+	timeout := time.After(60 * time.Second)
+	for len(got) < 2 {
+		select {
+		case rep := <-reports:
+			got[rep["from"].(string)] = rep
+		case <-timeout:
+			t.Fatalf("reports so far: %v\nserver log:\n%s", got, srvErr.String())
+		}
+	}
+	t.Logf("webrtc: video %v audio %v", got["webrtc"]["video"], got["webrtc"]["audio"])
+	t.Logf("hls: %v", got["hls"])
+	video, _ := got["webrtc"]["video"].(map[string]any)
+	audio, _ := got["webrtc"]["audio"].(map[string]any)
+	if video == nil || video["frames_decoded"].(float64) < 100 || audio == nil || audio["packets_received"].(float64) < 100 {
+		t.Errorf("WebRTC did not play: %v", got["webrtc"])
+	}
+	// The default ladder on an 854x480 source: 480p and 360p.
+	if got["hls"]["levels"].(float64) != 2 || got["hls"]["decodedFrames"].(float64) < 100 || len(got["hls"]["errors"].([]any)) > 0 {
+		t.Errorf("LL-HLS did not play every rung: %v", got["hls"])
+	}
 }

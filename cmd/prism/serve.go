@@ -16,6 +16,7 @@ import (
 
 	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/outputs/hls"
+	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
 )
@@ -34,13 +35,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "", "directory for state kept across restarts (overrides the configuration; default ./data)")
 	natsURL := fs.String("nats", "", "join an external NATS cluster at this URL instead of running an embedded server")
 	nodeID := fs.String("node-id", "", "this node's name in the cluster (default: the host name)")
+	rtcPort := fs.Int("webrtc-port", -1, "UDP (and ICE-TCP) port for WebRTC media (overrides the configuration; default 8189; 0: any free port)")
 	ladderRef := fs.String("ladder", "default", "ladder for the demo stream: a YAML file or a shipped ladder name")
 	demoInput := fs.String("demo-input", DemoInput, "input URL of the demo stream")
 	statsEvery := fs.Duration("stats-interval", 5*time.Second, "how often to print per-rung stats (0: never)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg := &config.Config{}
+	cfg := config.New()
 	if *configPath != "" {
 		var err error
 		if cfg, err = config.Load(*configPath); err != nil {
@@ -51,6 +53,9 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		if *flagValue != "" {
 			*field = *flagValue
 		}
+	}
+	if *rtcPort >= 0 {
+		cfg.WebRTC.UDPPort, cfg.WebRTC.TCPPort = *rtcPort, *rtcPort
 	}
 	if *natsURL != "" && cfg.NATS.Replicas == 1 && *configPath == "" {
 		cfg.NATS.Replicas = 0 // let Defaults pick the cluster value
@@ -83,9 +88,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer hlsSrv.Close()
 
+	rtc := &webrtc.Server{Streams: streams, Config: cfg.WebRTC, Log: log.With("output", "webrtc")}
+	if err := rtc.Initialize(); err != nil {
+		return fmt.Errorf("webrtc: %w", err)
+	}
+	defer rtc.Close()
+
 	svc := &service{log: log, streams: streams, cluster: cl, stdout: stdout, configured: cfg.Streams}
 	mux := svc.routes()
 	mux.Handle("/hls/", hlsSrv)
+	mux.Handle("/whep/", rtc)
+	mux.Handle("GET /whep-player", webrtc.PlayerHandler())
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
@@ -105,14 +118,16 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if tlsOn {
 		base = "https://" + displayAddr(ln.Addr())
 	}
-	fmt.Fprintf(stdout, "prism: node %s, HTTP on %s (/healthz, /readyz, /metrics, /api/v1/streams, /api/v1/jobs)\n", cl.node.ID, base)
+	fmt.Fprintf(stdout, "prism: node %s, HTTP on %s (player page /, /healthz, /readyz, /metrics, /api/v1/streams, /api/v1/jobs)\n", cl.node.ID, base)
+	fmt.Fprintf(stdout, "prism: WebRTC media on UDP %s\n", rtc.UDPAddr())
 
 	for _, sc := range cfg.Streams {
 		if err := cl.submitStream(ctx, sc); err != nil {
 			_ = httpSrv.Close()
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
-		fmt.Fprintf(stdout, "prism: stream %q submitted: LL-HLS %s/hls/%s/index.m3u8\n", sc.Name, base, sc.Name)
+		fmt.Fprintf(stdout, "prism: stream %q submitted: play it at %s/?stream=%s (LL-HLS %s/hls/%s/index.m3u8, WHEP %s/whep/%s)\n",
+			sc.Name, base, sc.Name, base, sc.Name, base, sc.Name)
 	}
 
 	var ticker <-chan time.Time

@@ -143,14 +143,7 @@ func (s *service) routes() *http.ServeMux {
 		newJobCollector(s.streams))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.jobRoutes(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "Prism: live transcoding. Streams: /api/v1/streams")
-	})
+	s.webRoutes(mux)
 	return mux
 }
 
