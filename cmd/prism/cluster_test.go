@@ -95,6 +95,34 @@ func (n *node) stream(id string) (streamInfo, bool) {
 	return s, true
 }
 
+// hlsSequence returns the media sequence number of the first rung's
+// LL-HLS playlist, or -1.
+func (n *node) hlsSequence(t *testing.T, stream string) int {
+	code, body := n.get("/hls/" + stream + "/index.m3u8")
+	if code != 200 {
+		return -1
+	}
+	var rung string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasSuffix(l, ".m3u8") && !strings.HasPrefix(l, "#") {
+			rung = l
+			break
+		}
+	}
+	code, body = n.get("/hls/" + stream + "/" + rung)
+	if code != 200 {
+		return -1
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, "#EXT-X-MEDIA-SEQUENCE:"); ok {
+			var seq int
+			fmt.Sscan(v, &seq)
+			return seq
+		}
+	}
+	return -1
+}
+
 func (n *node) kill9() {
 	n.killed = true
 	n.cmd.Process.Signal(syscall.SIGKILL)
@@ -173,6 +201,11 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	}
 	defer sub.Unsubscribe()
 
+	var seqBefore int
+	testutil.Eventually(t, 15*time.Second, "LL-HLS on "+watcher.name, func() bool {
+		seqBefore = watcher.hlsSequence(t, "live")
+		return seqBefore >= 0
+	})
 	base, _ := watcher.stream("live")
 	nodes[owner].kill9()
 	killed := time.Now()
@@ -196,6 +229,11 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	if media > 3*time.Second {
 		t.Errorf("media resumed %s after the kill, target 3 s", media)
 	}
+	// LL-HLS on the surviving node goes on from where it was: same
+	// playlist, the media sequence moves forward.
+	testutil.Eventually(t, 10*time.Second, "the LL-HLS playlist moving on after the failover", func() bool {
+		return watcher.hlsSequence(t, "live") > seqBefore+1
+	})
 
 	// Never two owners at once: every new owner claimed after the previous
 	// owner's lease had expired.
