@@ -31,6 +31,9 @@ type Run struct {
 	FPS     float64 `json:"fps"`   // source frames per wall second
 	Speed   float64 `json:"speed"` // real-time factor
 	Rungs   []Rung  `json:"rungs,omitempty"`
+	// PixelRate is the encoded pixels per second over all rungs: what this
+	// machine can offer as node.capacity for this kind of ladder.
+	PixelRate float64 `json:"pixel_rate,omitempty"`
 }
 
 // Report is the outcome of one `prism bench`.
@@ -81,6 +84,7 @@ func Print(w io.Writer, r *Report) {
 	for _, g := range r.Prism.Rungs {
 		fmt.Fprintf(w, "  %-6s %4dx%-4d %6d frames  %7.1f fps  %6.0f kbit/s\n", g.Name, g.Width, g.Height, g.Frames, g.FPS, g.Kbps)
 	}
+	fmt.Fprintf(w, "  encoded %.3g pixels/s: about what this machine offers as node.capacity for such ladders\n", r.Prism.PixelRate)
 	if r.FFmpeg != nil {
 		row(r.FFmpeg)
 		fmt.Fprintf(w, "ratio   %.2fx (Prism fps / FFmpeg CLI fps; CPU seconds %.2f vs %.2f)\n",

@@ -73,6 +73,9 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			FPS: float64(ts.Frames) / wall.Seconds(), Kbps: ts.AvgBitrate / 1000,
 		})
 	}
+	for _, g := range prism.Rungs {
+		prism.PixelRate += float64(g.Width*g.Height) * g.FPS
+	}
 	prism.FPS = float64(videoFrames) / wall.Seconds()
 	prism.Speed = prism.Media / wall.Seconds()
 	res.Prism = prism
