@@ -26,6 +26,7 @@ import (
 	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
 	"github.com/prism-streaming/prism/transcode/ladder"
@@ -102,24 +103,11 @@ func startServer(t testing.TB, job pipeline.Job, cfg Config, nw transport.Net, r
 		srv.Close()
 		http.DefaultClient.CloseIdleConnections()
 	})
-	testutilEventually(t, 5*time.Second, "the stream to be served", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the stream to be served", func() bool {
 		_, err := srv.stream("test")
 		return err == nil
 	})
 	return srv, hs
-}
-
-// testutilEventually polls like testutil.Eventually but works with testing.TB
-// from benchmarks too.
-func testutilEventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // viewerOptions configure a test viewer.
@@ -175,7 +163,9 @@ type viewer struct {
 	wg sync.WaitGroup
 }
 
-func newViewer(t testing.TB, opts viewerOptions) *viewer {
+// viewerEngine is the media engine, interceptors and settings of a test
+// viewer: a browser-like peer with the default codecs and interceptors.
+func viewerEngine(t testing.TB) (*webrtc.MediaEngine, *interceptor.Registry, webrtc.SettingEngine) {
 	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
@@ -186,7 +176,12 @@ func newViewer(t testing.TB, opts viewerOptions) *viewer {
 	if err := webrtc.RegisterDefaultInterceptorsWithOptions(me, ir, webrtc.WithInterceptorLoggerFactory(lf)); err != nil {
 		t.Fatal(err)
 	}
-	se := webrtc.SettingEngine{LoggerFactory: lf}
+	return me, ir, webrtc.SettingEngine{LoggerFactory: lf}
+}
+
+func newViewer(t testing.TB, opts viewerOptions) *viewer {
+	t.Helper()
+	me, ir, se := viewerEngine(t)
 	if opts.net != nil {
 		se.SetNet(opts.net)
 	}

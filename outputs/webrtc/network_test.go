@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/prism-streaming/prism/internal/testutil"
@@ -82,16 +81,7 @@ func TestICENetworking(t *testing.T) {
 // newTCPViewer is a viewer limited to ICE-TCP (active candidates).
 func newTCPViewer(t *testing.T) *viewer {
 	t.Helper()
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	ir := &interceptor.Registry{}
-	lf := pionLogs{log: testLogger()}
-	if err := webrtc.RegisterDefaultInterceptorsWithOptions(me, ir, webrtc.WithInterceptorLoggerFactory(lf)); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{LoggerFactory: lf}
+	me, ir, se := viewerEngine(t)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
 	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir),
