@@ -18,8 +18,14 @@ vet: setup
 	$(ENV) test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
 	$(ENV) go vet ./...
 
+# Key figures measured by the tests (latency, switch times, failover) are
+# collected in build/report/report.txt and printed at the end.
 test: build vet
-	$(ENV) go test $(GO_TEST_FLAGS) -timeout 25m ./...
+	@rm -rf build/report
+	$(ENV) PRISM_REPORT_DIR=$(CURDIR)/build/report go test $(GO_TEST_FLAGS) -timeout 25m ./... 2>&1 | tee build/test.log; \
+	  status=$${PIPESTATUS[0]}; \
+	  echo; echo "== measured =="; cat build/report/report.txt 2>/dev/null; \
+	  echo; echo "== go test =="; grep -E '^(ok|FAIL|\?) ' build/test.log; exit $$status
 
 # Transcode throughput against the FFmpeg CLI on the same ladder, in one run.
 bench: build

@@ -117,7 +117,7 @@ func TestCascadeScalingQuality(t *testing.T) {
 			t.Fatalf("no PSNR in output:\n%s", out)
 		}
 		psnr, _ := strconv.ParseFloat(string(m[1]), 64)
-		t.Logf("%s: cascade vs direct luma PSNR %.1f dB", ca.name, psnr)
+		testutil.Report(t, "%s: cascade vs direct luma PSNR %.1f dB", ca.name, psnr)
 		if psnr < 45 {
 			t.Errorf("%s: cascaded scaling differs visibly from direct scaling: PSNR %.1f dB", ca.name, psnr)
 		}

@@ -129,7 +129,7 @@ func TestLadderIsSwitchable(t *testing.T) {
 		if dev := rate/float64(w[2]) - 1; math.Abs(dev) > 0.15 {
 			t.Errorf("%s: bitrate %.0f, target %d: %+.1f%% off", tr.Name, rate, w[2], dev*100)
 		}
-		t.Logf("%s: %dx%d %.0f kbit/s (target %d), %.3fs, keyframes at %v", tr.Name, s.Width, s.Height, rate/1000, w[2]/1000, dur, keys)
+		testutil.Report(t, "%s: %dx%d %.0f kbit/s (target %d), %.3fs, keyframes at %v", tr.Name, s.Width, s.Height, rate/1000, w[2]/1000, dur, keys)
 		keyPTS = append(keyPTS, keys)
 		videoStart = testutil.F(t, s.StartTime)
 	}
@@ -367,7 +367,7 @@ rungs:
 	}
 	check()
 	growth := rss[1] - rss[0]
-	t.Logf("RSS after 10 cycles %d MB, after 50 %d MB (growth %+d KB)", rss[0]>>20, rss[1]>>20, growth>>10)
+	testutil.Report(t, "RSS after 10 cycles %d MB, after 50 %d MB (growth %+d KB)", rss[0]>>20, rss[1]>>20, growth>>10)
 	if growth > 8<<20 {
 		t.Errorf("RSS grew by %d KB over 40 start/stop cycles", growth>>10)
 	}

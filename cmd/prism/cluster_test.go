@@ -224,7 +224,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 		return takeover > 0 && resumed > 0
 	})
 	media := (<-firstMedia).Sub(killed)
-	t.Logf("killed %s: %s claimed the job after %s (polled), its media was on NATS after %s, the outputs on %s followed it after %s (polled)",
+	testutil.Report(t, "killed %s: %s claimed the job after %s (polled), its media was on NATS after %s, the outputs on %s followed it after %s (polled)",
 		owner, newOwner, takeover.Round(time.Millisecond), media.Round(time.Millisecond), watcher.name, resumed.Round(time.Millisecond))
 	if media > 3*time.Second {
 		t.Errorf("media resumed %s after the kill, target 3 s", media)
@@ -348,5 +348,5 @@ func TestJobAPIBadInput(t *testing.T) {
 		return ok && j.State == queue.StateFailed && strings.Contains(j.Reason, "cannot open input")
 	})
 	j, _ := worker.job("unreachable")
-	t.Logf("failed after %d attempts: %s", j.Attempts, j.Reason)
+	testutil.Report(t, "failed after %d attempts: %s", j.Attempts, j.Reason)
 }

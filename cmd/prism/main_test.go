@@ -346,9 +346,10 @@ func TestPlayerPage(t *testing.T) {
 		}
 	}
 	t.Logf("webrtc: video %v audio %v", got["webrtc"]["video"], got["webrtc"]["audio"])
-	t.Logf("hls: %v", got["hls"])
 	video, _ := got["webrtc"]["video"].(map[string]any)
 	audio, _ := got["webrtc"]["audio"].(map[string]any)
+	testutil.Report(t, "player page in Chromium: WebRTC %.1f fps at %vx%v; hls.js %v levels, %v frames decoded, glass-to-glass %v s",
+		video["fps"], video["width"], video["height"], got["hls"]["levels"], got["hls"]["decodedFrames"], got["hls"]["latency"])
 	if video == nil || video["frames_decoded"].(float64) < 100 || audio == nil || audio["packets_received"].(float64) < 100 {
 		t.Errorf("WebRTC did not play: %v", got["webrtc"])
 	}

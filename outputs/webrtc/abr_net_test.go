@@ -72,7 +72,7 @@ func TestABRUnderConstraint(t *testing.T) {
 	limitedAt := time.Now()
 	testutil.Eventually(t, 5*time.Second, "a move below 360p", func() bool { h := heightNow(); return h > 0 && h < 360 })
 	down := time.Since(limitedAt)
-	t.Logf("limit %d kbit/s: down to %dp after %s (stats %+v)", limited/1000, heightNow(), down.Round(time.Millisecond),
+	testutil.Report(t, "limit %d kbit/s: down to %dp after %s (stats %+v)", limited/1000, heightNow(), down.Round(time.Millisecond),
 		srv.Stats().Switches)
 	time.Sleep(8 * time.Second) // run constrained: probes for 360p fail and back off
 
@@ -81,7 +81,7 @@ func TestABRUnderConstraint(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "a move back to 360p", func() bool { return heightNow() == 360 })
 	up := time.Since(liftedAt)
 	st := srv.Stats()
-	t.Logf("limit lifted: back to 360p after %s; switches %+v; viewer %+v", up.Round(time.Millisecond), st.Switches, st.Viewers[0])
+	testutil.Report(t, "limit lifted: back to 360p after %s; switches %+v; viewer %+v", up.Round(time.Millisecond), st.Switches, st.Viewers[0])
 
 	v.mu.Lock()
 	defer v.mu.Unlock()

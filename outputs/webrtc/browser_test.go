@@ -110,7 +110,7 @@ func TestBrowserPlayback(t *testing.T) {
 	}
 	median := ttff[len(ttff)/2]
 	v := rep.Video
-	t.Logf("time to first frame after the POST (ms): %.0f, median %.0f; %dx%d at %.1f fps, %d frames decoded "+
+	testutil.Report(t, "time to first frame after the POST (ms): %.0f, median %.0f; %dx%d at %.1f fps, %d frames decoded "+
 		"(%d dropped, %d lost packets, decoder %s); %d audio packets",
 		ttff, median, v.Width, v.Height, v.FPS, v.FramesDecoded, v.FramesDropped, v.PacketsLost, v.Decoder, rep.Audio.PacketsReceived)
 	if median > 500 {

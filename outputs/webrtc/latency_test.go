@@ -83,7 +83,7 @@ func TestLatency(t *testing.T) {
 	sortDurations(transcoder)
 	sortDurations(delivery)
 	ms := func(d time.Duration) string { return d.Round(100 * time.Microsecond).String() }
-	t.Logf("720p, %d frames: ingest->viewer p50 %s p95 %s max %s | transcoder p50 %s p95 %s | WebRTC delivery p50 %s p95 %s max %s",
+	testutil.Report(t, "720p, %d frames: ingest->viewer p50 %s p95 %s max %s | transcoder p50 %s p95 %s | WebRTC delivery p50 %s p95 %s max %s",
 		len(total), ms(percentile(total, .5)), ms(percentile(total, .95)), ms(total[len(total)-1]),
 		ms(percentile(transcoder, .5)), ms(percentile(transcoder, .95)),
 		ms(percentile(delivery, .5)), ms(percentile(delivery, .95)), ms(delivery[len(delivery)-1]))
