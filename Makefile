@@ -1,7 +1,7 @@
 # Two commands: `make run` and `make test`. Everything else is set up by them.
 SHELL := /bin/bash
 ENV := source build/env.sh &&
-GO_TEST_FLAGS ?= -race
+GO_TEST_FLAGS ?= -race -count=1
 
 .PHONY: setup build run test vet bench bench-go fuzz clean
 
