@@ -2,8 +2,16 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -214,7 +222,8 @@ func TestServeDemo(t *testing.T) {
 	})
 	// Stage statistics come from the worker process over NATS.
 	if c, body := get("/metrics"); c != 200 || !strings.Contains(string(body), `prism_track_fps{stream="demo",track="360p"}`) ||
-		!strings.Contains(string(body), `prism_stage_latency_seconds{quantile="0.95",stage="encode-360p",stream="demo"}`) {
+		!strings.Contains(string(body), `prism_stage_latency_seconds{quantile="0.95",stage="encode-360p",stream="demo"}`) ||
+		!strings.Contains(string(body), `prism_hls_part_latency_seconds{quantile="0.95",stream="demo"}`) {
 		t.Errorf("/metrics: %d\n%s", c, body)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -356,5 +365,46 @@ func TestPlayerPage(t *testing.T) {
 	// The default ladder on an 854x480 source: 480p and 360p.
 	if got["hls"]["levels"].(float64) != 2 || got["hls"]["decodedFrames"].(float64) < 100 || len(got["hls"]["errors"].([]any)) > 0 {
 		t.Errorf("LL-HLS did not play every rung: %v", got["hls"])
+	}
+}
+
+// TestServeTLSSpeaksHTTP2: with a certificate configured the service answers
+// HTTPS with HTTP/2, which LL-HLS players expect.
+func TestServeTLSSpeaksHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	cert := writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	keyFile := writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
+	cfg := writeFile(t, dir, "prism.yaml", "http:\n  tls_cert: "+cert+"\n  tls_key: "+keyFile+"\n")
+	addr := freePort(t)
+	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--webrtc-port", "0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+	var proto string
+	testutil.Eventually(t, 20*time.Second, "an HTTPS answer", func() bool {
+		resp, err := client.Get("https://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		proto = resp.Proto
+		return resp.StatusCode == 200
+	})
+	if proto != "HTTP/2.0" {
+		t.Errorf("protocol %s, want HTTP/2.0", proto)
 	}
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -9,6 +11,10 @@ import (
 // the pipeline keeps plain counters and nothing polls in the background.
 type jobCollector struct {
 	streams *pipeline.Registry
+	// hlsLatency reports ingest-to-part-downloadable for a stream, when the
+	// HLS output serves it.
+	hlsLatency func(stream string) (p50, p95 time.Duration, ok bool)
+	hlsPart    *prometheus.Desc
 
 	speed, mediaTime          *prometheus.Desc
 	trackFrames, trackBytes   *prometheus.Desc
@@ -17,12 +23,14 @@ type jobCollector struct {
 	stageBusy, stageLatency   *prometheus.Desc
 }
 
-func newJobCollector(streams *pipeline.Registry) *jobCollector {
+func newJobCollector(streams *pipeline.Registry, hlsLatency func(string) (time.Duration, time.Duration, bool)) *jobCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("prism_"+name, help, labels, nil)
 	}
 	return &jobCollector{
 		streams:      streams,
+		hlsLatency:   hlsLatency,
+		hlsPart:      d("hls_part_latency_seconds", "Time from ingest to the LL-HLS part being downloadable.", "stream", "quantile"),
 		speed:        d("stream_speed", "Media time encoded per wall-clock second (1 = real time).", "stream"),
 		mediaTime:    d("stream_media_seconds", "Newest video timestamp encoded.", "stream"),
 		trackFrames:  d("track_frames_total", "Encoded frames (packets) per output track.", "stream", "track"),
@@ -38,7 +46,7 @@ func newJobCollector(streams *pipeline.Registry) *jobCollector {
 
 func (c *jobCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.speed, c.mediaTime, c.trackFrames, c.trackBytes, c.trackFPS,
-		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency} {
+		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart} {
 		ch <- d
 	}
 }
@@ -53,6 +61,12 @@ func (c *jobCollector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		s := job.Stats()
+		if c.hlsLatency != nil {
+			if p50, p95, ok := c.hlsLatency(name); ok {
+				m(c.hlsPart, prometheus.GaugeValue, p50.Seconds(), name, "0.5")
+				m(c.hlsPart, prometheus.GaugeValue, p95.Seconds(), name, "0.95")
+			}
+		}
 		m(c.speed, prometheus.GaugeValue, s.Speed, name)
 		m(c.mediaTime, prometheus.GaugeValue, s.MediaTime.Seconds(), name)
 		for _, t := range s.Tracks {

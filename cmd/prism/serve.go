@@ -94,7 +94,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rtc.Close()
 
-	svc := &service{log: log, streams: streams, cluster: cl, stdout: stdout, configured: cfg.Streams}
+	svc := &service{log: log, streams: streams, cluster: cl, stdout: stdout, configured: cfg.Streams, hlsLatency: hlsSrv.Latency}
 	mux := svc.routes()
 	mux.Handle("/hls/", hlsSrv)
 	mux.Handle("/whep/", rtc)

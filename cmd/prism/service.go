@@ -27,6 +27,7 @@ type service struct {
 	cluster    *cluster
 	stdout     io.Writer
 	configured []config.Stream
+	hlsLatency func(stream string) (p50, p95 time.Duration, ok bool)
 }
 
 // announce prints the tracks of streams that appeared since the last call.
@@ -140,7 +141,7 @@ func (s *service) routes() *http.ServeMux {
 	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newJobCollector(s.streams))
+		newJobCollector(s.streams, s.hlsLatency))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	s.jobRoutes(mux)
 	s.webRoutes(mux)
