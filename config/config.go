@@ -96,6 +96,15 @@ type Stream struct {
 	Ladder string `yaml:"ladder"` // file or shipped ladder name; default "default"
 	// Realtime paces file and lavfi inputs at 1x (network inputs never are).
 	Realtime *bool `yaml:"realtime"`
+	// Publish pushes the ladder to other WebRTC servers (SFUs) over WHIP as
+	// one simulcast track, a RID per rung.
+	Publish []Publish `yaml:"publish"`
+}
+
+// Publish is a WHIP target.
+type Publish struct {
+	URL   string `yaml:"url"`
+	Token string `yaml:"token"`
 }
 
 // New returns a configuration with every default: the output sections'
@@ -298,6 +307,11 @@ func (c *Config) Validate() error {
 		}
 		if s.Input == "" {
 			add(p+".input", "is required")
+		}
+		for j, pub := range s.Publish {
+			if !strings.HasPrefix(pub.URL, "http://") && !strings.HasPrefix(pub.URL, "https://") {
+				add(fmt.Sprintf("%s.publish[%d].url", p, j), "%q is not an http(s) WHIP endpoint", pub.URL)
+			}
 		}
 	}
 	// Output sections validate themselves; their messages start with the

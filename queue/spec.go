@@ -39,6 +39,15 @@ type JobSpec struct {
 	// reached, the owner starts it again (backing off) instead of ending
 	// the job. Crashes still count as failed attempts.
 	Restart bool `json:"restart,omitempty"`
+	// Publish pushes the ladder to other WebRTC servers over WHIP, one
+	// simulcast track with a RID per rung, from the node that runs the job.
+	Publish []PublishTarget `json:"publish,omitempty"`
+}
+
+// PublishTarget is a WHIP endpoint and its bearer token.
+type PublishTarget struct {
+	URL   string `json:"url"`
+	Token string `json:"token,omitempty"`
 }
 
 // Constraints restrict which nodes may run a job.
@@ -72,6 +81,11 @@ func (s *JobSpec) Validate() error {
 			return fmt.Errorf("%w: %s: outputs[%d]: %q listed twice", ErrInvalidSpec, s.ID, i, o)
 		}
 	}
+	for i, p := range s.Publish {
+		if !strings.HasPrefix(p.URL, "http://") && !strings.HasPrefix(p.URL, "https://") {
+			return fmt.Errorf("%w: %s: publish[%d].url: %q is not an http(s) WHIP endpoint", ErrInvalidSpec, s.ID, i, p.URL)
+		}
+	}
 	if e := s.Constraints.Encoder; e != "" && !slices.Contains(encoders, e) {
 		return fmt.Errorf("%w: %s: constraints.encoder: %q is not one of %s", ErrInvalidSpec, s.ID, e, strings.Join(encoders, ", "))
 	}
@@ -82,7 +96,8 @@ func (s *JobSpec) Validate() error {
 // output list are the same).
 func (s *JobSpec) equal(o *JobSpec) bool {
 	return s.ID == o.ID && s.Input == o.Input && s.Ladder == o.Ladder && s.LadderYAML == o.LadderYAML &&
-		slices.Equal(s.Outputs, o.Outputs) && s.Constraints == o.Constraints && s.Restart == o.Restart
+		slices.Equal(s.Outputs, o.Outputs) && s.Constraints == o.Constraints && s.Restart == o.Restart &&
+		slices.Equal(s.Publish, o.Publish)
 }
 
 // State is where a job is in its life. The transitions (see README.md):

@@ -128,6 +128,9 @@ func defaultNodeID() string {
 func (c *cluster) submitStream(ctx context.Context, sc config.Stream) error {
 	spec := queue.JobSpec{ID: sc.Name, Input: sc.Input, Ladder: sc.Ladder, Restart: true,
 		Outputs: []string{queue.OutputHLS, queue.OutputWebRTC}}
+	for _, p := range sc.Publish {
+		spec.Publish = append(spec.Publish, queue.PublishTarget{URL: p.URL, Token: p.Token})
+	}
 	if filepath.Ext(sc.Ladder) == ".yaml" || filepath.Ext(sc.Ladder) == ".yml" || filepath.Base(sc.Ladder) != sc.Ladder {
 		data, err := os.ReadFile(sc.Ladder)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -349,4 +350,41 @@ func TestJobAPIBadInput(t *testing.T) {
 	})
 	j, _ := worker.job("unreachable")
 	testutil.Report(t, "failed after %d attempts: %s", j.Attempts, j.Reason)
+}
+
+// TestJobPublishesOverWHIP: a job submitted with a WHIP target (through the
+// CLI) is pushed by the node that runs it, with the token, as one simulcast
+// track with a RID per rung. (Media exchange with a real WHIP peer is
+// tested in outputs/webrtc.)
+func TestJobPublishesOverWHIP(t *testing.T) {
+	offers := make(chan string, 4)
+	whip := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		select {
+		case offers <- r.Header.Get("Authorization") + "\n" + string(b):
+		default:
+		}
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}))
+	defer whip.Close()
+	n := startNode(t, "pub", "", "")
+	ladder := writeFile(t, t.TempDir(), "tiny.yaml", tinyJobLadder)
+	code, out, errOut := prism(t, "job", "submit", "--server", n.base, "--id", "pushed", "--input", tinyJob("x").Input,
+		"--ladder-file", ladder, "--publish", whip.URL+"/whip/pushed", "--publish-token", "s3cret")
+	if code != 0 {
+		t.Fatalf("submit: exit %d\n%s%s", code, out, errOut)
+	}
+	select {
+	case offer := <-offers:
+		for _, want := range []string{"Bearer s3cret", "a=simulcast:send", "a=rid:180p send", "a=rid:90p send", "opus"} {
+			if !strings.Contains(offer, want) {
+				t.Errorf("WHIP offer lacks %q:\n%s", want, offer)
+			}
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no WHIP offer within 20 s")
+	}
+	if code, out, _ := prism(t, "job", "submit", "--server", n.base, "--id", "bad", "--input", "x", "--publish", "ftp://x"); code != 1 {
+		t.Errorf("bad WHIP URL accepted: exit %d %s", code, out)
+	}
 }

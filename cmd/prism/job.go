@@ -32,6 +32,17 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&ladderFile, "ladder-file", "", "ladder YAML file, sent inline (nodes need not have it)")
 		fs.BoolVar(&spec.Restart, "restart", false, "restart when the input ends or drops (live sources)")
 		fs.BoolVar(&spec.Constraints.NeedsGPU, "gpu", false, "run only on a node with a GPU")
+		fs.Func("publish", "also push the ladder over WHIP to this URL, as one simulcast track (repeatable)", func(v string) error {
+			spec.Publish = append(spec.Publish, queue.PublishTarget{URL: v})
+			return nil
+		})
+		fs.Func("publish-token", "bearer token for the last --publish URL", func(v string) error {
+			if len(spec.Publish) == 0 {
+				return fmt.Errorf("--publish-token needs a --publish URL before it")
+			}
+			spec.Publish[len(spec.Publish)-1].Token = v
+			return nil
+		})
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -10,8 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
+	"github.com/prism-streaming/prism/outputs/webrtc"
+	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue"
 	"github.com/prism-streaming/prism/queue/ladderref"
 	"github.com/prism-streaming/prism/transcode"
@@ -83,7 +87,14 @@ func cmdWorker(args []string, stdout, stderr io.Writer) error {
 		return &errExit{inputExitCode(err), err}
 	}
 	fmt.Fprintln(stdout, "running")
+	pubCtx, stopPublishers := context.WithCancel(ctx)
+	var publishers sync.WaitGroup
+	for _, target := range spec.Publish {
+		publishers.Go(func() { publishWHIP(pubCtx, target, job, log) })
+	}
 	perr := queue.PublishMedia(ctx, nc, spec.ID, job)
+	stopPublishers()
+	publishers.Wait()
 	jerr := job.Close()
 	if ctx.Err() != nil {
 		return nil // stopped by the node
@@ -92,6 +103,33 @@ func cmdWorker(args []string, stdout, stderr io.Writer) error {
 		return &errExit{inputExitCode(err), err}
 	}
 	return nil // the input ended
+}
+
+// publishWHIP keeps the job published to one WHIP target until ctx ends,
+// reconnecting with backoff: a target that is down must not stop the job.
+func publishWHIP(ctx context.Context, target queue.PublishTarget, job pipeline.Job, log *slog.Logger) {
+	log = log.With("whip", target.URL)
+	backoff := 2 * time.Second
+	for {
+		p := &webrtc.Publisher{URL: target.URL, Token: target.Token, Job: job, Log: log}
+		if err := p.Start(ctx); err != nil {
+			log.Warn("WHIP publish failed", "error", err, "retry in", backoff)
+		} else {
+			log.Info("publishing over WHIP")
+			select {
+			case <-p.Done():
+				log.Warn("WHIP publish ended", "error", p.Err(), "retry in", backoff)
+			case <-ctx.Done():
+			}
+			p.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 func inputExitCode(err error) int {
