@@ -236,8 +236,33 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 		return watcher.hlsSequence(t, "live") > seqBefore+1
 	})
 
+	// Graceful drain: SIGTERM on the new owner hands the job to the last
+	// node at once, without waiting for a lease to expire.
+	drained := nodes[newOwner]
+	drained.killed = true
+	drained.cmd.Process.Signal(syscall.SIGTERM)
+	termAt := time.Now()
+	var last *node
+	for name, n := range nodes {
+		if name != owner && name != newOwner {
+			last = n
+		}
+	}
+	testutil.Eventually(t, 15*time.Second, "the job moving to "+last.name, func() bool {
+		j, ok := last.job("live")
+		return ok && j.Owner == last.name && j.State == queue.StateRunning
+	})
+	handover := time.Since(termAt)
+	if err := drained.cmd.Wait(); err != nil {
+		t.Errorf("%s after SIGTERM: %v\n%s", newOwner, err, drained.stderr.String())
+	}
+	testutil.Report(t, "SIGTERM on %s: the job ran on %s after %s (drain hands it over)", newOwner, last.name, handover.Round(time.Millisecond))
+	if handover > 2*time.Second {
+		t.Errorf("drain handover took %s", handover)
+	}
+
 	// Never two owners at once: every new owner claimed after the previous
-	// owner's lease had expired.
+	// owner's lease had expired, or after it released the job.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	store, err := queue.OpenStore(ctx, nc, queue.StoreConfig{Replicas: 3, CheckLadder: ladderref.Check})
@@ -254,7 +279,10 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 		if h.Owner != "" && prevOwner != "" && h.Owner != prevOwner && h.UpdatedAt.Before(prevLease) {
 			t.Errorf("revision %d: %s claimed at %s, before %s's lease ended at %s", h.Revision, h.Owner, h.UpdatedAt, prevOwner, prevLease)
 		}
-		if h.Owner != "" {
+		switch {
+		case h.Owner == "" || h.State == queue.StatePending || h.State == queue.StateStopped:
+			prevOwner = "" // released (drain): the next claim needs no expiry
+		default:
 			prevOwner, prevLease = h.Owner, h.Lease
 		}
 	}
