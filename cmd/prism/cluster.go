@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/gpu"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue"
 	"github.com/prism-streaming/prism/queue/ladderref"
@@ -102,8 +103,9 @@ func startCluster(ctx context.Context, cfg *config.Config, streams *pipeline.Reg
 	case capacity < 0:
 		capacity = 0 // serve only
 	}
+	gpus, encoders := hardware()
 	c.node = &queue.Node{ID: nodeID, Roles: []string{queue.RoleTranscode, queue.RoleServe}, Store: c.store,
-		Runner: runner, Capacity: capacity, Log: log.With("node", nodeID)}
+		Runner: runner, Capacity: capacity, GPUs: gpus, Encoders: encoders, Log: log.With("node", nodeID)}
 	if err := c.node.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -111,6 +113,24 @@ func startCluster(ctx context.Context, cfg *config.Config, streams *pipeline.Reg
 	c.cancel = stop
 	c.wg.Go(func() { c.watchMedia(watchCtx) })
 	return c, nil
+}
+
+// hardware advertises what this node can encode with, from the GPU probe
+// (trial opens), so jobs that need a GPU or an encoder land where it works.
+func hardware() (gpus, encoders []string) {
+	encoders = []string{"auto", "x264"}
+	r := gpu.Probe()
+	for _, d := range r.Devices {
+		if d.Available {
+			gpus = append(gpus, d.Type)
+		}
+	}
+	for _, e := range r.Encoders {
+		if e.Available && e.Name == "h264_nvenc" {
+			encoders = append(encoders, "nvenc")
+		}
+	}
+	return gpus, encoders
 }
 
 func defaultNodeID() string {
