@@ -60,7 +60,52 @@ func SelfUsage() Usage {
 	return fromRusage(&ru)
 }
 
-// ProcessUsage returns a finished child's usage.
+// WatchPeakRSS samples a running child's VmHWM (its peak resident set
+// since exec) until stop is called, and returns the peak in bytes. The
+// child's own ru_maxrss cannot be used: Linux carries the parent's RSS at
+// fork into it, so it would report at least this process's size.
+func WatchPeakRSS(pid int) (stop func() int64) {
+	done := make(chan struct{})
+	result := make(chan int64, 1)
+	go func() { // ends when stop is called
+		var peak int64
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := vmHWM(pid); v > peak {
+				peak = v
+			}
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		return <-result
+	}
+}
+
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// ProcessUsage returns a finished child's usage (CPU only is meaningful;
+// see WatchPeakRSS for memory).
 func ProcessUsage(ps *os.ProcessState) Usage {
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 		return fromRusage(ru)

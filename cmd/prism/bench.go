@@ -87,12 +87,18 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		cmd := exec.CommandContext(ctx, *ffmpegBin, args...)
 		cmd.Stderr = stderr
 		t0 := time.Now()
-		if err := cmd.Run(); err != nil {
+		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("ffmpeg: %w", err)
 		}
+		peak := benchmarks.WatchPeakRSS(cmd.Process.Pid)
+		werr := cmd.Wait()
 		fw := time.Since(t0)
+		peakRSS := peak()
+		if werr != nil {
+			return fmt.Errorf("ffmpeg: %w", werr)
+		}
 		u := benchmarks.ProcessUsage(cmd.ProcessState)
-		ff := benchmarks.Run{Tool: "ffmpeg", Wall: fw.Seconds(), CPU: u.CPU, PeakRSS: u.MaxRSS, Media: prism.Media}
+		ff := benchmarks.Run{Tool: "ffmpeg", Wall: fw.Seconds(), CPU: u.CPU, PeakRSS: peakRSS, Media: prism.Media}
 		ff.FPS = float64(videoFrames) / fw.Seconds()
 		ff.Speed = ff.Media / fw.Seconds()
 		res.FFmpeg = &ff
