@@ -81,7 +81,8 @@ type NATSCluster struct {
 // Node is this process in the cluster.
 type Node struct {
 	ID string `yaml:"id"` // default: the host name
-	// Capacity in encoded pixels per second (0: from the CPU count).
+	// Capacity in encoded pixels per second (0: what `prism bench
+	// --calibrate` saved in the data directory, else from the CPU count).
 	// Negative: serve only, take no transcoding jobs.
 	Capacity float64 `yaml:"capacity"`
 	// Workers runs each job's FFmpeg work in its own child process (the

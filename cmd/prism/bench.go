@@ -26,6 +26,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	ffCascade := fs.Bool("ffmpeg-cascade", false, "give the FFmpeg CLI Prism's cascaded scaling graph instead of the plain split")
 	direct := fs.Bool("direct-scaling", false, "make Prism scale every rung from the source, as the plain FFmpeg graph does")
 	jsonOut := fs.String("json", "", "write the results as JSON to this file")
+	calibrate := fs.String("calibrate", "", "save the measured pixel rate as this node's capacity in this data directory (read by prism serve when node.capacity is unset)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -105,6 +106,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		res.Ratio = prism.FPS / ff.FPS
 	}
 	benchmarks.Print(stdout, &res)
+	if *calibrate != "" {
+		if err := saveCapacity(*calibrate, prism.PixelRate, l.Name); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "capacity %.3g pixels/s saved in %s\n", prism.PixelRate, capacityFile(*calibrate))
+	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(&res, "", "  ")
 		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {

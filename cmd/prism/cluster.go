@@ -99,7 +99,16 @@ func startCluster(ctx context.Context, cfg *config.Config, streams *pipeline.Reg
 	capacity := cfg.Node.Capacity
 	switch {
 	case capacity == 0:
+		// What `prism bench --calibrate` measured here, else a per-CPU guess.
+		calibrated, err := loadCapacity(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
 		capacity = queue.DefaultCapacity()
+		if calibrated > 0 {
+			capacity = calibrated
+			log.Info("node capacity from calibration", "pixels_per_second", calibrated, "file", capacityFile(cfg.DataDir))
+		}
 	case capacity < 0:
 		capacity = 0 // serve only
 	}

@@ -408,3 +408,38 @@ func TestServeTLSSpeaksHTTP2(t *testing.T) {
 		t.Errorf("protocol %s, want HTTP/2.0", proto)
 	}
 }
+
+// TestBenchCalibratesCapacity: prism bench --calibrate saves the measured
+// pixel rate, and a node started on that data directory offers it.
+func TestBenchCalibratesCapacity(t *testing.T) {
+	dir := t.TempDir()
+	clip := testutil.TestClip(t, dir, 320, 180, 30, 2)
+	l := writeFile(t, dir, "l.yaml", smallLadder)
+	data := filepath.Join(dir, "data")
+	code, out, errOut := prism(t, "bench", "--input", clip, "--ladder", l, "--calibrate", data)
+	if code != 0 || !strings.Contains(out, "capacity") {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	saved, err := loadCapacity(data)
+	if err != nil || saved <= 0 {
+		t.Fatalf("calibration: %v %v", saved, err)
+	}
+	addr := freePort(t)
+	cmd := exec.Command(prismBin, "serve", "--http", addr, "--data-dir", data, "--webrtc-port", "0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	testutil.Eventually(t, 20*time.Second, "the node offering its calibrated capacity", func() bool {
+		resp, err := http.Get("http://" + addr + "/api/v1/nodes")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var nodes []struct {
+			CPUBudget float64 `json:"cpu_budget"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&nodes) == nil && len(nodes) == 1 && nodes[0].CPUBudget == saved
+	})
+	testutil.Report(t, "calibrated capacity on this machine (tiny ladder): %.3g pixels/s", saved)
+}
