@@ -203,7 +203,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	defer sub.Unsubscribe()
 
 	var seqBefore int
-	testutil.Eventually(t, 15*time.Second, "LL-HLS on "+watcher.name, func() bool {
+	testutil.Eventually(t, 30*time.Second, "LL-HLS on "+watcher.name, func() bool {
 		seqBefore = watcher.hlsSequence(t, "live")
 		return seqBefore >= 0
 	})
