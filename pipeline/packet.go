@@ -49,6 +49,9 @@ type Track struct {
 	FPS           float64
 	Profile       string
 	Encoder       string // encoder implementation, e.g. "libx264"
+	// GOP is the ladder's keyframe interval: IDRs fall on this grid on
+	// every rung (forced keyframes may add more in between).
+	GOP time.Duration
 
 	// Audio.
 	SampleRate int

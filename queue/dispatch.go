@@ -87,9 +87,19 @@ func (n *Node) dispatchLoop() {
 			}
 			continue
 		}
+		// pulling is held while a pull request is outstanding: Drain waits
+		// for it, so that a ticket it re-dispatches cannot land in a pull of
+		// this node that outlives the process (the server would hold that
+		// ticket for the whole AckWait).
+		n.pulling.Lock()
+		if !n.wantsTickets() { // Drain may have begun since the check above
+			n.pulling.Unlock()
+			continue
+		}
 		ctx, cancel := context.WithTimeout(n.ctx, time.Second)
 		msg, err := n.Store.nextTicket(ctx)
 		cancel()
+		n.pulling.Unlock()
 		if n.ctx.Err() != nil {
 			if msg != nil {
 				_ = msg.Nak()

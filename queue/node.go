@@ -83,6 +83,7 @@ type Node struct {
 	wake   chan struct{} // capacity or draining changed: the dispatch loop looks again
 	beatCh chan struct{} // heartbeat now (capacity changed)
 
+	pulling   sync.Mutex // held while a dispatch pull is outstanding
 	mu        sync.Mutex
 	state     nodeState
 	attempts  map[string]*attempt
@@ -203,6 +204,10 @@ func (n *Node) drain(ctx context.Context) error {
 	n.mu.Unlock()
 	n.poke(n.wake)
 	n.poke(n.beatCh)
+	// Let an outstanding pull end (at most a second) before handing jobs
+	// back; the dispatch loop pulls no more once draining.
+	n.pulling.Lock()
+	n.pulling.Unlock() //nolint:staticcheck // a barrier, not a critical section
 	for _, a := range list {
 		a.handBack()
 	}

@@ -151,7 +151,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		tr := pipeline.Track{
 			ID: len(t.tracks), Name: r.Name, Kind: pipeline.KindVideo, Codec: pipeline.CodecH264,
 			ClockRate: pipeline.VideoClockRate, Width: r.OutWidth, Height: r.OutHeight, FPS: r.OutFPS,
-			Profile: r.Profile, Encoder: backend.Codec(), Bitrate: int64(r.Bitrate),
+			Profile: r.Profile, Encoder: backend.Codec(), Bitrate: int64(r.Bitrate), GOP: time.Duration(opts.Ladder.GOP),
 		}
 		t.addEncoder(cc, tr, &keyframeCursor{clock: t.clock}, t.vstamps, &t.videoPTS,
 			int64(math.Round(pipeline.VideoClockRate/r.OutFPS)))

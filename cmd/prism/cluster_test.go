@@ -203,10 +203,15 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	defer sub.Unsubscribe()
 
 	var seqBefore int
-	testutil.Eventually(t, 30*time.Second, "LL-HLS on "+watcher.name, func() bool {
-		seqBefore = watcher.hlsSequence(t, "live")
-		return seqBefore >= 0
-	})
+	deadline := time.Now().Add(30 * time.Second)
+	for seqBefore = watcher.hlsSequence(t, "live"); seqBefore < 0; seqBefore = watcher.hlsSequence(t, "live") {
+		if time.Now().After(deadline) {
+			code, body := watcher.get("/hls/live/index.m3u8")
+			s, _ := watcher.stream("live")
+			t.Fatalf("no LL-HLS on %s after 30 s: %d %s\nstream: %+v\nlog:\n%s", watcher.name, code, body, s, watcher.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	base, _ := watcher.stream("live")
 	nodes[owner].kill9()
 	killed := time.Now()

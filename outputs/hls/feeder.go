@@ -145,7 +145,7 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 	if f.frame <= 0 {
 		f.frame = max(observed, 1)
 	}
-	f.st.gate.report(keys[0], keys[1], f.frame)
+	f.st.gate.report(keys[0], keys[1], f.frame, durationTicks(f.r.track.GOP))
 	tm, err := f.st.gate.wait(ctx, f.st.conf.PartTarget)
 	if err != nil {
 		return nil, err

@@ -35,15 +35,22 @@ func newStartGate(rungs int) *startGate {
 	return &startGate{want: rungs, done: make(chan struct{})}
 }
 
-// report adds one rung's first keyframes and frame interval (90 kHz ticks).
-func (g *startGate) report(key1, key2, frame int64) {
+// report adds one rung's first keyframes and frame interval (90 kHz ticks),
+// and the ladder's GOP when the track says it (0 when it does not).
+func (g *startGate) report(key1, key2, frame, knownGOP int64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.err != nil || g.reported == g.want {
 		return
 	}
 	g.start = max(g.start, key1)
-	if gop := key2 - key1; g.gop == 0 || gop < g.gop {
+	gop := key2 - key1
+	if knownGOP > 0 {
+		// The ladder's GOP: a keyframe forced right after the first one
+		// (a viewer or a follower joining) must not shrink the segments.
+		gop = knownGOP
+	}
+	if g.gop == 0 || gop < g.gop {
 		// A keyframe forced in between (RequestKeyframe) makes a shorter
 		// distance; the smaller one keeps segments within one GOP.
 		g.gop = gop
