@@ -57,8 +57,11 @@ func startCluster(ctx context.Context, cfg *config.Config, streams *pipeline.Reg
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return nil, err
 		}
+		// Worker processes reach the server over loopback TCP; with jobs
+		// in-process and no listen address, nothing outside needs it.
+		dontListen := !*cfg.Node.Workers && cfg.NATS.Listen == "" && cfg.NATS.Cluster.Listen == ""
 		c.embedded, err = queue.StartEmbedded(queue.EmbeddedConfig{
-			Name: nodeID, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen,
+			Name: nodeID, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen, DontListen: dontListen,
 			Cluster: queue.ClusterConfig{Name: cfg.NATS.Cluster.Name, Listen: cfg.NATS.Cluster.Listen, Routes: cfg.NATS.Cluster.Routes},
 			Log:     log.With("component", "nats"),
 		})
