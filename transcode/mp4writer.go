@@ -68,7 +68,7 @@ func (w *MP4Writer) write(p *pipeline.Packet) error {
 			}
 			for _, q := range w.pending {
 				if q.Track == tr.ID && q.Keyframe {
-					if x, err := AnnexBExtradata(q.Data); err == nil {
+					if x, err := pipeline.AnnexBExtradata(q.Data); err == nil {
 						extradata[tr.ID] = x
 						break
 					}

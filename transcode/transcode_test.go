@@ -173,12 +173,12 @@ func TestLadderIsSwitchable(t *testing.T) {
 			}
 			last = p.DTS
 			if p.Keyframe {
-				sps, pps := ParameterSets(p.Data)
-				if !IsIDR(p.Data) || sps == nil || pps == nil {
+				sps, pps := pipeline.ParameterSets(p.Data)
+				if !pipeline.IsIDR(p.Data) || sps == nil || pps == nil {
 					t.Errorf("%s: keyframe at %d is not an IDR with SPS/PPS", tr.Name, p.PTS)
 				}
 				keys = append(keys, p.PTS)
-			} else if IsIDR(p.Data) {
+			} else if pipeline.IsIDR(p.Data) {
 				t.Errorf("%s: IDR at %d not flagged as keyframe", tr.Name, p.PTS)
 			}
 			if p.Ingest.IsZero() {

@@ -1,7 +1,6 @@
 package transcode
 
 import (
-	"bytes"
 	"slices"
 	"testing"
 	"time"
@@ -76,28 +75,6 @@ func TestTimeline(t *testing.T) {
 	want := []int64{0, 3000, 6000, 9000, 12000, 15000}
 	if !slices.Equal(got, want) || tl.discontinuities != 2 {
 		t.Errorf("got %v (%d discontinuities), want %v", got, tl.discontinuities, want)
-	}
-}
-
-func TestAnnexB(t *testing.T) {
-	au := []byte{0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 1, 0x68, 4, 0, 0, 0, 1, 0x65, 5, 6}
-	nalus := SplitAnnexB(au)
-	if len(nalus) != 3 || !bytes.Equal(nalus[0], []byte{0x67, 1, 2, 3}) || !bytes.Equal(nalus[1], []byte{0x68, 4}) {
-		t.Fatalf("%x", nalus)
-	}
-	sps, pps := ParameterSets(au)
-	if sps[0] != 0x67 || pps[0] != 0x68 || !IsIDR(au) {
-		t.Error("parameter sets or IDR not found")
-	}
-	x, err := AnnexBExtradata(au)
-	if err != nil || !bytes.Equal(x, []byte{0, 0, 0, 1, 0x67, 1, 2, 3, 0, 0, 0, 1, 0x68, 4}) {
-		t.Errorf("%x %v", x, err)
-	}
-	if _, err := AnnexBExtradata([]byte{0, 0, 1, 0x41, 9}); err == nil {
-		t.Error("no error for a frame without parameter sets")
-	}
-	if CodecString([]byte{0x67, 0x64, 0x00, 0x1f}) != "avc1.64001f" {
-		t.Error(CodecString([]byte{0x67, 0x64, 0x00, 0x1f}))
 	}
 }
 

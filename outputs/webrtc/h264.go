@@ -71,14 +71,10 @@ func (h *h264Params) observe(rung int, au []byte) {
 	if h.seen[rung] {
 		return
 	}
-	forEachNALU(au, func(n []byte) bool {
-		if len(n) >= 4 && n[0]&0x1f == 7 { // SPS: header, profile_idc, flags, level_idc
-			h.rungs[rung] = profileLevel{n[1], n[2], n[3]}
-			h.seen[rung] = true
-			return false
-		}
-		return true
-	})
+	if sps, _ := pipeline.ParameterSets(au); len(sps) >= 4 { // header, profile_idc, flags, level_idc
+		h.rungs[rung] = profileLevel{sps[1], sps[2], sps[3]}
+		h.seen[rung] = true
+	}
 }
 
 // stream returns what the video m-line announces for the whole ladder: the
@@ -151,30 +147,4 @@ func chooseProfileLevel(stream profileLevel, offered []profileLevel) (profileLev
 // h264Fmtp is the fmtp line of the video codec.
 func h264Fmtp(p profileLevel) string {
 	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + p.String()
-}
-
-// forEachNALU calls fn with every NAL unit (without start code) of an
-// Annex-B buffer until fn returns false.
-func forEachNALU(b []byte, fn func([]byte) bool) {
-	start := -1
-	for i := 0; i+2 < len(b); {
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			if start >= 0 {
-				end := i
-				if end > start && b[end-1] == 0 { // 4-byte start code
-					end--
-				}
-				if !fn(b[start:end]) {
-					return
-				}
-			}
-			i += 3
-			start = i
-			continue
-		}
-		i++
-	}
-	if start >= 0 && start < len(b) {
-		fn(b[start:])
-	}
 }

@@ -318,7 +318,7 @@ func (v *videoSink) read(tr *webrtc.TrackRemote) {
 		if broken || len(cur) == 0 {
 			return
 		}
-		idr := hasIDR(cur)
+		idr := pipeline.IsIDR(cur)
 		if waitIDR && !idr {
 			return
 		}
@@ -410,17 +410,6 @@ func (v *videoSink) read(tr *webrtc.TrackRemote) {
 	}
 }
 
-func hasIDR(annexB []byte) bool {
-	idr := false
-	forEachNALU(annexB, func(n []byte) bool {
-		if len(n) > 0 && n[0]&0x1f == 5 {
-			idr = true
-			return false
-		}
-		return true
-	})
-	return idr
-}
 
 // h264Decoder decodes Annex-B access units with FFmpeg, failing on any
 // bitstream error instead of concealing it.

@@ -1,8 +1,9 @@
-package transcode
+package pipeline
 
 import "fmt"
 
-// H.264 NAL unit types Prism cares about.
+// H.264 Annex-B helpers shared by the transcoder, the file writer and the
+// outputs. NAL unit types Prism cares about:
 const (
 	naluTypeIDR = 5
 	naluTypeSPS = 7
@@ -77,12 +78,4 @@ func AnnexBExtradata(keyframe []byte) ([]byte, error) {
 	out = append(out, sps...)
 	out = append(out, 0, 0, 0, 1)
 	return append(out, pps...), nil
-}
-
-// CodecString returns the RFC 6381 codecs value ("avc1.64001f") of an SPS.
-func CodecString(sps []byte) string {
-	if len(sps) < 4 {
-		return "avc1"
-	}
-	return fmt.Sprintf("avc1.%02x%02x%02x", sps[1], sps[2], sps[3])
 }
