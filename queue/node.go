@@ -184,6 +184,16 @@ func (n *Node) Start(ctx context.Context) error {
 	return nil
 }
 
+// KnownJobs returns every job as this node's KV watchers last saw it, sorted
+// by id, without a NATS round trip; ok is false until the first snapshot
+// is loaded (or while reloading after a reconnect).
+func (n *Node) KnownJobs() (jobs []*Job, ok bool) {
+	if !n.view.isReady() {
+		return nil, false
+	}
+	return n.view.jobsSnapshot(), true
+}
+
 // Drain stops taking jobs and hands every running job back (pending, owner
 // cleared, dispatched again) so that other nodes start them, then returns.
 // The node keeps heartbeating, marked draining, until Close.

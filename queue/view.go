@@ -30,6 +30,20 @@ type seenNode struct {
 	seen time.Time
 }
 
+// install swaps in a freshly loaded snapshot of jobs or nodes (nil keeps
+// the current one).
+func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if jobs != nil {
+		v.jobs = jobs
+	}
+	if nodes != nil {
+		v.nodes = nodes
+	}
+	v.ready = ready
+}
+
 // jobsSnapshot copies the jobs, sorted by id.
 func (v *view) jobsSnapshot() []*Job {
 	v.mu.Lock()
@@ -124,10 +138,7 @@ func (n *Node) watchOnce() error {
 			}
 			if e == nil {
 				jobsInit = true
-				n.view.mu.Lock()
-				n.view.jobs = jobs
-				n.view.ready = jobsInit && nodesInit
-				n.view.mu.Unlock()
+				n.view.install(jobs, nil, jobsInit && nodesInit)
 				continue
 			}
 			j := n.applyJob(e, jobs, jobsInit)
@@ -140,10 +151,7 @@ func (n *Node) watchOnce() error {
 			}
 			if e == nil {
 				nodesInit = true
-				n.view.mu.Lock()
-				n.view.nodes = nodes
-				n.view.ready = jobsInit && nodesInit
-				n.view.mu.Unlock()
+				n.view.install(nil, nodes, jobsInit && nodesInit)
 				continue
 			}
 			n.applyNode(e, nodes, nodesInit)

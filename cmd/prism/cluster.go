@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -163,7 +162,7 @@ func (c *cluster) submitStream(ctx context.Context, sc config.Stream) error {
 	for _, p := range sc.Publish {
 		spec.Publish = append(spec.Publish, queue.PublishTarget{URL: p.URL, Token: p.Token})
 	}
-	if filepath.Ext(sc.Ladder) == ".yaml" || filepath.Ext(sc.Ladder) == ".yml" || filepath.Base(sc.Ladder) != sc.Ladder {
+	if ladderref.IsPath(sc.Ladder) {
 		data, err := os.ReadFile(sc.Ladder)
 		if err != nil {
 			return err
@@ -207,11 +206,10 @@ func (c *cluster) watchMedia(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		listCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		jobs, err := c.store.List(listCtx)
-		cancel()
-		if err != nil {
-			continue // NATS unreachable: keep what is followed
+		// The node's KV watchers keep every job's state here already.
+		jobs, ok := c.node.KnownJobs()
+		if !ok {
+			continue // not loaded yet, or reloading after a reconnect: keep what is followed
 		}
 		active := map[string]bool{}
 		for _, j := range jobs {

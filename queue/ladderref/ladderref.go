@@ -23,7 +23,7 @@ func Resolve(ref, inlineYAML string) (*ladder.Ladder, error) {
 			name = "ladder_yaml"
 		}
 		return ladder.Parse(name, []byte(inlineYAML))
-	case isPath(ref):
+	case IsPath(ref):
 		return ladder.Load(ref)
 	}
 	data, err := ladders.Get(ref)
@@ -33,7 +33,9 @@ func Resolve(ref, inlineYAML string) (*ladder.Ladder, error) {
 	return ladder.Parse(ref+".yaml", data)
 }
 
-func isPath(ref string) bool {
+// IsPath reports whether a ladder reference names a file rather than a
+// shipped ladder.
+func IsPath(ref string) bool {
 	return strings.ContainsAny(ref, `/\`) || strings.HasSuffix(ref, ".yaml") || strings.HasSuffix(ref, ".yml")
 }
 
