@@ -17,8 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prism-streaming/prism/queue"
 	"github.com/prism-streaming/prism/queue/ladderref"
-	"github.com/prism-streaming/prism/transcode"
-	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 // Pacing of a Restart job whose input ended or is unreachable.
@@ -43,17 +41,29 @@ type workerRunner struct {
 }
 
 func (w *workerRunner) Run(ctx context.Context, spec queue.JobSpec, running func()) error {
+	return runRestarting(ctx, spec, w.log, running, func(running func()) (int, error) {
+		return w.runOnce(ctx, spec, running)
+	})
+}
+
+// runRestarting runs attempts of a job until one ends it: a crash or other
+// failure is returned for the node to count; an input that ended or cannot
+// be reached ends the job, unless spec.Restart keeps a live stream up by
+// trying again (1 s, doubling to 30 s, back to 1 s after a stable run).
+// running is passed on to be called once, however many attempts run.
+func runRestarting(ctx context.Context, spec queue.JobSpec, log *slog.Logger, running func(),
+	attempt func(running func()) (code int, err error)) error {
 	var once sync.Once
 	report := func() { once.Do(running) }
 	backoff := inputRetryMin
 	for {
 		started := time.Now()
-		code, err := w.runOnce(ctx, spec, report)
+		code, err := attempt(report)
 		if ctx.Err() != nil {
 			return nil // stopped, lost ownership or draining
 		}
 		if code != workerInputEnded && code != workerInputUnavailable {
-			return err // a crash or failure: the node counts the attempt
+			return err
 		}
 		if !spec.Restart {
 			if code == workerInputEnded {
@@ -65,7 +75,7 @@ func (w *workerRunner) Run(ctx context.Context, spec queue.JobSpec, running func
 		if time.Since(started) > inputStable {
 			backoff = inputRetryMin
 		}
-		w.log.Warn("input ended or unavailable, starting again", "job", spec.ID, "error", err, "in", backoff)
+		log.Warn("input ended or unavailable, starting again", "job", spec.ID, "error", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -250,35 +260,12 @@ func (r *inProcessRunner) Run(ctx context.Context, spec queue.JobSpec, running f
 	if err != nil {
 		return err
 	}
-	var once sync.Once
-	backoff := inputRetryMin
-	for {
-		started := time.Now()
-		err := r.runOnce(ctx, spec, l, func() { once.Do(running) })
-		if ctx.Err() != nil {
-			return nil
+	log := r.log.With("job", spec.ID)
+	return runRestarting(ctx, spec, log, running, func(running func()) (int, error) {
+		err := runJob(ctx, r.nc, spec, l, log, running)
+		if err == nil {
+			return workerInputEnded, nil
 		}
-		if !spec.Restart || (err != nil && inputExitCode(err) == workerFailed) {
-			return err
-		}
-		if time.Since(started) > inputStable {
-			backoff = inputRetryMin
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, inputRetryMax)
-	}
-}
-
-func (r *inProcessRunner) runOnce(ctx context.Context, spec queue.JobSpec, l *ladder.Ladder, running func()) error {
-	job, err := transcode.Start(ctx, transcode.Options{Input: spec.Input, Ladder: l, Realtime: true, Logger: r.log.With("job", spec.ID)})
-	if err != nil {
-		return err
-	}
-	running()
-	perr := queue.PublishMedia(ctx, r.nc, spec.ID, job)
-	return errors.Join(perr, job.Close())
+		return inputExitCode(err), err
+	})
 }

@@ -14,11 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue"
 	"github.com/prism-streaming/prism/queue/ladderref"
 	"github.com/prism-streaming/prism/transcode"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 // Exit codes of `prism worker`, read by the node that started it.
@@ -79,14 +81,25 @@ func cmdWorker(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &errExit{workerFailed, err}
 	}
+	if err := runJob(ctx, nc, spec, l, log, func() { fmt.Fprintln(stdout, "running") }); err != nil {
+		return &errExit{inputExitCode(err), err}
+	}
+	return nil // the input ended, or the node stopped the job
+}
+
+// runJob is one job's media work, in a worker process or in-process: the
+// transcoder, its media on NATS and its WHIP publishes, until the input
+// ends (nil), it fails, or ctx ends (nil). running is called once the
+// transcoder runs.
+func runJob(ctx context.Context, nc *nats.Conn, spec queue.JobSpec, l *ladder.Ladder, log *slog.Logger, running func()) error {
 	job, err := transcode.Start(ctx, transcode.Options{Input: spec.Input, Ladder: l, Realtime: true, Logger: log})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return &errExit{inputExitCode(err), err}
+		return err
 	}
-	fmt.Fprintln(stdout, "running")
+	running()
 	pubCtx, stopPublishers := context.WithCancel(ctx)
 	var publishers sync.WaitGroup
 	for _, target := range spec.Publish {
@@ -99,10 +112,7 @@ func cmdWorker(args []string, stdout, stderr io.Writer) error {
 	if ctx.Err() != nil {
 		return nil // stopped by the node
 	}
-	if err := errors.Join(perr, jerr); err != nil {
-		return &errExit{inputExitCode(err), err}
-	}
-	return nil // the input ended
+	return errors.Join(perr, jerr)
 }
 
 // publishWHIP keeps the job published to one WHIP target until ctx ends,
