@@ -366,48 +366,29 @@ func (t *Transcoder) demux() error {
 	}
 }
 
+// drain frees what is left in a stage queue (nil is fine), without waiting.
+func drain[T any](ch chan T, free func(T)) {
+	for ch != nil {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				return
+			}
+			free(v)
+		default:
+			return
+		}
+	}
+}
+
 // cleanup frees everything the stages owned. It runs once all stage
 // goroutines have returned (or, on a failed Start, before any started).
 func (t *Transcoder) cleanup() {
-	drainPackets := func(ch chan demuxedPacket) {
-		for ch != nil {
-			select {
-			case dp, ok := <-ch:
-				if !ok {
-					return
-				}
-				dp.pkt.Free()
-			default:
-				return
-			}
-		}
-	}
-	drainPackets(t.vpackets)
-	drainPackets(t.apackets)
-	for t.vframes != nil {
-		select {
-		case vf, ok := <-t.vframes:
-			if ok {
-				vf.f.Free()
-				continue
-			}
-		default:
-		}
-		break
-	}
+	drain(t.vpackets, func(dp demuxedPacket) { dp.pkt.Free() })
+	drain(t.apackets, func(dp demuxedPacket) { dp.pkt.Free() })
+	drain(t.vframes, func(vf videoFrame) { vf.f.Free() })
 	for _, ch := range t.encIn {
-		for done := false; !done; {
-			select {
-			case f, ok := <-ch:
-				if ok {
-					f.Free()
-				} else {
-					done = true
-				}
-			default:
-				done = true
-			}
-		}
+		drain(ch, (*astiav.Frame).Free)
 	}
 	for _, e := range t.encoders {
 		e.cc.Free()
