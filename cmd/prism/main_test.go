@@ -300,10 +300,6 @@ func TestServeRestartsEndedStream(t *testing.T) {
 // Chromium: the WebRTC player decodes video and audio, hls.js plays the
 // LL-HLS ladder with every rung as a level.
 func TestPlayerPage(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("chromium not found (%v): run `make test`, which installs it", err)
-	}
 	addr := freePort(t)
 	srv := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0",
 		"--stats-interval", "0", "--demo-input", "lavfi:testsrc2=size=854x480:rate=30[out0];sine=sample_rate=48000[out1]")
@@ -336,14 +332,7 @@ func TestPlayerPage(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer collector.Close()
-	browser := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
-		"--autoplay-policy=no-user-gesture-required", "http://"+addr+"/?stream=demo&report="+collector.URL+"/report")
-	browser.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Chromium forks helpers: stop the group
-	if err := browser.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { syscall.Kill(-browser.Process.Pid, syscall.SIGKILL); browser.Wait() }()
+	testutil.StartBrowser(t, "http://"+addr+"/?stream=demo&report="+collector.URL+"/report")
 	got := map[string]map[string]any{}
 	timeout := time.After(60 * time.Second)
 	for len(got) < 2 {

@@ -1,16 +1,12 @@
 package hls
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -54,7 +50,6 @@ type jsError struct {
 // latency: Date.now() against the EXT-X-PROGRAM-DATE-TIME of the frame on
 // screen, which is the frame's Ingest into the pipeline.
 func TestBrowserPlaysLowLatency(t *testing.T) {
-	chromium := findChromium(t)
 	if _, err := os.Stat(hlsJS); err != nil {
 		t.Fatalf("hls.js is not installed (%v): run `make test`, which runs `npm ci` in outputs/hls/browser", err)
 	}
@@ -95,19 +90,19 @@ func TestBrowserPlaysLowLatency(t *testing.T) {
 	if debug {
 		q.Set("debug", "1")
 	}
-	b := startBrowser(t, chromium, f.http.URL+"/player?"+q.Encode())
-	defer b.stop()
+	b := testutil.StartBrowser(t, f.http.URL+"/player?"+q.Encode())
+	defer b.Stop() // before the deferred goroutine check
 	if debug {
-		defer func() { t.Logf("chromium:\n%s", b.output()) }()
+		defer func() { t.Logf("chromium:\n%s", b.Output()) }()
 	}
 
 	var rep browserReport
 	select {
 	case rep = <-reports:
-	case <-b.exited:
-		t.Fatalf("chromium exited before reporting:\n%s", b.output())
+	case <-b.Exited():
+		t.Fatalf("chromium exited before reporting:\n%s", b.Output())
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("no report from the browser after 2 minutes:\n%s", b.output())
+		t.Fatalf("no report from the browser after 2 minutes:\n%s", b.Output())
 	}
 
 	p50, p95 := quantile(rep.Latency, 0.5), quantile(rep.Latency, 0.95)
@@ -143,77 +138,6 @@ func TestBrowserPlaysLowLatency(t *testing.T) {
 	if p50 > 2.5 {
 		t.Errorf("glass-to-glass latency p50 %.3f s: not low latency", p50)
 	}
-}
-
-// findChromium fails the test when Debian's chromium is missing: the
-// browser test is part of the suite, `make test` installs it.
-func findChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("chromium not found: run `make test`, which installs Debian's chromium package")
-	return ""
-}
-
-// browser is a headless Chromium process group.
-type browser struct {
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
-}
-
-func startBrowser(t *testing.T, chromium, pageURL string) *browser {
-	t.Helper()
-	b := &browser{out: &syncBuffer{}, exited: make(chan struct{})}
-	b.cmd = exec.Command(chromium,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
-		// Keep timers and media running at full speed in a window nobody sees.
-		"--disable-background-timer-throttling", "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
-		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--enable-logging=stderr",
-		pageURL)
-	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
-	// Its own process group, so that stop ends the renderer and GPU
-	// processes too.
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := b.cmd.Start(); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	go func() { // returns when chromium exits (at the latest in stop)
-		_ = b.cmd.Wait()
-		close(b.exited)
-	}()
-	return b
-}
-
-func (b *browser) stop() {
-	_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
-	<-b.exited
-}
-
-func (b *browser) output() string { return b.out.String() }
-
-// syncBuffer is a bytes.Buffer that the process's output can be written to
-// while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 func quantile(v []float64, q float64) float64 {

@@ -28,7 +28,7 @@ func TestLostPacketsKeepRungsAligned(t *testing.T) {
 			})
 		}
 	}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	f := startFixture(t, Config{ReaderBuffer: 16}, "", nil, func(s *Server) {
 		s.testHook = hook
 		s.Log = slog.New(slog.NewTextHandler(&logs, nil))

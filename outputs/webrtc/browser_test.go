@@ -1,14 +1,11 @@
 package webrtc
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"sort"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,11 +43,6 @@ type browserReport struct {
 // Chromium also goes through the padding probes and two switches up to
 // 360p, which must cost no frames.
 func TestBrowserPlayback(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatalf("chromium not found (%v): the browser test needs Debian's chromium package; run `make test`, "+
-			"which installs the test dependencies (or apt-get install -y chromium)", err)
-	}
 	t.Cleanup(testutil.CheckGoroutines(t))
 	job := startJob(t, smallSource, smallLadder)
 	reports := make(chan []byte, 1)
@@ -69,25 +61,13 @@ func TestBrowserPlayback(t *testing.T) {
 
 	const joins, seconds = 5, 8
 	url := fmt.Sprintf("%s/whep-player?stream=test&report=/report&seconds=%d&joins=%d", hs.URL, seconds, joins)
-	var stderr bytes.Buffer
-	cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+t.TempDir(), "--autoplay-policy=no-user-gesture-required", url)
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Chromium forks helpers: stop the whole group
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-	}()
+	b := testutil.StartBrowser(t, url)
 
 	var raw []byte
 	select {
 	case raw = <-reports:
 	case <-time.After(75 * time.Second):
-		t.Fatalf("no report from the page within 75 s; Chromium said:\n%s", tail(stderr.String(), 3000))
+		t.Fatalf("no report from the page within 75 s; Chromium said:\n%s", tail(b.Output(), 3000))
 	}
 	var rep browserReport
 	if err := json.Unmarshal(raw, &rep); err != nil {
@@ -95,7 +75,7 @@ func TestBrowserPlayback(t *testing.T) {
 	}
 	t.Logf("report: %s", raw)
 	if len(rep.Errors) > 0 {
-		t.Fatalf("page errors %v; Chromium said:\n%s", rep.Errors, tail(stderr.String(), 3000))
+		t.Fatalf("page errors %v; Chromium said:\n%s", rep.Errors, tail(b.Output(), 3000))
 	}
 	var ttff []float64
 	for _, j := range rep.Joins {

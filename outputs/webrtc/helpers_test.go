@@ -410,7 +410,6 @@ func (v *videoSink) read(tr *webrtc.TrackRemote) {
 	}
 }
 
-
 // h264Decoder decodes Annex-B access units with FFmpeg, failing on any
 // bitstream error instead of concealing it.
 type h264Decoder struct {
