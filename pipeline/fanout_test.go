@@ -140,9 +140,8 @@ func TestSubscribeAfterClose(t *testing.T) {
 
 func BenchmarkPublish(b *testing.B) {
 	var f Fanout
-	var readers []*Reader
 	for i := 0; i < 200; i++ {
-		readers = append(readers, f.Subscribe(WithBufferSize(64)))
+		f.Subscribe(WithBufferSize(64))
 	}
 	p := pkt(0, 1, true)
 	b.ResetTimer()

@@ -228,7 +228,7 @@ loop:
 		// While the runner winds down, an owner that still owns the job
 		// keeps its lease, so nobody starts a second copy meanwhile.
 		keep := end == endStopped || end == endFailed || end == endHandBack
-		runnerDone = a.waitRunner(result, renew.C, keep, &lastRenew, &end)
+		a.waitRunner(result, renew.C, keep, &lastRenew, &end)
 	}
 	switch end {
 	case endLost:

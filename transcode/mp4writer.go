@@ -47,15 +47,6 @@ func (w *MP4Writer) Run(ctx context.Context, r *pipeline.Reader) (err error) {
 	}
 }
 
-func (w *MP4Writer) trackByID(id int) *pipeline.Track {
-	for i := range w.Tracks {
-		if w.Tracks[i].ID == id {
-			return &w.Tracks[i]
-		}
-	}
-	return nil
-}
-
 func (w *MP4Writer) write(p *pipeline.Packet) error {
 	if !w.opened {
 		// H.264 tracks carry SPS/PPS in-band; the header needs them, so wait

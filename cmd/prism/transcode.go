@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
@@ -101,6 +100,3 @@ func printSummary(w io.Writer, s pipeline.JobStats, tracks []pipeline.Track, wri
 		fmt.Fprintln(w)
 	}
 }
-
-// durationString prints d rounded for humans.
-func durationString(d time.Duration) string { return d.Round(time.Millisecond).String() }

@@ -44,7 +44,7 @@ func (st *stream) multivariant() ([]byte, error) {
 		audioCodec = codecparams.Marshal(&codecs.MPEG4Audio{Config: conf})
 		audioBits = int(st.audio.Bitrate)
 		uri := st.epoch + "/" + audioDir + "/" + audioPlaylist
-		channels := strconv.Itoa(conf.ChannelCount)
+		channels := strconv.Itoa(st.audio.Channels)
 		pl.Renditions = append(pl.Renditions, &playlist.MultivariantRendition{
 			Type:       playlist.MultivariantRenditionTypeAudio,
 			GroupID:    audioGroup,
