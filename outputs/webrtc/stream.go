@@ -135,6 +135,9 @@ func (st *stream) run(ctx context.Context) {
 		if _, ok := st.pk.rungOf[p.Track]; ok && p.Keyframe {
 			st.h264.observe(st.pk.rungOf[p.Track], p.Data)
 		}
+		if !st.wanted(p.Track) {
+			continue // no viewer would forward it: do not packetize it
+		}
 		if u := st.pk.packetize(p); u != nil {
 			st.dispatch(u)
 		}
@@ -153,6 +156,23 @@ func (st *stream) run(ctx context.Context) {
 
 // dispatch hands u to every viewer that needs it. It never waits: a viewer
 // whose queue is full loses the unit (and, for video, asks for an IDR).
+// wanted reports whether any active viewer takes packets of a track (for a
+// rung: that it watches it or is switching to it), the same test dispatch
+// applies. Packetizing every rung of every stream for nobody would cost CPU
+// on each packet; a viewer that starts wanting a rung waits for its IDR
+// anyway.
+func (st *stream) wanted(track int) bool {
+	rung, video := st.pk.rungOf[track]
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	for s := range st.sessions {
+		if s.active.Load() && (!video || s.interest.Load()&(1<<uint(rung)) != 0) {
+			return true
+		}
+	}
+	return false
+}
+
 func (st *stream) dispatch(u *unit) {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
