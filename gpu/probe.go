@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/asticode/go-astiav"
-	"github.com/prism-streaming/prism/transcode/avlog"
+	"github.com/prism-streaming/prism/internal/avlog"
 )
 
 // Device is the result of opening one kind of hardware device.

@@ -38,7 +38,7 @@ const VideoClockRate = 90000
 
 // Track describes one encoded output of a job: a rung or an audio encoding.
 type Track struct {
-	ID        int    // index in Job.Tracks()
+	ID        int    // index in Source.Tracks()
 	Name      string // rung name ("720p"), or "aac" / "opus"
 	Kind      Kind
 	Codec     string

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -26,50 +27,69 @@ func ValidStreamName(name string) error {
 	return nil
 }
 
-// StreamEvent tells watchers that a stream appeared (Job set) or went away.
+// Output names, as jobs list them and outputs check them.
+const (
+	OutputHLS    = "hls"
+	OutputWebRTC = "webrtc"
+)
+
+// StreamEvent tells watchers that a stream appeared (Source set) or went away.
 type StreamEvent struct {
 	Name    string
-	Job     Job // nil when removed
+	Source  Source // nil when removed
 	Removed bool
+	// Outputs are the outputs that serve the stream; empty means all.
+	Outputs []string
+}
+
+// Serves reports whether the stream is to be served by the named output.
+func (e StreamEvent) Serves(output string) bool {
+	return len(e.Outputs) == 0 || slices.Contains(e.Outputs, output)
+}
+
+type entry struct {
+	src     Source
+	outputs []string
 }
 
 // Registry is the set of running streams by name, shared by the service and
 // its outputs. Outputs watch it to set up and tear down per-stream state.
 type Registry struct {
 	mu       sync.Mutex
-	jobs     map[string]Job
+	sources  map[string]entry
 	watchers map[int]func(StreamEvent)
 	nextID   int
 }
 
-// Add registers a running job under name.
-func (r *Registry) Add(name string, job Job) error {
+// Add registers a running src under name, to be served by the named
+// outputs (all when none are named).
+func (r *Registry) Add(name string, src Source, outputs ...string) error {
 	if err := ValidStreamName(name); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	if r.jobs == nil {
-		r.jobs = map[string]Job{}
+	if r.sources == nil {
+		r.sources = map[string]entry{}
 	}
-	if _, ok := r.jobs[name]; ok {
+	if _, ok := r.sources[name]; ok {
 		r.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrStreamExists, name)
 	}
-	r.jobs[name] = job
+	r.sources[name] = entry{src: src, outputs: outputs}
 	watchers := r.watcherList()
 	r.mu.Unlock()
 	for _, w := range watchers {
-		w(StreamEvent{Name: name, Job: job})
+		w(StreamEvent{Name: name, Source: src, Outputs: outputs})
 	}
 	return nil
 }
 
-// Remove unregisters name (it does not stop the job) and returns its job.
-func (r *Registry) Remove(name string) (Job, bool) {
+// Remove unregisters name (it does not stop the source) and returns it.
+func (r *Registry) Remove(name string) (Source, bool) {
 	r.mu.Lock()
-	job, ok := r.jobs[name]
+	e, ok := r.sources[name]
 	if ok {
-		delete(r.jobs, name)
+		delete(r.sources, name)
 	}
 	watchers := r.watcherList()
 	r.mu.Unlock()
@@ -78,23 +98,23 @@ func (r *Registry) Remove(name string) (Job, bool) {
 			w(StreamEvent{Name: name, Removed: true})
 		}
 	}
-	return job, ok
+	return e.src, ok
 }
 
-// Get returns the job of a stream.
-func (r *Registry) Get(name string) (Job, bool) {
+// Get returns the source of a stream.
+func (r *Registry) Get(name string) (Source, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	j, ok := r.jobs[name]
-	return j, ok
+	e, ok := r.sources[name]
+	return e.src, ok
 }
 
 // Names returns the stream names, sorted.
 func (r *Registry) Names() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	names := make([]string, 0, len(r.jobs))
-	for n := range r.jobs {
+	names := make([]string, 0, len(r.sources))
+	for n := range r.sources {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -112,9 +132,9 @@ func (r *Registry) Watch(fn func(StreamEvent)) (cancel func()) {
 	id := r.nextID
 	r.nextID++
 	r.watchers[id] = fn
-	current := make([]StreamEvent, 0, len(r.jobs))
-	for n, j := range r.jobs {
-		current = append(current, StreamEvent{Name: n, Job: j})
+	current := make([]StreamEvent, 0, len(r.sources))
+	for n, e := range r.sources {
+		current = append(current, StreamEvent{Name: n, Source: e.src, Outputs: e.outputs})
 	}
 	r.mu.Unlock()
 	for _, ev := range current {

@@ -5,12 +5,12 @@ import (
 	"testing"
 )
 
-type fakeJob struct{ Job }
+type fakeSource struct{ Source }
 
 func TestRegistry(t *testing.T) {
 	var r Registry
 	var events []StreamEvent
-	a := &fakeJob{}
+	a := &fakeSource{}
 	if err := r.Add("a", a); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,6 @@
 //
 // Media crosses nodes on core NATS subjects (PublishMedia,
 // SubscribeMedia), so a job running elsewhere is, for outputs, just
-// another pipeline.Job. README.md describes the states, timings and wire
+// another pipeline.Source. README.md describes the states, timings and wire
 // format.
 package queue

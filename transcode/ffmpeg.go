@@ -4,7 +4,7 @@ import (
 	"sync"
 
 	"github.com/asticode/go-astiav"
-	"github.com/prism-streaming/prism/transcode/avlog"
+	"github.com/prism-streaming/prism/internal/avlog"
 )
 
 var initOnce sync.Once

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
-	"github.com/prism-streaming/prism/transcode/avlog"
+	"github.com/prism-streaming/prism/internal/avlog"
 )
 
 // Sentinel errors of the transcoder; match them with errors.Is.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/outputs/file"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -48,7 +49,7 @@ func runToFiles(t *testing.T, input string, l *ladder.Ladder, dir string) (*Tran
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for _, tr := range job.Tracks() {
-		w := &MP4Writer{Path: filepath.Join(dir, tr.Name+".mp4"), Tracks: []pipeline.Track{tr}}
+		w := &file.MP4Writer{Path: filepath.Join(dir, tr.Name+".mp4"), Tracks: []pipeline.Track{tr}}
 		r := job.Subscribe(pipeline.WithTracks(tr.ID), pipeline.Lossless())
 		wg.Add(1)
 		go func() {

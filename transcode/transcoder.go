@@ -40,7 +40,7 @@ type Options struct {
 }
 
 // Transcoder runs one ladder over one input: demux, decode once, split and
-// scale per rung, encode per rung, fan out. It implements pipeline.Job.
+// scale per rung, encode per rung, fan out. It implements pipeline.Source.
 type Transcoder struct {
 	opts   Options
 	log    *slog.Logger
@@ -79,7 +79,7 @@ type Transcoder struct {
 	started time.Time
 }
 
-var _ pipeline.Job = (*Transcoder)(nil)
+var _ pipeline.Source = (*Transcoder)(nil)
 
 // Start opens the input and the encoders and starts the pipeline. It returns
 // once the job is running, or the reason it cannot run.
@@ -408,24 +408,24 @@ func (t *Transcoder) cleanup() {
 	}
 }
 
-// Tracks implements pipeline.Job.
+// Tracks implements pipeline.Source.
 func (t *Transcoder) Tracks() []pipeline.Track { return t.tracks }
 
 // Skipped lists the ladder rungs not encoded for this input, with why.
 func (t *Transcoder) Skipped() []ladder.SkippedRung { return t.skipped }
 
-// Subscribe implements pipeline.Job.
+// Subscribe implements pipeline.Source.
 func (t *Transcoder) Subscribe(opts ...pipeline.ReaderOption) *pipeline.Reader {
 	return t.fanout.Subscribe(opts...)
 }
 
-// RequestKeyframe implements pipeline.Job.
+// RequestKeyframe implements pipeline.Source.
 func (t *Transcoder) RequestKeyframe() { t.clock.force() }
 
-// Done implements pipeline.Job.
+// Done implements pipeline.Source.
 func (t *Transcoder) Done() <-chan struct{} { return t.done }
 
-// Err implements pipeline.Job.
+// Err implements pipeline.Source.
 func (t *Transcoder) Err() error {
 	select {
 	case <-t.done:
@@ -435,7 +435,7 @@ func (t *Transcoder) Err() error {
 	}
 }
 
-// Close implements pipeline.Job.
+// Close implements pipeline.Source.
 func (t *Transcoder) Close() error {
 	t.cancel()
 	<-t.done
@@ -448,10 +448,10 @@ func (t *Transcoder) Wait() error {
 	return t.err
 }
 
-// Stats implements pipeline.Job.
-func (t *Transcoder) Stats() pipeline.JobStats {
+// Stats implements pipeline.Source.
+func (t *Transcoder) Stats() pipeline.SourceStats {
 	now := time.Now()
-	s := pipeline.JobStats{Uptime: now.Sub(t.started)}
+	s := pipeline.SourceStats{Uptime: now.Sub(t.started)}
 	if v := t.videoPTS.Load(); v > 0 {
 		s.MediaTime = time.Duration(float64(v) / pipeline.VideoClockRate * float64(time.Second))
 	}

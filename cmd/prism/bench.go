@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/prism-streaming/prism/benchmarks"
+	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
@@ -35,7 +37,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	l, err := loadLadder(*ladderRef)
+	l, err := ladder.Resolve(*ladderRef, "")
 	if err != nil {
 		return err
 	}
@@ -107,10 +109,10 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	benchmarks.Print(stdout, &res)
 	if *calibrate != "" {
-		if err := saveCapacity(*calibrate, prism.PixelRate, l.Name); err != nil {
+		if err := node.SaveCapacity(*calibrate, prism.PixelRate, l.Name); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "capacity %.3g pixels/s saved in %s\n", prism.PixelRate, capacityFile(*calibrate))
+		fmt.Fprintf(stdout, "capacity %.3g pixels/s saved in %s\n", prism.PixelRate, node.CapacityFile(*calibrate))
 	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(&res, "", "  ")

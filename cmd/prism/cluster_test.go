@@ -16,13 +16,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/testutil"
-	"github.com/prism-streaming/prism/queue"
-	"github.com/prism-streaming/prism/queue/ladderref"
+	"github.com/prism-streaming/prism/queue/bus"
+	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
-// node is one `prism serve` process under test.
-type node struct {
+// nodeProcess is one `prism serve` process under test.
+type nodeProcess struct {
 	t      *testing.T
 	name   string
 	base   string
@@ -33,12 +35,12 @@ type node struct {
 
 // startNode starts a node; nodeConfig adds lines under `node:`, extra adds
 // top-level configuration.
-func startNode(t *testing.T, name, nodeConfig, extra string) *node {
+func startNode(t *testing.T, name, nodeConfig, extra string) *nodeProcess {
 	t.Helper()
 	dir := t.TempDir()
 	addr := freePort(t)
 	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
-	n := &node{t: t, name: name, base: "http://" + addr}
+	n := &nodeProcess{t: t, name: name, base: "http://" + addr}
 	n.cmd = exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--stats-interval", "0", "--webrtc-port", "0")
 	n.cmd.Stderr = &n.stderr
 	if err := n.cmd.Start(); err != nil {
@@ -57,7 +59,7 @@ func startNode(t *testing.T, name, nodeConfig, extra string) *node {
 	return n
 }
 
-func (n *node) get(path string) (int, []byte) {
+func (n *nodeProcess) get(path string) (int, []byte) {
 	resp, err := http.Get(n.base + path)
 	if err != nil {
 		return 0, nil
@@ -67,7 +69,7 @@ func (n *node) get(path string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func (n *node) post(path string, body any) (int, []byte) {
+func (n *nodeProcess) post(path string, body any) (int, []byte) {
 	b, _ := json.Marshal(body)
 	resp, err := http.Post(n.base+path, "application/json", bytes.NewReader(b))
 	if err != nil {
@@ -78,18 +80,18 @@ func (n *node) post(path string, body any) (int, []byte) {
 	return resp.StatusCode, out
 }
 
-func (n *node) job(id string) (jobInfo, bool) {
+func (n *nodeProcess) job(id string) (api.JobInfo, bool) {
 	code, body := n.get("/api/v1/jobs/" + id)
-	var j jobInfo
+	var j api.JobInfo
 	if code != 200 || json.Unmarshal(body, &j) != nil {
 		return j, false
 	}
 	return j, true
 }
 
-func (n *node) stream(id string) (streamInfo, bool) {
+func (n *nodeProcess) stream(id string) (api.StreamInfo, bool) {
 	code, body := n.get("/api/v1/streams/" + id)
-	var s streamInfo
+	var s api.StreamInfo
 	if code != 200 || json.Unmarshal(body, &s) != nil {
 		return s, false
 	}
@@ -98,7 +100,7 @@ func (n *node) stream(id string) (streamInfo, bool) {
 
 // hlsSequence returns the media sequence number of the first rung's
 // LL-HLS playlist, or -1.
-func (n *node) hlsSequence(t *testing.T, stream string) int {
+func (n *nodeProcess) hlsSequence(t *testing.T, stream string) int {
 	code, body := n.get("/hls/" + stream + "/index.m3u8")
 	if code != 200 {
 		return -1
@@ -124,7 +126,7 @@ func (n *node) hlsSequence(t *testing.T, stream string) int {
 	return -1
 }
 
-func (n *node) kill9() {
+func (n *nodeProcess) kill9() {
 	n.killed = true
 	n.cmd.Process.Signal(syscall.SIGKILL)
 	n.cmd.Wait()
@@ -136,8 +138,8 @@ rungs:
   - {name: 90p, height: 90, bitrate: 100k, preset: ultrafast}
 `
 
-func tinyJob(id string) queue.JobSpec {
-	return queue.JobSpec{ID: id, Input: "lavfi:testsrc2=size=320x180:rate=30[out0];sine=sample_rate=48000[out1]",
+func tinyJob(id string) jobs.Spec {
+	return jobs.Spec{ID: id, Input: "lavfi:testsrc2=size=320x180:rate=30[out0];sine=sample_rate=48000[out1]",
 		Ladder: "tiny", LadderYAML: tinyJobLadder, Restart: true}
 }
 
@@ -145,17 +147,17 @@ func tinyJob(id string) queue.JobSpec {
 // cluster (replicas 3). The node running a job is killed with SIGKILL;
 // another node takes the job over and a surviving node's outputs resume.
 func TestFailoverAcrossProcesses(t *testing.T) {
-	servers, err := queue.StartLocalCluster(3, t.TempDir(), "t0ken")
+	servers, err := bus.StartLocalCluster(3, t.TempDir(), "t0ken")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var urls []string
 	for _, s := range servers {
-		defer s.Shutdown()
+		defer s.Close()
 		urls = append(urls, s.ClientURL())
 	}
 	natsCfg := fmt.Sprintf("nats:\n  url: %s\n  token: t0ken\n", strings.Join(urls, ","))
-	nodes := map[string]*node{}
+	nodes := map[string]*nodeProcess{}
 	for _, name := range []string{"n1", "n2", "n3"} {
 		nodes[name] = startNode(t, name, "", natsCfg)
 	}
@@ -166,10 +168,10 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "the job running", func() bool {
 		j, ok := nodes["n1"].job("live")
 		owner = j.Owner
-		return ok && j.State == queue.StateRunning
+		return ok && j.State == jobs.StateRunning
 	})
 	// Watch from a node that does not run the job: media crosses nodes.
-	var watcher *node
+	var watcher *nodeProcess
 	for name, n := range nodes {
 		if name != owner {
 			watcher = n
@@ -220,7 +222,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	var newOwner string
 	testutil.Eventually(t, 15*time.Second, "another node running the job and the output resuming", func() bool {
 		if takeover == 0 {
-			if j, ok := watcher.job("live"); ok && j.Owner != owner && j.State == queue.StateRunning {
+			if j, ok := watcher.job("live"); ok && j.Owner != owner && j.State == jobs.StateRunning {
 				takeover, newOwner = time.Since(killed), j.Owner
 			}
 		}
@@ -247,7 +249,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	drained.killed = true
 	drained.cmd.Process.Signal(syscall.SIGTERM)
 	termAt := time.Now()
-	var last *node
+	var last *nodeProcess
 	for name, n := range nodes {
 		if name != owner && name != newOwner {
 			last = n
@@ -255,7 +257,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	}
 	testutil.Eventually(t, 15*time.Second, "the job moving to "+last.name, func() bool {
 		j, ok := last.job("live")
-		return ok && j.Owner == last.name && j.State == queue.StateRunning
+		return ok && j.Owner == last.name && j.State == jobs.StateRunning
 	})
 	handover := time.Since(termAt)
 	if err := drained.cmd.Wait(); err != nil {
@@ -270,7 +272,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	// owner's lease had expired, or after it released the job.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	store, err := queue.OpenStore(ctx, nc, queue.StoreConfig{Replicas: 3, CheckLadder: ladderref.Check})
+	store, err := jobs.OpenStore(ctx, nc, jobs.StoreConfig{Replicas: 3, CheckLadder: ladder.Check})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +287,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 			t.Errorf("revision %d: %s claimed at %s, before %s's lease ended at %s", h.Revision, h.Owner, h.UpdatedAt, prevOwner, prevLease)
 		}
 		switch {
-		case h.Owner == "" || h.State == queue.StatePending || h.State == queue.StateStopped:
+		case h.Owner == "" || h.State == jobs.StatePending || h.State == jobs.StateStopped:
 			prevOwner = "" // released (drain): the next claim needs no expiry
 		default:
 			prevOwner, prevLease = h.Owner, h.Lease
@@ -318,7 +320,7 @@ func TestWorkerCrashRestartsOnlyItsJob(t *testing.T) {
 	testutil.Eventually(t, 15*time.Second, "job a running in a new worker", func() bool {
 		j, ok := n.job("a")
 		s, sok := n.stream("a")
-		return ok && j.State == queue.StateRunning && j.WorkerPID != pid && j.WorkerPID != 0 && sok && s.Restarts >= 1
+		return ok && j.State == jobs.StateRunning && j.WorkerPID != pid && j.WorkerPID != 0 && sok && s.Restarts >= 1
 	})
 	after, _ := n.stream("b")
 	if after.Restarts != 0 || after.Stats.MediaTime <= before.Stats.MediaTime {
@@ -367,7 +369,7 @@ func TestJobAPIBadInput(t *testing.T) {
 	n.post("/api/v1/jobs", tinyJob("waiting"))
 	testutil.Eventually(t, 10*time.Second, "a pending job with a reason", func() bool {
 		j, ok := n.job("waiting")
-		return ok && j.State == queue.StatePending && strings.Contains(j.Reason, "capacity")
+		return ok && j.State == jobs.StatePending && strings.Contains(j.Reason, "capacity")
 	})
 
 	// An input that never connects, on a node that can run it.
@@ -379,7 +381,7 @@ func TestJobAPIBadInput(t *testing.T) {
 	}
 	testutil.Eventually(t, 40*time.Second, "the job failed with its reason", func() bool {
 		j, ok := worker.job("unreachable")
-		return ok && j.State == queue.StateFailed && strings.Contains(j.Reason, "cannot open input")
+		return ok && j.State == jobs.StateFailed && strings.Contains(j.Reason, "cannot open input")
 	})
 	j, _ := worker.job("unreachable")
 	testutil.Report(t, "failed after %d attempts: %s", j.Attempts, j.Reason)

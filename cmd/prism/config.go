@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 func cmdConfigValidate(args []string, stdout, stderr io.Writer) error {
@@ -17,7 +18,7 @@ func cmdConfigValidate(args []string, stdout, stderr io.Writer) error {
 		// Ladders named by streams must load too.
 		var errs []error
 		for i, s := range c.Streams {
-			if _, err := loadLadder(s.Ladder); err != nil {
+			if _, err := ladder.Resolve(s.Ladder, ""); err != nil {
 				errs = append(errs, fmt.Errorf("%s: streams[%d].ladder: %w", path, i, err))
 			}
 		}

@@ -11,7 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/prism-streaming/prism/queue"
+	"github.com/prism-streaming/prism/internal/api"
+	"github.com/prism-streaming/prism/queue/jobs"
 )
 
 // cmdJob is `prism job submit|list|get|stop`: a client of a node's REST API.
@@ -23,7 +24,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	sub, args := args[0], args[1:]
 	fs := newFlagSet("job "+sub, stderr)
 	server := fs.String("server", "http://localhost:8080", "a Prism node's HTTP address")
-	var spec queue.JobSpec
+	var spec jobs.Spec
 	var ladderFile string
 	if sub == "submit" {
 		fs.StringVar(&spec.ID, "id", "", "job id, also the stream name (letters, digits, '-', '_')")
@@ -33,7 +34,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&spec.Restart, "restart", false, "restart when the input ends or drops (live sources)")
 		fs.BoolVar(&spec.Constraints.NeedsGPU, "gpu", false, "run only on a node with a GPU")
 		fs.Func("publish", "also push the ladder over WHIP to this URL, as one simulcast track (repeatable)", func(v string) error {
-			spec.Publish = append(spec.Publish, queue.PublishTarget{URL: v})
+			spec.Publish = append(spec.Publish, jobs.PublishTarget{URL: v})
 			return nil
 		})
 		fs.Func("publish-token", "bearer token for the last --publish URL", func(v string) error {
@@ -98,13 +99,13 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
 	}
 	if sub == "list" {
-		var jobs []jobInfo
-		if err := json.Unmarshal(body, &jobs); err != nil {
+		var list []api.JobInfo
+		if err := json.Unmarshal(body, &list); err != nil {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tSTATE\tOWNER\tATTEMPTS\tINPUT\tREASON")
-		for _, j := range jobs {
+		for _, j := range list {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.Spec.ID, j.State, j.Owner, j.Attempts, j.Spec.Input, j.Reason)
 		}
 		return tw.Flush()

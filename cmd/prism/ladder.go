@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"github.com/prism-streaming/prism/queue/ladderref"
-	"github.com/prism-streaming/prism/transcode/ladder"
 	"io"
+
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 func cmdLadderValidate(args []string, stdout, stderr io.Writer) error {
@@ -38,12 +38,4 @@ func validateFiles(what string, args []string, stdout, stderr io.Writer, check f
 		return fmt.Errorf("%d of %d %s files invalid", failed, len(args), what)
 	}
 	return nil
-}
-
-// loadLadder loads a ladder by path, or one of the shipped ladders by name.
-func loadLadder(ref string) (*ladder.Ladder, error) {
-	if ref == "" {
-		ref = "default"
-	}
-	return ladderref.Resolve(ref, "")
 }

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/prism-streaming/prism/queue/worker"
 )
 
 const usage = `Usage: prism <command> [flags]
@@ -89,11 +91,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
-	case errors.As(err, new(*errExit)):
-		var ee *errExit
+	case errors.As(err, new(*worker.ExitError)):
+		var ee *worker.ExitError
 		errors.As(err, &ee)
 		fmt.Fprintln(stderr, "prism:", err)
-		return ee.code
+		return ee.Code
 	default:
 		for _, line := range strings.Split(err.Error(), "\n") {
 			fmt.Fprintln(stderr, "prism:", line)

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prism-streaming/prism/internal/api"
+	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/internal/testutil"
 )
 
@@ -208,7 +210,7 @@ func TestServeDemo(t *testing.T) {
 	// Every track keeps producing at about the source rate.
 	testutil.Eventually(t, 15*time.Second, "3 s of demo media on every track", func() bool {
 		_, body := get("/api/v1/streams/demo")
-		var info streamInfo
+		var info api.StreamInfo
 		if json.Unmarshal(body, &info) != nil || info.State != "running" || info.Stats.MediaTime < 3*time.Second {
 			return false
 		}
@@ -291,7 +293,7 @@ func TestServeRestartsEndedStream(t *testing.T) {
 			return false
 		}
 		defer resp.Body.Close()
-		var info streamInfo
+		var info api.StreamInfo
 		return json.NewDecoder(resp.Body).Decode(&info) == nil && info.Restarts >= 2
 	})
 }
@@ -409,7 +411,7 @@ func TestBenchCalibratesCapacity(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "capacity") {
 		t.Fatalf("exit %d\n%s%s", code, out, errOut)
 	}
-	saved, err := loadCapacity(data)
+	saved, err := node.LoadCapacity(data)
 	if err != nil || saved <= 0 {
 		t.Fatalf("calibration: %v %v", saved, err)
 	}

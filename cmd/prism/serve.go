@@ -11,14 +11,18 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/internal/api"
+	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 // DemoInput is the built-in test stream: a 720p30 test pattern with a
@@ -68,7 +72,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, sc := range cfg.Streams { // fail fast on a ladder that cannot load
-		if _, err := loadLadder(sc.Ladder); err != nil {
+		if _, err := ladder.Resolve(sc.Ladder, ""); err != nil {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
@@ -77,25 +81,24 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	log := slog.Default()
 
 	streams := &pipeline.Registry{}
-	cl, err := startCluster(ctx, cfg, streams, log)
-	if err != nil {
+	nd := &node.Node{Config: cfg, Streams: streams, Log: log}
+	if err := nd.Start(ctx); err != nil {
 		return fmt.Errorf("jobs: %w", err)
 	}
-	defer cl.close()
+	defer nd.Close()
 	hlsSrv := &hls.Server{Streams: streams, Config: cfg.HLS, Log: log.With("output", "hls")}
-	if err := hlsSrv.Initialize(); err != nil {
+	if err := hlsSrv.Start(); err != nil {
 		return fmt.Errorf("hls: %w", err)
 	}
 	defer hlsSrv.Close()
-
 	rtc := &webrtc.Server{Streams: streams, Config: cfg.WebRTC, Log: log.With("output", "webrtc")}
-	if err := rtc.Initialize(); err != nil {
+	if err := rtc.Start(); err != nil {
 		return fmt.Errorf("webrtc: %w", err)
 	}
 	defer rtc.Close()
 
-	svc := &service{log: log, streams: streams, cluster: cl, stdout: stdout, configured: cfg.Streams, hlsLatency: hlsSrv.Latency}
-	mux := svc.routes()
+	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, Log: log}
+	mux := apiSrv.Handler()
 	mux.Handle("/hls/", hlsSrv)
 	mux.Handle("/whep/", rtc)
 	mux.Handle("GET /whep-player", webrtc.PlayerHandler())
@@ -118,11 +121,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if tlsOn {
 		base = "https://" + displayAddr(ln.Addr())
 	}
-	fmt.Fprintf(stdout, "prism: node %s, HTTP on %s (player page /, /healthz, /readyz, /metrics, /api/v1/streams, /api/v1/jobs)\n", cl.node.ID, base)
+	fmt.Fprintf(stdout, "prism: node %s, HTTP on %s (player page /, /healthz, /readyz, /metrics, /api/v1/streams, /api/v1/jobs)\n", nd.ID(), base)
 	fmt.Fprintf(stdout, "prism: WebRTC media on UDP %s\n", rtc.UDPAddr())
+	stopAnnouncing := streams.Watch(announcer(stdout))
+	defer stopAnnouncing()
 
 	for _, sc := range cfg.Streams {
-		if err := cl.submitStream(ctx, sc); err != nil {
+		if err := nd.SubmitStream(ctx, sc); err != nil {
 			_ = httpSrv.Close()
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
@@ -136,9 +141,6 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		defer t.Stop()
 		ticker = t.C
 	}
-	announced := map[string]pipeline.Job{}
-	newStreams := time.NewTicker(250 * time.Millisecond)
-	defer newStreams.Stop()
 	var runErr error
 loop:
 	for {
@@ -149,10 +151,8 @@ loop:
 		case err := <-httpDone:
 			runErr = fmt.Errorf("http: %w", err)
 			break loop
-		case <-newStreams.C:
-			svc.announce(announced)
 		case <-ticker:
-			svc.printStats(stdout)
+			printStats(stdout, streams)
 		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -162,6 +162,43 @@ loop:
 		runErr = nil
 	}
 	return runErr
+}
+
+// announcer prints a stream's tracks when it appears in the registry. It
+// runs on the registry's goroutine: printing a few lines does not block.
+func announcer(w io.Writer) func(pipeline.StreamEvent) {
+	var mu sync.Mutex
+	return func(ev pipeline.StreamEvent) {
+		if ev.Removed || ev.Source == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "prism: stream %q is running:\n", ev.Name)
+		for _, tr := range ev.Source.Tracks() {
+			if tr.Kind == pipeline.KindVideo {
+				fmt.Fprintf(w, "  %-6s %dx%d@%g %s %s %d kbit/s\n", tr.Name, tr.Width, tr.Height, tr.FPS, tr.Codec, tr.Encoder, tr.Bitrate/1000)
+			} else {
+				fmt.Fprintf(w, "  %-6s %s %s %d Hz %d ch %d kbit/s\n", tr.Name, tr.Codec, tr.Encoder, tr.SampleRate, tr.Channels, tr.Bitrate/1000)
+			}
+		}
+	}
+}
+
+func printStats(w io.Writer, streams *pipeline.Registry) {
+	for _, n := range streams.Names() {
+		src, ok := streams.Get(n)
+		if !ok {
+			continue
+		}
+		st := src.Stats()
+		var parts []string
+		for _, ts := range st.Tracks {
+			parts = append(parts, fmt.Sprintf("%s %.1f fps %.0f kbit/s", ts.Track, ts.FPS, ts.Bitrate/1000))
+		}
+		fmt.Fprintf(w, "%s %s media %.1fs speed %.2fx dropped %d | %s\n", time.Now().Format("15:04:05"), n,
+			st.MediaTime.Seconds(), st.Speed, st.Dropped, strings.Join(parts, " | "))
+	}
 }
 
 func displayAddr(a net.Addr) string {

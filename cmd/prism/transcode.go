@@ -11,8 +11,10 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/prism-streaming/prism/outputs/file"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 func cmdTranscode(args []string, stdout, stderr io.Writer) error {
@@ -30,7 +32,7 @@ func cmdTranscode(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	l, err := loadLadder(*ladderRef)
+	l, err := ladder.Resolve(*ladderRef, "")
 	if err != nil {
 		return err
 	}
@@ -45,14 +47,14 @@ func cmdTranscode(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	// One file per rung, and the two audio encodings, each a lossless reader.
-	var writers []*transcode.MP4Writer
+	var writers []*file.MP4Writer
 	var readers []*pipeline.Reader
 	for _, tr := range job.Tracks() {
 		name := tr.Name + ".mp4"
 		if tr.Kind == pipeline.KindAudio {
 			name = "audio_" + tr.Name + ".mp4"
 		}
-		writers = append(writers, &transcode.MP4Writer{Path: filepath.Join(*outDir, name), Tracks: []pipeline.Track{tr}})
+		writers = append(writers, &file.MP4Writer{Path: filepath.Join(*outDir, name), Tracks: []pipeline.Track{tr}})
 		readers = append(readers, job.Subscribe(pipeline.WithTracks(tr.ID), pipeline.Lossless(), pipeline.WithName(name)))
 	}
 	var wg sync.WaitGroup
@@ -84,7 +86,7 @@ func cmdTranscode(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func printSummary(w io.Writer, s pipeline.JobStats, tracks []pipeline.Track, writers []*transcode.MP4Writer) {
+func printSummary(w io.Writer, s pipeline.SourceStats, tracks []pipeline.Track, writers []*file.MP4Writer) {
 	fmt.Fprintf(w, "transcoded %.2fs of media in %.2fs (%.2fx real time)\n",
 		s.MediaTime.Seconds(), s.Uptime.Seconds(), s.Speed)
 	for i, ts := range s.Tracks {

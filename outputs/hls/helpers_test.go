@@ -48,7 +48,7 @@ type fixture struct {
 }
 
 // startFixture starts a job over ladderYAML (testLadder when empty); routes
-// adds handlers next to the server's, before runs before Initialize.
+// adds handlers next to the server's, before runs before Start.
 func startFixture(t testing.TB, conf Config, ladderYAML string, routes func(*http.ServeMux, *Server), before ...func(*Server)) *fixture {
 	t.Helper()
 	job := startJob(t, ladderYAML)
@@ -57,7 +57,7 @@ func startFixture(t testing.TB, conf Config, ladderYAML string, routes func(*htt
 	for _, b := range before {
 		b(f.srv)
 	}
-	if err := f.srv.Initialize(); err != nil {
+	if err := f.srv.Start(); err != nil {
 		_ = job.Close()
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 )
 
 // Server serves the streams of a registry over LL-HLS. Set the exported
-// fields, call Initialize, mount it at "/hls/", and Close it at the end.
+// fields, call Start, mount it at "/hls/", and Close it at the end.
 type Server struct {
 	Streams *pipeline.Registry
 	Config  Config
@@ -39,9 +39,9 @@ type Server struct {
 	wg      sync.WaitGroup // one per stream.run
 }
 
-// Initialize validates the configuration (after filling defaults) and starts
+// Start validates the configuration (after filling defaults) and starts
 // serving the streams of the registry, present and future.
-func (s *Server) Initialize() error {
+func (s *Server) Start() error {
 	if s.Streams == nil {
 		return errors.New("hls: Streams is nil")
 	}
@@ -89,10 +89,10 @@ func (s *Server) onStream(ev pipeline.StreamEvent) {
 		old.close()
 		delete(s.streams, ev.Name)
 	}
-	if ev.Removed {
+	if ev.Removed || !ev.Serves(pipeline.OutputHLS) {
 		return
 	}
-	st, err := newStream(s.ctx, ev.Name, ev.Job, s.Config, s.Log)
+	st, err := newStream(s.ctx, ev.Name, ev.Source, s.Config, s.Log)
 	if err == nil {
 		st.testHook = s.testHook
 	}

@@ -40,7 +40,7 @@ type stream struct {
 	// with a new epoch a player still polling the old playlist gets 404 and
 	// reloads, instead of a playlist that goes backwards.
 	epoch string
-	job   pipeline.Job
+	job   pipeline.Source
 	conf  Config
 	log   *slog.Logger
 
@@ -74,7 +74,7 @@ type rung struct {
 	segBits []float64 // video bit rate of the latest segments, bit/s
 }
 
-func newStream(ctx context.Context, name string, job pipeline.Job, conf Config, log *slog.Logger) (*stream, error) {
+func newStream(ctx context.Context, name string, job pipeline.Source, conf Config, log *slog.Logger) (*stream, error) {
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err

@@ -80,14 +80,14 @@ func testConfig() Config {
 // startServer serves job as stream "test" on an httptest server, with the
 // player at /whep-player and any extra routes. Both are closed when the test
 // ends.
-func startServer(t testing.TB, job pipeline.Job, cfg Config, nw transport.Net, routes ...func(*http.ServeMux)) (*Server, *httptest.Server) {
+func startServer(t testing.TB, job pipeline.Source, cfg Config, nw transport.Net, routes ...func(*http.ServeMux)) (*Server, *httptest.Server) {
 	t.Helper()
 	reg := &pipeline.Registry{}
 	if err := reg.Add("test", job); err != nil {
 		t.Fatal(err)
 	}
 	srv := &Server{Streams: reg, Config: cfg, Log: testLogger(), Net: nw}
-	if err := srv.Initialize(); err != nil {
+	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()

@@ -33,9 +33,9 @@ var ridRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,16}$`)
 // track. Each rung is packetized once; the receiver picks layers itself.
 // Set the fields, then Start; Close ends the publish.
 type Publisher struct {
-	URL   string       // WHIP endpoint
-	Token string       // bearer token, sent when not empty
-	Job   pipeline.Job // the ladder to publish
+	URL    string          // WHIP endpoint
+	Token  string          // bearer token, sent when not empty
+	Source pipeline.Source // the ladder to publish
 	// Rungs limits the publish to these rungs (by name); empty means all.
 	Rungs []string
 	// ICEServers for this peer connection (STUN and TURN).
@@ -72,8 +72,8 @@ type Publisher struct {
 // Start negotiates with the WHIP endpoint and starts sending. It returns
 // once the answer is applied; media flows when ICE and DTLS complete.
 func (p *Publisher) Start(ctx context.Context) error {
-	if p.Job == nil || p.URL == "" {
-		return fmt.Errorf("%w: Publisher needs URL and Job", ErrWHIP)
+	if p.Source == nil || p.URL == "" {
+		return fmt.Errorf("%w: Publisher needs URL and Source", ErrWHIP)
 	}
 	if p.Log == nil {
 		p.Log = slog.Default()
@@ -89,7 +89,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 		return err
 	}
 	p.done = make(chan struct{})
-	p.kf = newKeyframeLimiter(p.Job.RequestKeyframe, p.KeyframeMinInterval)
+	p.kf = newKeyframeLimiter(p.Source.RequestKeyframe, p.KeyframeMinInterval)
 	if err := p.negotiate(ctx, rungs, opus); err != nil {
 		p.kf.stop()
 		if p.pc != nil {
@@ -108,7 +108,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 		ids = append(ids, opus.ID)
 	}
 	p.pk = newPacketizer(rungOf, len(rungs), opus)
-	p.reader = p.Job.Subscribe(pipeline.WithTracks(ids...), pipeline.WithBufferSize(streamReaderBuffer),
+	p.reader = p.Source.Subscribe(pipeline.WithTracks(ids...), pipeline.WithBufferSize(streamReaderBuffer),
 		pipeline.WithName("whip:"+p.URL), pipeline.WithKeyframeRequest(func(int) { p.kf.request(keyReasonDrop) }))
 	runCtx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -136,7 +136,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 func (p *Publisher) selectTracks() ([]pipeline.Track, *pipeline.Track, error) {
 	var rungs []pipeline.Track
 	var opus *pipeline.Track
-	for _, tr := range p.Job.Tracks() {
+	for _, tr := range p.Source.Tracks() {
 		switch {
 		case tr.Kind == pipeline.KindVideo && tr.Codec == pipeline.CodecH264:
 			if len(p.Rungs) == 0 || slices.Contains(p.Rungs, tr.Name) {

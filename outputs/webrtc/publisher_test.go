@@ -142,12 +142,12 @@ func TestPublisherSimulcast(t *testing.T) {
 	}()
 
 	// A wrong token is refused with the endpoint's answer in the error.
-	bad := &Publisher{URL: hs.URL + "/whip", Token: "wrong", Job: job, Log: testLogger()}
+	bad := &Publisher{URL: hs.URL + "/whip", Token: "wrong", Source: job, Log: testLogger()}
 	if err := bad.Start(context.Background()); !errors.Is(err, ErrWHIP) {
 		t.Fatalf("wrong token: %v, want ErrWHIP", err)
 	}
 
-	p := &Publisher{URL: hs.URL + "/whip", Token: "s3cret", Job: job, Log: testLogger()}
+	p := &Publisher{URL: hs.URL + "/whip", Token: "s3cret", Source: job, Log: testLogger()}
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 )
 
 // Server serves every stream of Streams over WHEP, at /whep/<stream>. Set
-// the fields, call Initialize, mount it (ServeHTTP) under "/whep/", and Close
+// the fields, call Start, mount it (ServeHTTP) under "/whep/", and Close
 // it to end every session.
 type Server struct {
 	// Streams are the running jobs; the server follows it as streams come and go.
@@ -50,9 +50,9 @@ type Server struct {
 	closed   bool
 }
 
-// Initialize validates the configuration, opens the ICE ports and starts
+// Start validates the configuration, opens the ICE ports and starts
 // following the stream registry.
-func (s *Server) Initialize() error {
+func (s *Server) Start() error {
 	if s.Streams == nil {
 		return errors.New("webrtc: Server.Streams is nil")
 	}
@@ -114,10 +114,10 @@ func (s *Server) onStreamEvent(ev pipeline.StreamEvent) {
 		delete(s.streams, ev.Name)
 		old.cancel()
 	}
-	if ev.Removed || ev.Job == nil {
+	if ev.Removed || ev.Source == nil || !ev.Serves(pipeline.OutputWebRTC) {
 		return
 	}
-	st := newStream(ev.Name, ev.Job, &s.Config, s.Log)
+	st := newStream(ev.Name, ev.Source, &s.Config, s.Log)
 	if len(st.rungs) == 0 {
 		st.reader.Close()
 		s.Log.Warn("webrtc: stream has no H.264 rung, not served", "stream", ev.Name)

@@ -28,7 +28,7 @@ type rung struct {
 // server closes).
 type stream struct {
 	name  string
-	job   pipeline.Job
+	job   pipeline.Source
 	log   *slog.Logger
 	rungs []rung // best first
 	opus  *pipeline.Track
@@ -45,7 +45,7 @@ type stream struct {
 	closed   bool
 }
 
-func newStream(name string, job pipeline.Job, cfg *Config, log *slog.Logger) *stream {
+func newStream(name string, job pipeline.Source, cfg *Config, log *slog.Logger) *stream {
 	st := &stream{name: name, job: job, log: log.With("stream", name),
 		sessions: map[*session]struct{}{}, done: make(chan struct{})}
 	var videos []pipeline.Track

@@ -1,0 +1,137 @@
+// Package api is a node's HTTP API and player pages: health and readiness,
+// the streams this node serves (from the registry, wherever they are
+// transcoded), the cluster's jobs and nodes, Prometheus metrics, and the
+// player page with hls.js embedded at build time.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/internal/node"
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/queue/relay"
+)
+
+// Server answers a node's HTTP API. Fill the fields and mount Handler;
+// it has no goroutines of its own.
+type Server struct {
+	Node       *node.Node
+	Streams    *pipeline.Registry
+	Configured []config.Stream // streams from the configuration, for /readyz
+	// HLSLatency reports ingest-to-part-downloadable for a stream, when
+	// the HLS output serves it.
+	HLSLatency func(stream string) (p50, p95 time.Duration, ok bool)
+	Log        *slog.Logger
+}
+
+// StreamInfo is a stream as /api/v1/streams shows it.
+type StreamInfo struct {
+	Name   string               `json:"name"`
+	State  string               `json:"state"`
+	Tracks []pipeline.Track     `json:"tracks"`
+	Stats  pipeline.SourceStats `json:"stats"`
+	// Restarts counts publisher changes the stream survived here: input
+	// restarts and failovers to other nodes.
+	Restarts int       `json:"restarts"`
+	Job      *jobs.Job `json:"job,omitempty"`
+}
+
+func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
+	info := StreamInfo{Name: name, Tracks: []pipeline.Track{}}
+	job, err := s.Node.Store().Get(ctx, name)
+	if err == nil {
+		info.Job, info.State = job, string(job.State)
+	}
+	if src, ok := s.Streams.Get(name); ok {
+		info.Tracks, info.Stats = src.Tracks(), src.Stats()
+		if f, ok := src.(*relay.Stream); ok {
+			info.Restarts = f.Changes()
+		}
+		if info.State == "" {
+			info.State = "running"
+		}
+	} else if err != nil {
+		return info, false
+	}
+	return info, true
+}
+
+// Handler returns the API's routes: /healthz, /readyz, /metrics,
+// /api/v1/..., the player page at / and /hls.js. Outputs mount their own
+// paths (/hls/, /whep/) on it.
+func (s *Server) Handler() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
+		out := []StreamInfo{}
+		for _, n := range s.Streams.Names() {
+			if info, ok := s.describe(r.Context(), n); ok {
+				out = append(out, info)
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("GET /api/v1/streams/{name}", func(w http.ResponseWriter, r *http.Request) {
+		info, ok := s.describe(r.Context(), r.PathValue("name"))
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown stream " + r.PathValue("name")})
+			return
+		}
+		writeJSON(w, http.StatusOK, info)
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newStreamCollector(s.Streams, s.HLSLatency))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.jobRoutes(mux)
+	webRoutes(mux)
+	return mux
+}
+
+// ready: the job store answers and every configured stream plays.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	store := s.Node.Store()
+	if _, err := store.List(r.Context()); err != nil {
+		http.Error(w, "job store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	for _, sc := range s.Configured {
+		if _, ok := s.Streams.Get(sc.Name); !ok {
+			reason := "not running yet"
+			if j, err := store.Get(r.Context(), sc.Name); err == nil {
+				reason = string(j.State)
+				if j.Reason != "" {
+					reason += ": " + j.Reason
+				}
+			}
+			http.Error(w, fmt.Sprintf("stream %s: %s", sc.Name, reason), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil && !errors.Is(err, http.ErrHandlerTimeout) {
+		slog.Debug("writing response", "error", err)
+	}
+}

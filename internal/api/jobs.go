@@ -1,0 +1,106 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/prism-streaming/prism/queue/jobs"
+)
+
+// maxSpecBody bounds a job submission: specs are small, inline ladders too.
+const maxSpecBody = 256 << 10
+
+// JobInfo is a job as the API shows it, with its worker process when the
+// job runs on the node answering.
+type JobInfo struct {
+	*jobs.Job
+	WorkerPID int `json:"worker_pid,omitempty"`
+}
+
+func (s *Server) jobInfo(j *jobs.Job) JobInfo {
+	info := JobInfo{Job: j}
+	if j.Owner == s.Node.ID() {
+		info.WorkerPID = s.Node.WorkerPID(j.Spec.ID)
+	}
+	return info
+}
+
+// jobRoutes: /api/v1/jobs (GET list, POST submit), /api/v1/jobs/{id}
+// (GET, DELETE = stop), /api/v1/jobs/{id}/stop (POST), /api/v1/nodes.
+func (s *Server) jobRoutes(mux *http.ServeMux) {
+	store := s.Node.Store()
+	mux.HandleFunc("GET /api/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		list, err := store.List(r.Context())
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		out := make([]JobInfo, 0, len(list))
+		for _, j := range list {
+			out = append(out, s.jobInfo(j))
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /api/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		var spec jobs.Spec
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSpecBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&spec); err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("job spec larger than %d bytes", maxSpecBody)})
+				return
+			}
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "job spec: " + err.Error()})
+			return
+		}
+		j, err := store.Submit(r.Context(), spec)
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, s.jobInfo(j))
+	})
+	mux.HandleFunc("GET /api/v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		j, err := store.Get(r.Context(), r.PathValue("id"))
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.jobInfo(j))
+	})
+	stop := func(w http.ResponseWriter, r *http.Request) {
+		j, err := store.Stop(r.Context(), r.PathValue("id"))
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, s.jobInfo(j))
+	}
+	mux.HandleFunc("DELETE /api/v1/jobs/{id}", stop)
+	mux.HandleFunc("POST /api/v1/jobs/{id}/stop", stop)
+	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+		nodes, err := store.Nodes(r.Context())
+		if err != nil {
+			apiError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, nodes)
+	})
+}
+
+// apiError maps job store errors to HTTP status codes.
+func apiError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, jobs.ErrInvalidSpec):
+		code = http.StatusBadRequest
+	case errors.Is(err, jobs.ErrJobNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, jobs.ErrJobExists), errors.Is(err, jobs.ErrJobActive), errors.Is(err, jobs.ErrConflict):
+		code = http.StatusConflict
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}

@@ -1,0 +1,86 @@
+package api
+
+import (
+	"time"
+
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// streamCollector exposes every running stream's statistics at scrape time, so
+// the pipeline keeps plain counters and nothing polls in the background.
+type streamCollector struct {
+	streams *pipeline.Registry
+	// hlsLatency reports ingest-to-part-downloadable for a stream, when the
+	// HLS output serves it.
+	hlsLatency func(stream string) (p50, p95 time.Duration, ok bool)
+	hlsPart    *prometheus.Desc
+
+	speed, mediaTime          *prometheus.Desc
+	trackFrames, trackBytes   *prometheus.Desc
+	trackFPS, trackBitrate    *prometheus.Desc
+	stageFrames, stageDropped *prometheus.Desc
+	stageBusy, stageLatency   *prometheus.Desc
+}
+
+func newStreamCollector(streams *pipeline.Registry, hlsLatency func(string) (time.Duration, time.Duration, bool)) *streamCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("prism_"+name, help, labels, nil)
+	}
+	return &streamCollector{
+		streams:      streams,
+		hlsLatency:   hlsLatency,
+		hlsPart:      d("hls_part_latency_seconds", "Time from ingest to the LL-HLS part being downloadable.", "stream", "quantile"),
+		speed:        d("stream_speed", "Media time encoded per wall-clock second (1 = real time).", "stream"),
+		mediaTime:    d("stream_media_seconds", "Newest video timestamp encoded.", "stream"),
+		trackFrames:  d("track_frames_total", "Encoded frames (packets) per output track.", "stream", "track"),
+		trackBytes:   d("track_bytes_total", "Encoded bytes per output track.", "stream", "track"),
+		trackFPS:     d("track_fps", "Output frame rate over the last seconds.", "stream", "track"),
+		trackBitrate: d("track_bitrate_bps", "Output bitrate over the last seconds.", "stream", "track"),
+		stageFrames:  d("stage_frames_total", "Frames out of a pipeline stage.", "stream", "stage"),
+		stageDropped: d("stage_dropped_total", "Frames a pipeline stage discarded.", "stream", "stage"),
+		stageBusy:    d("stage_busy_seconds_total", "Time a pipeline stage spent working.", "stream", "stage"),
+		stageLatency: d("stage_latency_seconds", "Time from ingest to a stage's output.", "stream", "stage", "quantile"),
+	}
+}
+
+func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.speed, c.mediaTime, c.trackFrames, c.trackBytes, c.trackFPS,
+		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart} {
+		ch <- d
+	}
+}
+
+func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
+	m := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	}
+	for _, name := range c.streams.Names() {
+		src, ok := c.streams.Get(name)
+		if !ok {
+			continue
+		}
+		s := src.Stats()
+		if c.hlsLatency != nil {
+			if p50, p95, ok := c.hlsLatency(name); ok {
+				m(c.hlsPart, prometheus.GaugeValue, p50.Seconds(), name, "0.5")
+				m(c.hlsPart, prometheus.GaugeValue, p95.Seconds(), name, "0.95")
+			}
+		}
+		m(c.speed, prometheus.GaugeValue, s.Speed, name)
+		m(c.mediaTime, prometheus.GaugeValue, s.MediaTime.Seconds(), name)
+		for _, t := range s.Tracks {
+			m(c.trackFrames, prometheus.CounterValue, float64(t.Frames), name, t.Track)
+			m(c.trackBytes, prometheus.CounterValue, float64(t.Bytes), name, t.Track)
+			m(c.trackFPS, prometheus.GaugeValue, t.FPS, name, t.Track)
+			m(c.trackBitrate, prometheus.GaugeValue, t.Bitrate, name, t.Track)
+		}
+		for _, st := range s.Stages {
+			m(c.stageFrames, prometheus.CounterValue, float64(st.Frames), name, st.Name)
+			m(c.stageDropped, prometheus.CounterValue, float64(st.Dropped), name, st.Name)
+			m(c.stageBusy, prometheus.CounterValue, st.Busy.Seconds(), name, st.Name)
+			m(c.stageLatency, prometheus.GaugeValue, st.LatencyP50.Seconds(), name, st.Name, "0.5")
+			m(c.stageLatency, prometheus.GaugeValue, st.LatencyP95.Seconds(), name, st.Name, "0.95")
+		}
+	}
+}

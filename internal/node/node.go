@@ -1,0 +1,252 @@
+// Package node assembles one Prism node: its NATS connection (an embedded
+// server by default), the job store, the agent that claims and runs jobs
+// (in worker processes or in-process), its capacity, and the media watcher
+// that makes every running job's stream available to this node's outputs
+// through the stream registry, wherever the job runs.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/gpu"
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/bus"
+	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/queue/worker"
+	"github.com/prism-streaming/prism/transcode/ladder"
+)
+
+// ErrConfig: the node's configuration cannot be used as it is.
+var ErrConfig = errors.New("node configuration")
+
+// Node is this process's part in the cluster. Fill the exported fields,
+// call Start, and Close at the end.
+type Node struct {
+	Config  *config.Config     // after Defaults and Validate
+	Streams *pipeline.Registry // where followed streams are registered for the outputs
+	Log     *slog.Logger
+
+	id       string
+	embedded *bus.Embedded // nil with an external cluster
+	nc       *nats.Conn
+	store    *jobs.Store
+	agent    *jobs.Node
+	workers  *worker.Supervisor // nil when jobs run in-process
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the media watcher
+}
+
+// Start connects (starting the embedded server when no URL is
+// configured), opens the job store, starts the job agent and the media
+// watcher. ctx bounds the start only; the node runs until Close.
+func (n *Node) Start(ctx context.Context) (err error) {
+	if n.Config == nil || n.Streams == nil {
+		return fmt.Errorf("%w: Node needs Config and Streams", ErrConfig)
+	}
+	if n.Log == nil {
+		n.Log = slog.Default()
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	cfg := n.Config
+	n.id = cfg.Node.ID
+	if n.id == "" {
+		n.id = defaultID()
+	}
+	natsURL, connect, err := n.connect(cfg)
+	if err != nil {
+		return err
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if n.store, err = jobs.OpenStore(openCtx, n.nc, jobs.StoreConfig{Replicas: cfg.NATS.Replicas, CheckLadder: ladder.Check}); err != nil {
+		return err
+	}
+
+	var runner jobs.Runner
+	if *cfg.Node.Workers {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		n.workers = &worker.Supervisor{Exe: exe, NATSURL: natsURL, Connect: connect, Log: n.Log}
+		runner = n.workers
+	} else {
+		runner = &worker.InProcess{NC: n.nc, Log: n.Log}
+	}
+	capacity, err := n.capacity(cfg)
+	if err != nil {
+		return err
+	}
+	gpus, encoders := hardware()
+	n.agent = &jobs.Node{ID: n.id, Roles: []string{jobs.RoleTranscode, jobs.RoleServe}, Store: n.store,
+		Runner: runner, Capacity: capacity, GPUs: gpus, Encoders: encoders, Log: n.Log.With("node", n.id)}
+	if err := n.agent.Start(ctx); err != nil {
+		return err
+	}
+	watchCtx, stop := context.WithCancel(context.Background())
+	n.cancel = stop
+	w := &mediaWatcher{agent: n.agent, nc: n.nc, streams: n.Streams, log: n.Log}
+	n.wg.Go(func() { w.run(watchCtx) })
+	return nil
+}
+
+// connect opens this node's NATS connection and returns what its workers
+// need to open theirs.
+func (n *Node) connect(cfg *config.Config) (url string, opts bus.ConnectOptions, err error) {
+	if cfg.NATS.URL != "" {
+		opts = bus.ConnectOptions{Name: "prism-" + n.id, CredsFile: cfg.NATS.Creds, NKeySeedFile: cfg.NATS.NKeySeed,
+			Token: cfg.NATS.Token, TLSCAFile: cfg.NATS.TLSCA, TLSCertFile: cfg.NATS.TLSCert, TLSKeyFile: cfg.NATS.TLSKey, Log: n.Log}
+		n.nc, err = bus.Connect(cfg.NATS.URL, opts)
+		return cfg.NATS.URL, opts, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return "", opts, err
+	}
+	// Worker processes reach the server over loopback TCP; with jobs
+	// in-process and no listen address, nothing outside needs it.
+	dontListen := !*cfg.Node.Workers && cfg.NATS.Listen == "" && cfg.NATS.Cluster.Listen == ""
+	n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{
+		Name: n.id, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen, DontListen: dontListen,
+		Cluster: bus.ClusterConfig{Name: cfg.NATS.Cluster.Name, Listen: cfg.NATS.Cluster.Listen, Routes: cfg.NATS.Cluster.Routes},
+		Log:     n.Log.With("component", "nats"),
+	})
+	if err != nil {
+		return "", opts, err
+	}
+	if n.nc, err = n.embedded.Connect(nats.Name("prism-" + n.id)); err != nil {
+		return "", opts, err
+	}
+	return n.embedded.ClientURL(), bus.ConnectOptions{Token: n.embedded.Token()}, nil
+}
+
+// capacity is node.capacity when set (negative: serve only), else what
+// `prism bench --calibrate` measured here, else a per-CPU guess.
+func (n *Node) capacity(cfg *config.Config) (float64, error) {
+	switch c := cfg.Node.Capacity; {
+	case c < 0:
+		return 0, nil
+	case c > 0:
+		return c, nil
+	}
+	calibrated, err := LoadCapacity(cfg.DataDir)
+	if err != nil {
+		return 0, err
+	}
+	if calibrated > 0 {
+		n.Log.Info("node capacity from calibration", "pixels_per_second", calibrated, "file", CapacityFile(cfg.DataDir))
+		return calibrated, nil
+	}
+	return jobs.DefaultCapacity(), nil
+}
+
+// hardware advertises what this node can encode with, from the GPU probe
+// (trial opens), so jobs that need a GPU or an encoder land where it works.
+func hardware() (gpus, encoders []string) {
+	encoders = []string{"auto", "x264"}
+	r := gpu.Probe()
+	for _, d := range r.Devices {
+		if d.Available {
+			gpus = append(gpus, d.Type)
+		}
+	}
+	for _, e := range r.Encoders {
+		if e.Available && e.Name == "h264_nvenc" {
+			encoders = append(encoders, "nvenc")
+		}
+	}
+	return gpus, encoders
+}
+
+func defaultID() string {
+	h, err := os.Hostname()
+	if err != nil || pipeline.ValidStreamName(h) != nil {
+		return fmt.Sprintf("node-%d", os.Getpid())
+	}
+	return h
+}
+
+// ID is the node's name in the cluster.
+func (n *Node) ID() string { return n.id }
+
+// Store is the cluster's job store.
+func (n *Node) Store() *jobs.Store { return n.store }
+
+// WorkerPID returns the worker process of a job running on this node, or 0.
+func (n *Node) WorkerPID(job string) int {
+	if n.workers == nil {
+		return 0
+	}
+	return n.workers.PID(job)
+}
+
+// SubmitStream submits a configured stream as a job that restarts with its
+// input. A ladder file is sent inline: other nodes may not have the file.
+// A job of that name with another spec (the configuration changed) is
+// stopped and submitted again.
+func (n *Node) SubmitStream(ctx context.Context, sc config.Stream) error {
+	spec := jobs.Spec{ID: sc.Name, Input: sc.Input, Ladder: sc.Ladder, Restart: true, Realtime: sc.Realtime}
+	for _, p := range sc.Publish {
+		spec.Publish = append(spec.Publish, jobs.PublishTarget{URL: p.URL, Token: p.Token})
+	}
+	if ladder.IsPath(sc.Ladder) {
+		data, err := os.ReadFile(sc.Ladder)
+		if err != nil {
+			return err
+		}
+		spec.LadderYAML = string(data)
+	}
+	_, err := n.store.Submit(ctx, spec)
+	if errors.Is(err, jobs.ErrJobExists) {
+		n.Log.Info("stream configuration changed: replacing its job", "stream", sc.Name)
+		if _, err := n.store.Stop(ctx, sc.Name); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			j, err := n.store.Get(ctx, sc.Name)
+			if err == nil && j.State.Terminal() {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, err = n.store.Submit(ctx, spec)
+	}
+	return err
+}
+
+// Close drains the node (its jobs go to other nodes), stops the media
+// watcher, then disconnects. Safe after a failed Start.
+func (n *Node) Close() {
+	if n.agent != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := n.agent.Drain(ctx); err != nil {
+			n.Log.Warn("drain", "error", err)
+		}
+		cancel()
+		_ = n.agent.Close()
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	if n.nc != nil {
+		n.nc.Close()
+	}
+	if n.embedded != nil {
+		n.embedded.Close()
+	}
+}

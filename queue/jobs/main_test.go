@@ -1,0 +1,9 @@
+package jobs
+
+import (
+	"testing"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.QuietMain(m) }

@@ -1,0 +1,447 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Node defaults. A lease is four heartbeats long, so a node that misses one
+// renewal (a GC pause, a slow write) keeps its jobs, while a dead node's
+// jobs run elsewhere about two seconds after its last renewal.
+const (
+	DefaultHeartbeat    = 500 * time.Millisecond
+	DefaultLeaseTTL     = 2 * time.Second
+	DefaultStartTimeout = 30 * time.Second
+	DefaultMaxAttempts  = 5
+	// DefaultCPUBudgetPerCore is a conservative x264 veryfast figure: the
+	// project's benchmark encodes ~1.7e8 px/s of a 720p/480p/360p ladder on
+	// two cores, decoding 1080p included. Calibrate for real numbers.
+	DefaultCPUBudgetPerCore = 6e7
+)
+
+// DefaultCapacity is DefaultCPUBudgetPerCore for each CPU of this machine.
+func DefaultCapacity() float64 { return DefaultCPUBudgetPerCore * float64(runtime.NumCPU()) }
+
+// Runner runs a job's media work. Run blocks until ctx is cancelled (stop,
+// lost ownership, drain) or the job fails; it calls running() once the
+// media is flowing. It must return soon after ctx is cancelled: the node
+// waits for it, keeping the lease, before it records the job's end or lets
+// another node start it.
+type Runner interface {
+	Run(ctx context.Context, spec Spec, running func()) error
+}
+
+// RunnerFunc adapts a function to Runner.
+type RunnerFunc func(ctx context.Context, spec Spec, running func()) error
+
+// Run implements Runner.
+func (f RunnerFunc) Run(ctx context.Context, spec Spec, running func()) error {
+	return f(ctx, spec, running)
+}
+
+// Node is the agent that runs jobs on one Prism node: it heartbeats in
+// prism_nodes, claims dispatched jobs it has room for, keeps their leases,
+// and takes over jobs whose owner stopped renewing. Set the exported fields,
+// then Start; Drain and Close end it.
+type Node struct {
+	ID       string   // unique in the cluster; letters, digits, '-', '_'
+	Roles    []string // advertised (RoleTranscode, RoleServe)
+	Store    *Store   // on this node's own connection
+	Runner   Runner   // required when Capacity > 0
+	Capacity float64  // pixels/s this node encodes; 0 takes no jobs
+	GPUs     []string // from the GPU probe
+	Encoders []string // encoders that open here; Constraints.Encoder must be one
+
+	Heartbeat    time.Duration // default DefaultHeartbeat
+	LeaseTTL     time.Duration // default DefaultLeaseTTL; more than two heartbeats
+	StartTimeout time.Duration // running() must come within this; default DefaultStartTimeout
+	MaxAttempts  int           // failed attempts before the job fails; default DefaultMaxAttempts
+	// Retry paces a failed job's next attempts; an attempt running
+	// Retry.StableAfter resets the job's Attempts. Zero fields take
+	// DefaultRetryPolicy's.
+	Retry RetryPolicy
+	Log   *slog.Logger
+
+	nc     *nats.Conn
+	log    *slog.Logger
+	ctx    context.Context // the node's life; cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the node started
+	view   view
+	wake   chan struct{} // capacity or draining changed: the dispatch loop looks again
+	beatCh chan struct{} // heartbeat now (capacity changed)
+
+	pulling   sync.Mutex // held while a dispatch pull is outstanding
+	mu        sync.Mutex
+	state     nodeState
+	attempts  map[string]*attempt
+	used      float64
+	draining  bool
+	connSince time.Time // zero while disconnected
+	reconns   uint64
+	closeOnce sync.Once
+}
+
+type nodeState int
+
+const (
+	nodeNew nodeState = iota
+	nodeStarted
+	nodeClosed
+)
+
+var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+func (n *Node) applyDefaults() error {
+	if !nodeIDRE.MatchString(n.ID) {
+		return fmt.Errorf("%w: ID %q: use letters, digits, '-' and '_' (at most 64)", ErrNodeConfig, n.ID)
+	}
+	if n.Store == nil {
+		return fmt.Errorf("%w: %s: Store is required", ErrNodeConfig, n.ID)
+	}
+	if n.Capacity < 0 {
+		return fmt.Errorf("%w: %s: Capacity %g is negative", ErrNodeConfig, n.ID, n.Capacity)
+	}
+	if n.Capacity > 0 && n.Runner == nil {
+		return fmt.Errorf("%w: %s: a node with capacity needs a Runner", ErrNodeConfig, n.ID)
+	}
+	setDefault(&n.Heartbeat, DefaultHeartbeat)
+	setDefault(&n.LeaseTTL, DefaultLeaseTTL)
+	setDefault(&n.StartTimeout, DefaultStartTimeout)
+	setDefault(&n.MaxAttempts, DefaultMaxAttempts)
+	n.Retry = n.Retry.OrDefault()
+	if ttl := n.Store.cfg.NodeTTL; 2*n.Heartbeat > ttl {
+		return fmt.Errorf("%w: %s: Heartbeat %s must be at most half the store's NodeTTL (%s), or the node looks dead between beats", ErrNodeConfig, n.ID, n.Heartbeat, ttl)
+	}
+	if n.LeaseTTL < 2*n.Heartbeat {
+		return fmt.Errorf("%w: %s: LeaseTTL %s must be at least two heartbeats (%s)", ErrNodeConfig, n.ID, n.LeaseTTL, n.Heartbeat)
+	}
+	if n.Heartbeat <= 0 || n.StartTimeout <= 0 || n.MaxAttempts <= 0 {
+		return fmt.Errorf("%w: %s: durations and MaxAttempts must be positive", ErrNodeConfig, n.ID)
+	}
+	n.log = n.Log
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	n.log = n.log.With("node", n.ID)
+	return nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Start registers the node and starts its loops. ctx bounds only the
+// start-up; Close ends the node.
+func (n *Node) Start(ctx context.Context) error {
+	if err := n.applyDefaults(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if n.state != nodeNew {
+		n.mu.Unlock()
+		return fmt.Errorf("%w: %s: Start called twice", ErrNodeConfig, n.ID)
+	}
+	n.state = nodeStarted
+	n.nc = n.Store.nc
+	n.attempts = make(map[string]*attempt)
+	n.wake = make(chan struct{}, 1)
+	n.beatCh = make(chan struct{}, 1)
+	n.connSince = time.Now()
+	n.reconns = n.nc.Stats().Reconnects
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.mu.Unlock()
+
+	if err := n.beat(ctx); err != nil {
+		n.cancel()
+		n.mu.Lock()
+		n.state = nodeNew // nothing started: Start may be tried again
+		n.mu.Unlock()
+		return fmt.Errorf("node %s: first heartbeat: %w", n.ID, err)
+	}
+	n.wg.Add(3)
+	go n.watchLoop()
+	go n.tickLoop()
+	go n.dispatchLoop()
+	n.log.Info("node started", "capacity", formatRate(n.Capacity), "heartbeat", n.Heartbeat, "lease", n.LeaseTTL)
+	return nil
+}
+
+// KnownJobs returns every job as this node's KV watchers last saw it, sorted
+// by id, without a NATS round trip; ok is false until the first snapshot
+// is loaded (or while reloading after a reconnect).
+func (n *Node) KnownJobs() (jobs []*Job, ok bool) {
+	if !n.view.isReady() {
+		return nil, false
+	}
+	return n.view.jobsSnapshot(), true
+}
+
+// JobsChanged is woken after KnownJobs changed: a job was written,
+// deleted, or the view reloaded. Wake-ups coalesce, and there is one
+// channel for the node, so it has one receiver (the media watcher).
+func (n *Node) JobsChanged() <-chan struct{} { return n.view.changes() }
+
+// Drain stops taking jobs and hands every running job back (pending, owner
+// cleared, dispatched again) so that other nodes start them, then returns.
+// The node keeps heartbeating, marked draining, until Close.
+func (n *Node) Drain(ctx context.Context) error {
+	n.mu.Lock()
+	started := n.state == nodeStarted
+	n.mu.Unlock()
+	if !started {
+		return nil
+	}
+	return n.drain(ctx)
+}
+
+func (n *Node) drain(ctx context.Context) error {
+	n.mu.Lock()
+	n.draining = true
+	list := n.attemptList()
+	n.mu.Unlock()
+	n.poke(n.wake)
+	n.poke(n.beatCh)
+	// Let an outstanding pull end (at most a second) before handing jobs
+	// back; the dispatch loop pulls no more once draining.
+	n.pulling.Lock()
+	n.pulling.Unlock() //nolint:staticcheck // a barrier, not a critical section
+	for _, a := range list {
+		a.handBack()
+	}
+	for _, a := range list {
+		select {
+		case <-a.done:
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: drain: %w", n.ID, ctx.Err())
+		}
+	}
+	n.log.Info("node drained", "jobs", len(list))
+	return nil
+}
+
+// Close hands running jobs back (as Drain, for at most one lease) so that
+// nobody waits for their leases to expire, stops every goroutine of the
+// node and removes its heartbeat. On a closed connection nothing can be
+// handed back: the jobs then move once their leases expire, exactly as if
+// the process had died.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		started := n.state == nodeStarted
+		if !started {
+			n.state = nodeClosed
+		}
+		n.mu.Unlock()
+		if !started {
+			return
+		}
+		if !n.nc.IsClosed() {
+			ctx, cancel := context.WithTimeout(context.Background(), n.LeaseTTL)
+			if err := n.drain(ctx); err != nil {
+				n.log.Warn("close: hand-back incomplete", "err", err)
+			}
+			cancel()
+		}
+		n.mu.Lock()
+		n.state = nodeClosed
+		list := n.attemptList()
+		n.mu.Unlock()
+		for _, a := range list {
+			a.abandonRun("node closed")
+		}
+		for _, a := range list {
+			<-a.done
+		}
+		n.cancel()
+		n.wg.Wait()
+		if !n.nc.IsClosed() {
+			ctx, cancel := context.WithTimeout(context.Background(), n.Heartbeat)
+			_ = n.Store.deleteNode(ctx, n.ID) // best effort: it expires anyway
+			cancel()
+		}
+		n.log.Info("node closed")
+	})
+	return nil
+}
+
+// Jobs returns the ids of the jobs this node runs now.
+func (n *Node) Jobs() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ids := make([]string, 0, len(n.attempts))
+	for id := range n.attempts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (n *Node) attemptList() []*attempt {
+	list := make([]*attempt, 0, len(n.attempts))
+	for _, a := range n.attempts {
+		list = append(list, a)
+	}
+	return list
+}
+
+// info is this node's heartbeat record.
+func (n *Node) info() *NodeInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.infoLocked()
+}
+
+func (n *Node) infoLocked() *NodeInfo {
+	jobs := make([]string, 0, len(n.attempts))
+	for id := range n.attempts {
+		jobs = append(jobs, id)
+	}
+	slices.Sort(jobs)
+	return &NodeInfo{
+		ID: n.ID, Roles: n.Roles, CPUBudget: n.Capacity, Used: n.used, GPUs: n.GPUs, Encoders: n.Encoders,
+		Jobs: jobs, Draining: n.draining || n.state == nodeClosed, Heartbeat: time.Now().UTC(),
+	}
+}
+
+// beat writes the heartbeat.
+func (n *Node) beat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, n.opTimeout())
+	defer cancel()
+	return n.Store.putNode(ctx, n.info())
+}
+
+// opTimeout bounds one KV request made from a loop that must keep its
+// rhythm (heartbeats, renewals, scans).
+func (n *Node) opTimeout() time.Duration { return max(n.Heartbeat, 250*time.Millisecond) }
+
+// poke signals a loop without blocking; one pending signal is enough.
+func (n *Node) poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// trackConnection notes when the connection last became usable. A lease
+// is judged expired only by a node connected for a whole lease since: if
+// this node was cut off, the owner may have been too, and it gets one
+// lease to renew after the reconnect before anyone calls it dead.
+func (n *Node) trackConnection(now time.Time) {
+	connected := n.nc.Status() == nats.CONNECTED
+	rc := n.nc.Stats().Reconnects
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case !connected:
+		n.connSince = time.Time{}
+	case n.connSince.IsZero() || rc != n.reconns:
+		n.connSince = now
+	}
+	n.reconns = rc
+}
+
+// connectedFor is how long the connection has been up without a break.
+func (n *Node) connectedFor(now time.Time) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.connSince.IsZero() {
+		return 0
+	}
+	return now.Sub(n.connSince)
+}
+
+// tickLoop heartbeats and scans the jobs for expired leases. It is the
+// only goroutine that takes jobs over.
+func (n *Node) tickLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.scanInterval())
+	defer t.Stop()
+	nextBeat := time.Now().Add(n.Heartbeat)
+	var nextMaint time.Time
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.beatCh:
+			nextBeat = time.Time{}
+		case <-t.C:
+		}
+		now := time.Now()
+		n.trackConnection(now)
+		if n.nc.IsClosed() {
+			// The connection will not come back: this node can neither renew
+			// its leases nor publish media, which is what dying looks like to
+			// the others. Stop the media at once; the leases expire.
+			n.abandonAll("connection closed")
+			continue
+		}
+		if !now.Before(nextBeat) {
+			if err := n.beat(n.ctx); err != nil && n.ctx.Err() == nil {
+				n.log.Debug("heartbeat failed", "err", err)
+			}
+			nextBeat = now.Add(n.Heartbeat)
+		}
+		n.scan(now)
+		if !now.Before(nextMaint) {
+			n.maintain(now)
+			nextMaint = now.Add(n.LeaseTTL)
+		}
+	}
+}
+
+// scanInterval is how often leases are checked: a fraction of a heartbeat,
+// so takeover follows expiry closely.
+func (n *Node) scanInterval() time.Duration { return min(n.Heartbeat/4, 100*time.Millisecond) }
+
+func (n *Node) abandonAll(why string) {
+	n.mu.Lock()
+	list := n.attemptList()
+	n.mu.Unlock()
+	for _, a := range list {
+		a.abandonRun(why)
+	}
+}
+
+// wantsTickets reports whether this node could start some job now.
+func (n *Node) wantsTickets() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state == nodeStarted && !n.draining && n.Capacity > 0 && n.used < n.Capacity &&
+		n.nc.Status() == nats.CONNECTED
+}
+
+// canTake reports whether this node can start j now.
+func (n *Node) canTake(j *Job) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.canTakeLocked(j)
+}
+
+func (n *Node) canTakeLocked(j *Job) bool {
+	if n.state != nodeStarted || n.attempts[j.Spec.ID] != nil {
+		return false
+	}
+	return n.infoLocked().fitsNow(j)
+}
+
+// load is the share of capacity in use, 0..1 (1 for a node without any).
+func (n *Node) load() float64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.Capacity <= 0 {
+		return 1
+	}
+	return min(n.used/n.Capacity, 1)
+}

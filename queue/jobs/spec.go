@@ -1,0 +1,175 @@
+package jobs
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// Output names a delivery a job feeds.
+const (
+	OutputHLS    = pipeline.OutputHLS
+	OutputWebRTC = pipeline.OutputWebRTC
+)
+
+// encoders are the values Constraints.Encoder accepts: the ladder's encoder
+// names, so a job can require what its ladder asks for.
+var encoders = []string{"auto", "x264", "nvenc", "qsv", "vaapi"}
+
+// maxInputLen bounds Input: URLs longer than this are mistakes, and every
+// job record is rewritten on each lease renewal.
+const maxInputLen = 4096
+
+// Spec is what a client asks for: one input transcoded with one ladder.
+// The ID is also the stream name under which its media is published.
+type Spec struct {
+	ID     string `json:"id"`    // a valid stream name (pipeline.ValidStreamName)
+	Input  string `json:"input"` // libavformat URL or lavfi:<graph>
+	Ladder string `json:"ladder,omitempty"`
+	// LadderYAML is an inline ladder; when set it is the ladder and Ladder
+	// is only a label for it.
+	LadderYAML string `json:"ladder_yaml,omitempty"`
+	// Outputs are the deliveries that serve the job's stream (OutputHLS,
+	// OutputWebRTC); none listed means all of them.
+	Outputs     []string    `json:"outputs,omitempty"`
+	Constraints Constraints `json:"constraints,omitzero"`
+	// Restart keeps a live stream up: when its input ends or cannot be
+	// reached, the owner starts it again (backing off) instead of ending
+	// the job. Crashes still count as failed attempts.
+	Restart bool `json:"restart,omitempty"`
+	// Realtime paces file and lavfi inputs at 1x, as a live source would
+	// (network inputs are paced by their sender). Unset means true.
+	Realtime *bool `json:"realtime,omitempty"`
+	// Publish pushes the ladder to other WebRTC servers over WHIP, one
+	// simulcast track with a RID per rung, from the node that runs the job.
+	Publish []PublishTarget `json:"publish,omitempty"`
+}
+
+// Paced reports whether file and lavfi inputs are read at 1x (Realtime).
+func (s *Spec) Paced() bool { return s.Realtime == nil || *s.Realtime }
+
+// PublishTarget is a WHIP endpoint and its bearer token.
+type PublishTarget struct {
+	URL   string `json:"url"`
+	Token string `json:"token,omitempty"`
+}
+
+// Constraints restrict which nodes may run a job.
+type Constraints struct {
+	NeedsGPU bool   `json:"needs_gpu,omitempty"`
+	Encoder  string `json:"encoder,omitempty"` // one of the ladder encoders; a node must list it
+}
+
+// Validate checks the fields that do not need a ladder resolver. Errors wrap
+// ErrInvalidSpec and name the field.
+func (s *Spec) Validate() error {
+	if err := pipeline.ValidStreamName(s.ID); err != nil {
+		return fmt.Errorf("%w: id: %w", ErrInvalidSpec, err)
+	}
+	switch {
+	case strings.TrimSpace(s.Input) == "":
+		return fmt.Errorf("%w: %s: input: required", ErrInvalidSpec, s.ID)
+	case len(s.Input) > maxInputLen:
+		return fmt.Errorf("%w: %s: input: longer than %d bytes", ErrInvalidSpec, s.ID, maxInputLen)
+	case strings.IndexFunc(s.Input, unicode.IsControl) >= 0:
+		return fmt.Errorf("%w: %s: input: contains control characters", ErrInvalidSpec, s.ID)
+	}
+	if s.Ladder == "" && s.LadderYAML == "" {
+		return fmt.Errorf("%w: %s: ladder: required (a shipped ladder name, a file path, or ladder_yaml)", ErrInvalidSpec, s.ID)
+	}
+	for i, o := range s.Outputs {
+		if o != OutputHLS && o != OutputWebRTC {
+			return fmt.Errorf("%w: %s: outputs[%d]: %q is not %q or %q", ErrInvalidSpec, s.ID, i, o, OutputHLS, OutputWebRTC)
+		}
+		if slices.Contains(s.Outputs[:i], o) {
+			return fmt.Errorf("%w: %s: outputs[%d]: %q listed twice", ErrInvalidSpec, s.ID, i, o)
+		}
+	}
+	for i, p := range s.Publish {
+		if !strings.HasPrefix(p.URL, "http://") && !strings.HasPrefix(p.URL, "https://") {
+			return fmt.Errorf("%w: %s: publish[%d].url: %q is not an http(s) WHIP endpoint", ErrInvalidSpec, s.ID, i, p.URL)
+		}
+	}
+	if e := s.Constraints.Encoder; e != "" && !slices.Contains(encoders, e) {
+		return fmt.Errorf("%w: %s: constraints.encoder: %q is not one of %s", ErrInvalidSpec, s.ID, e, strings.Join(encoders, ", "))
+	}
+	return nil
+}
+
+// equal reports whether two specs ask for the same work (an empty and a nil
+// output list are the same).
+func (s *Spec) equal(o *Spec) bool {
+	return s.ID == o.ID && s.Input == o.Input && s.Ladder == o.Ladder && s.LadderYAML == o.LadderYAML &&
+		slices.Equal(s.Outputs, o.Outputs) && s.Constraints == o.Constraints && s.Restart == o.Restart &&
+		slices.Equal(s.Publish, o.Publish) && s.Paced() == o.Paced()
+}
+
+// Serves reports whether the named output delivers the job's stream.
+func (s *Spec) Serves(output string) bool {
+	return len(s.Outputs) == 0 || slices.Contains(s.Outputs, output)
+}
+
+// State is where a job is in its life. The transitions (see README.md):
+//
+//	pending  → starting (a node claimed it: Owner set, lease running)
+//	starting → running (the runner reported media flowing)
+//	starting, running → pending (handed back on drain, retry after an
+//	    error, or lease expired and the taker cannot run it itself)
+//	starting, running → starting (lease expired: another node took it over)
+//	starting, running → stopping (Stop) → stopped (by the owner, or by any
+//	    node once the owner's lease expired)
+//	pending → stopped (Stop before any node claimed it)
+//	starting, running, pending → failed (MaxAttempts failed attempts)
+//	stopped, failed → pending (submitted again)
+type State string
+
+// Job states.
+const (
+	StatePending  State = "pending"
+	StateStarting State = "starting"
+	StateRunning  State = "running"
+	StateStopping State = "stopping"
+	StateStopped  State = "stopped"
+	StateFailed   State = "failed"
+)
+
+// Terminal reports whether no node will act on the job any more.
+func (s State) Terminal() bool { return s == StateStopped || s == StateFailed }
+
+// owned reports whether the state has an owner holding a lease.
+func (s State) owned() bool {
+	return s == StateStarting || s == StateRunning || s == StateStopping
+}
+
+// Job is the record of one job in the prism_jobs bucket. Every write is
+// revision-checked, so at any revision exactly one node (Owner) may run it,
+// and only until Lease.
+type Job struct {
+	Spec   Spec   `json:"spec"`
+	State  State  `json:"state"`
+	Reason string `json:"reason,omitempty"` // why it is pending, failed or stopped
+	Owner  string `json:"owner,omitempty"`  // node id while starting, running or stopping
+	// Lease is when the owner's claim expires unless renewed; after it any
+	// node may take the job over.
+	Lease time.Time `json:"lease,omitzero"`
+	// Attempts counts failed attempts since the job last ran for
+	// Node.Retry.StableAfter; the job fails when it reaches Node.MaxAttempts.
+	Attempts int `json:"attempts"`
+	// Cost is the job's nominal encoding load in pixels per second, from the
+	// store's LadderCheck at submission.
+	Cost float64 `json:"cost"`
+	// NotBefore delays the next attempt (retry backoff).
+	NotBefore time.Time `json:"not_before,omitzero"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// Revision is the KV revision this copy was read at or written as: the
+	// fencing token for the next Update. Not stored.
+	Revision uint64 `json:"-"`
+}
+
+// leaseValid reports whether the owner's lease still holds at now.
+func (j *Job) leaseValid(now time.Time) bool { return now.Before(j.Lease) }

@@ -1,0 +1,255 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// view is a node's copy of prism_jobs and prism_nodes, kept current by KV
+// watchers. Takeover decisions read it; every write they lead to is still
+// revision-checked, so a stale view costs a failed write, never a second
+// owner.
+type view struct {
+	mu    sync.Mutex
+	jobs  map[string]*Job
+	nodes map[string]seenNode
+	ready bool // both initial snapshots loaded
+	// changed gets a token whenever a job changes in the view; one token
+	// waits at most, so a slow receiver sees one wake-up for many changes.
+	changed chan struct{}
+}
+
+// notify wakes the receiver of changed; v.mu is held.
+func (v *view) notify() {
+	if v.changed == nil {
+		v.changed = make(chan struct{}, 1)
+	}
+	select {
+	case v.changed <- struct{}{}:
+	default:
+	}
+}
+
+// changes returns the wake-up channel.
+func (v *view) changes() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.changed == nil {
+		v.changed = make(chan struct{}, 1)
+	}
+	return v.changed
+}
+
+// seenNode is a heartbeat and when this node received it. Liveness is
+// judged by local receipt time, so clock skew between nodes does not
+// matter for it (and the bucket's TTL expiry sends no event to watchers).
+type seenNode struct {
+	info NodeInfo
+	seen time.Time
+}
+
+// install swaps in a freshly loaded snapshot of jobs or nodes (nil keeps
+// the current one).
+func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if jobs != nil {
+		v.jobs = jobs
+	}
+	if nodes != nil {
+		v.nodes = nodes
+	}
+	if jobs != nil || ready != v.ready {
+		v.notify()
+	}
+	v.ready = ready
+}
+
+// jobsSnapshot copies the jobs, sorted by id.
+func (v *view) jobsSnapshot() []*Job {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]*Job, 0, len(v.jobs))
+	for _, j := range v.jobs {
+		c := *j
+		out = append(out, &c)
+	}
+	slices.SortFunc(out, func(a, b *Job) int { return strings.Compare(a.Spec.ID, b.Spec.ID) })
+	return out
+}
+
+// liveNodes returns the nodes heard from within ttl, sorted by id.
+func (v *view) liveNodes(now time.Time, ttl time.Duration) []NodeInfo {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []NodeInfo
+	for _, n := range v.nodes {
+		if now.Sub(n.seen) <= ttl {
+			out = append(out, n.info)
+		}
+	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func (v *view) isReady() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.ready
+}
+
+// refresh replaces a job with a newer copy read directly (after a failed
+// write showed the view was behind).
+func (v *view) refresh(j *Job) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur, ok := v.jobs[j.Spec.ID]; !ok || cur.Revision < j.Revision {
+		c := *j
+		v.jobs[j.Spec.ID] = &c
+		v.notify()
+	}
+}
+
+// watchLoop keeps the view current. It restarts the watchers after a
+// reconnect: the KV watcher's ordered consumer would otherwise notice a
+// restarted server only after its idle heartbeats (seconds) go missing.
+func (n *Node) watchLoop() {
+	defer n.wg.Done()
+	for n.ctx.Err() == nil {
+		if err := n.watchOnce(); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("watch restarts", "err", err)
+			n.sleep(n.Heartbeat)
+		}
+	}
+}
+
+// errWatchEnded: a watcher's subscription closed under it (the connection
+// closed, or the server dropped the consumer).
+var errWatchEnded = errors.New("watcher ended")
+
+func (n *Node) watchOnce() error {
+	reconns := n.nc.Stats().Reconnects
+	jw, err := n.Store.jobs.WatchAll(n.ctx)
+	if err != nil {
+		return err
+	}
+	defer stopWatcher(jw)
+	nw, err := n.Store.nodes.WatchAll(n.ctx)
+	if err != nil {
+		return err
+	}
+	defer stopWatcher(nw)
+
+	// Initial values go into fresh maps, swapped in at the end-of-snapshot
+	// marker, so that keys deleted while we were away disappear.
+	jobs, nodes := map[string]*Job{}, map[string]seenNode{}
+	jobsInit, nodesInit := false, false
+	check := time.NewTicker(200 * time.Millisecond)
+	defer check.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return nil
+		case <-check.C:
+			if n.nc.Stats().Reconnects != reconns {
+				return nil // start over at once, from a fresh snapshot
+			}
+		case e, ok := <-jw.Updates():
+			if !ok {
+				return errWatchEnded
+			}
+			if e == nil {
+				jobsInit = true
+				n.view.install(jobs, nil, jobsInit && nodesInit)
+				continue
+			}
+			j := n.applyJob(e, jobs, jobsInit)
+			if j != nil && jobsInit {
+				n.observed(j)
+			}
+		case e, ok := <-nw.Updates():
+			if !ok {
+				return errWatchEnded
+			}
+			if e == nil {
+				nodesInit = true
+				n.view.install(nil, nodes, jobsInit && nodesInit)
+				continue
+			}
+			n.applyNode(e, nodes, nodesInit)
+		}
+	}
+}
+
+// applyJob records one job entry, in the live view once the snapshot is
+// loaded, and returns the decoded job (nil for deletions and bad values).
+func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live bool) *Job {
+	n.view.mu.Lock()
+	defer n.view.mu.Unlock()
+	m := fresh
+	if live {
+		m = n.view.jobs
+	}
+	if live {
+		defer n.view.notify()
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(m, e.Key())
+		return nil
+	}
+	j, err := decodeJob(e)
+	if err != nil {
+		n.log.Warn("unreadable job record", "err", err)
+		return nil
+	}
+	if cur, ok := m[e.Key()]; !ok || cur.Revision < j.Revision {
+		m[e.Key()] = j
+	}
+	c := *j
+	return &c
+}
+
+func (n *Node) applyNode(e jetstream.KeyValueEntry, fresh map[string]seenNode, live bool) {
+	n.view.mu.Lock()
+	defer n.view.mu.Unlock()
+	m := fresh
+	if live {
+		m = n.view.nodes
+	}
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(m, e.Key())
+		return
+	}
+	var info NodeInfo
+	if err := json.Unmarshal(e.Value(), &info); err != nil {
+		n.log.Warn("unreadable node record", "node", e.Key(), "err", err)
+		return
+	}
+	m[e.Key()] = seenNode{info: info, seen: time.Now()}
+}
+
+// observed hands a changed job to this node's attempt for it, if any: how
+// an owner learns at once that it was asked to stop or lost the job.
+func (n *Node) observed(j *Job) {
+	n.mu.Lock()
+	a := n.attempts[j.Spec.ID]
+	n.mu.Unlock()
+	if a != nil {
+		a.observe(j)
+	}
+}
+
+// stopWatcher stops a KV watcher and drains it: the watcher's callback
+// blocks on a full Updates channel while holding its lock, so it must be
+// emptied for the subscription's goroutine to end.
+func stopWatcher(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	for range w.Updates() {
+	}
+}

@@ -1,0 +1,274 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// Stream is a stream as the outputs of a node see it: one pipeline.Source
+// that outlives the publishers behind it. It is the one place media comes
+// in from NATS, and its fan-out is the only one between NATS and the
+// outputs. When a publisher goes away (its node died, the job moved or its
+// input restarted) and another takes over, the stream subscribes again,
+// shifts the new publisher's timestamps so they continue where the old ones
+// stopped, marks the first packets as a discontinuity and asks for a
+// keyframe: players and WebRTC sessions keep going after a short gap.
+type Stream struct {
+	nc     *nats.Conn
+	stream string
+	log    *slog.Logger
+	opts   options
+
+	fanout pipeline.Fanout
+	tracks []pipeline.Track
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	current *subscription // the publisher followed now; nil between publishers
+	stats   pipeline.SourceStats
+	err     error
+	changes int // publisher changes survived
+}
+
+var _ pipeline.Source = (*Stream)(nil)
+
+// WithLogger sets where the stream logs publisher changes (default
+// slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Follow subscribes to stream and keeps following it across publishers
+// until ctx ends, Close, the stream's tracks change, or no publisher
+// appears within the publisher wait (WithPublisherWait). It fails with
+// ErrStreamNotFound when no publisher answers now.
+func Follow(ctx context.Context, nc *nats.Conn, stream string, opts ...Option) (*Stream, error) {
+	o := defaultOptions()
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
+	first, err := subscribe(ctx, nc, stream, o)
+	if err != nil {
+		return nil, err
+	}
+	s := &Stream{nc: nc, stream: stream, log: o.log, opts: o, tracks: first.info.Tracks, current: first, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	go s.run(first) // owned by s: ends on Close, ctx or when the stream is gone
+	return s, nil
+}
+
+func (s *Stream) run(sub *subscription) {
+	defer close(s.done)
+	defer s.fanout.Close()
+	var shift timeShift
+	emit := func(p *pipeline.Packet, kind pipeline.Kind) {
+		if p.Track < 0 || p.Track >= len(s.tracks) {
+			return
+		}
+		if out := shift.apply(p, s.tracks[p.Track]); out != nil {
+			s.fanout.Publish(out, kind)
+		}
+	}
+	stats := func(st pipeline.SourceStats) {
+		s.mu.Lock()
+		s.stats = st
+		s.mu.Unlock()
+	}
+	for {
+		err := sub.receive(s.ctx, emit, stats)
+		s.mu.Lock()
+		s.current = nil
+		s.mu.Unlock()
+		if s.ctx.Err() != nil {
+			return
+		}
+		if s.opts.publisherWait <= 0 {
+			s.end(err)
+			return
+		}
+		s.log.Info("stream publisher went away, waiting for the next", "stream", s.stream, "reason", err)
+		next, err := s.await()
+		if err != nil {
+			s.end(err)
+			return
+		}
+		if !sameTracks(s.tracks, next.info.Tracks) {
+			_ = next.sub.Unsubscribe()
+			s.end(fmt.Errorf("%s: %w", s.stream, ErrTracksChanged))
+			return
+		}
+		s.mu.Lock()
+		s.current, s.changes = next, s.changes+1
+		s.mu.Unlock()
+		shift.restart()
+		sub = next
+	}
+}
+
+// await polls for a new publisher for at most the publisher wait.
+func (s *Stream) await() (*subscription, error) {
+	deadline := time.Now().Add(s.opts.publisherWait)
+	o := s.opts
+	o.requestTimeout = min(o.requestTimeout, 250*time.Millisecond)
+	for {
+		next, err := subscribe(s.ctx, s.nc, s.stream, o)
+		if err == nil {
+			return next, nil
+		}
+		if s.ctx.Err() != nil {
+			return nil, s.ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: no publisher for %s: %w", s.stream, s.opts.publisherWait, err)
+		}
+		select {
+		case <-s.ctx.Done():
+			return nil, s.ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Stream) end(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Warn("stream ended", "stream", s.stream, "error", err)
+	}
+}
+
+func sameTracks(a, b []pipeline.Track) bool {
+	return slices.EqualFunc(a, b, func(x, y pipeline.Track) bool {
+		return x.Name == y.Name && x.Kind == y.Kind && x.Codec == y.Codec && x.Width == y.Width &&
+			x.Height == y.Height && x.ClockRate == y.ClockRate
+	})
+}
+
+// timeShift keeps timestamps continuous across publishers: each new
+// publisher starts its own clock near zero, so one offset in seconds, taken
+// from where the previous publisher's newest packet ended, is added to all
+// its tracks (keeping audio and video in sync).
+type timeShift struct {
+	offset  float64       // seconds added to the current publisher
+	end     float64       // end of the newest packet forwarded, in seconds
+	pending bool          // a publisher change waits for its first video keyframe
+	fresh   map[int]bool  // tracks that still need their discontinuity mark
+	lastDTS map[int]int64 // per track, to keep DTS strictly increasing
+	started bool
+}
+
+func (s *timeShift) restart() {
+	s.pending, s.started = true, false
+	s.fresh = map[int]bool{}
+}
+
+func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track) *pipeline.Packet {
+	if s.lastDTS == nil {
+		s.lastDTS = map[int]int64{}
+	}
+	rate := float64(tr.ClockRate)
+	if s.pending {
+		// Start the new publisher at a video keyframe, so the first picture
+		// every output sends after the gap decodes.
+		if tr.Kind != pipeline.KindVideo || !p.Keyframe {
+			return nil
+		}
+		s.offset = s.end + 1.0/30 - float64(p.PTS)/rate
+		s.pending = false
+	}
+	q := *p
+	shift := int64(s.offset * rate)
+	q.PTS += shift
+	q.DTS += shift
+	if last, ok := s.lastDTS[p.Track]; ok && q.DTS <= last {
+		return nil // overlap with the previous publisher
+	}
+	s.lastDTS[p.Track] = q.DTS
+	if s.fresh != nil && !s.fresh[p.Track] {
+		s.fresh[p.Track] = true
+		q.Discontinuity = true
+	}
+	if end := float64(q.PTS+q.Duration) / rate; end > s.end {
+		s.end = end
+	}
+	return &q
+}
+
+// Tracks implements pipeline.Source.
+func (s *Stream) Tracks() []pipeline.Track { return s.tracks }
+
+// Subscribe implements pipeline.Source.
+func (s *Stream) Subscribe(opts ...pipeline.ReaderOption) *pipeline.Reader {
+	return s.fanout.Subscribe(opts...)
+}
+
+// RequestKeyframe implements pipeline.Source: it asks the current
+// publisher, if any.
+func (s *Stream) RequestKeyframe() {
+	s.mu.Lock()
+	cur := s.current
+	s.mu.Unlock()
+	if cur != nil {
+		cur.requestKeyframe()
+	}
+}
+
+// Stats implements pipeline.Source: the publisher's latest report.
+func (s *Stream) Stats() pipeline.SourceStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Info describes the publisher followed now (the last one between
+// publishers).
+func (s *Stream) Info() StreamInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil {
+		return s.current.info
+	}
+	return StreamInfo{Stream: s.stream, Tracks: s.tracks}
+}
+
+// Changes returns how many publisher changes the stream survived.
+func (s *Stream) Changes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changes
+}
+
+// Done implements pipeline.Source.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Err implements pipeline.Source: nil for a clean end or Close.
+func (s *Stream) Err() error {
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close implements pipeline.Source. It stops following the stream (its
+// publisher keeps running) and waits for the stream's goroutine.
+func (s *Stream) Close() error {
+	s.cancel()
+	<-s.done
+	return s.Err()
+}

@@ -1,0 +1,195 @@
+package relay
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// Media subjects of a stream (the stream name is a job id, valid as a
+// subject token):
+//
+//	media.<stream>.<track>  packets of track <track> (wire.go)
+//	media.<stream>.tracks   request → StreamInfo (JSON)
+//	media.<stream>.stats    StreamStatus (JSON) every StatsInterval, and a
+//	                        last one with Ended set when the publisher stops
+//	media.<stream>.ctl      "keyframe": ask the job for an IDR on every rung
+func mediaPrefix(stream string) string { return "media." + stream + "." }
+
+const (
+	subjTracks = "tracks"
+	subjStats  = "stats"
+	subjCtl    = "ctl"
+
+	ctlKeyframe = "keyframe"
+)
+
+// StatsInterval is how often a publisher sends its job's statistics. They
+// double as its liveness signal for subscribers.
+const StatsInterval = time.Second
+
+// StreamInfo describes a published stream: what SubscribeMedia needs to
+// present it as a pipeline.Source.
+type StreamInfo struct {
+	Stream   string           `json:"stream"`
+	Instance string           `json:"instance"` // the publisher; packets carry it too
+	Tracks   []pipeline.Track `json:"tracks"`   // with codec configuration (Extradata)
+	Started  time.Time        `json:"started"`
+}
+
+// StreamStatus is a publisher's periodic report.
+type StreamStatus struct {
+	Instance string               `json:"instance"`
+	Stats    pipeline.SourceStats `json:"stats"`
+	Ended    bool                 `json:"ended,omitempty"`
+	Err      string               `json:"err,omitempty"` // why the job ended, if it failed
+}
+
+// Publish publishes job's packets, track list, statistics and
+// keyframe service on the stream's subjects until ctx ends (it returns nil)
+// or the job ends (it returns job.Err()). It reads the job through its own
+// reader: when NATS cannot keep up, that reader drops (and video resumes at
+// a keyframe it asks for), and the job itself never waits.
+func Publish(ctx context.Context, nc *nats.Conn, stream string, job pipeline.Source) error {
+	if err := pipeline.ValidStreamName(stream); err != nil {
+		return err
+	}
+	instance := newInstance()
+	info := StreamInfo{Stream: stream, Instance: instanceString(instance), Tracks: job.Tracks(), Started: time.Now().UTC()}
+	infoJSON, err := json.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", stream, err)
+	}
+	prefix := mediaPrefix(stream)
+	// Subscribe to the job before announcing the stream, so that every
+	// packet from the first answer on reaches NATS.
+	reader := job.Subscribe(pipeline.WithName("nats:"+stream), pipeline.WithKeyframeRequest(func(int) { job.RequestKeyframe() }))
+	defer reader.Close()
+
+	// The subscriptions' callbacks run on nats.go's goroutines, which end
+	// with the unsubscribe below.
+	tracksSub, err := nc.Subscribe(prefix+subjTracks, func(m *nats.Msg) { _ = m.Respond(infoJSON) })
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", stream, err)
+	}
+	defer func() { _ = tracksSub.Unsubscribe() }()
+	ctlSub, err := nc.Subscribe(prefix+subjCtl, func(m *nats.Msg) {
+		if string(m.Data) == ctlKeyframe {
+			job.RequestKeyframe()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", stream, err)
+	}
+	defer func() { _ = ctlSub.Unsubscribe() }()
+
+	status := func(ended bool) {
+		st := StreamStatus{Instance: info.Instance, Stats: job.Stats(), Ended: ended}
+		if ended {
+			if err := job.Err(); err != nil {
+				st.Err = err.Error()
+			}
+		}
+		if b, err := json.Marshal(st); err == nil {
+			_ = nc.Publish(prefix+subjStats, b)
+		}
+	}
+	statsCtx, stopStats := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { // owned here: stopped and waited for before returning
+		t := time.NewTicker(StatsInterval)
+		defer t.Stop()
+		for {
+			status(false)
+			select {
+			case <-statsCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+
+	pub := packetPublisher{nc: nc, prefix: prefix, instance: instance, seq: make(map[int]uint32)}
+	var runErr error
+	for {
+		p, err := reader.Read(ctx)
+		if err != nil {
+			break // the job ended (its fan-out closed) or ctx ended
+		}
+		if err := pub.publish(p); err != nil {
+			if errors.Is(err, nats.ErrConnectionClosed) {
+				runErr = fmt.Errorf("publish %s: %w", stream, err)
+				break
+			}
+			// Otherwise we are disconnected: the reconnect buffer takes what
+			// it can, the rest is lost, and subscribers see the gap in the
+			// sequence numbers.
+		}
+	}
+	stopStats()
+	wg.Wait()
+	if runErr != nil {
+		return runErr
+	}
+	// Say that the stream ended, so subscribers end at once instead of
+	// timing out.
+	status(true)
+	_ = nc.FlushTimeout(time.Second)
+	if ctx.Err() != nil {
+		return nil // stopped from outside: stop, lost ownership, drain
+	}
+	return job.Err()
+}
+
+// packetPublisher turns packets into media messages.
+type packetPublisher struct {
+	nc       *nats.Conn
+	prefix   string
+	instance uint64
+	seq      map[int]uint32
+	buf      []byte
+}
+
+func (pp *packetPublisher) publish(p *pipeline.Packet) error {
+	maxPayload := int(pp.nc.MaxPayload()) // the server's; may change after a reconnect
+	chunks, err := chunkCount(len(p.Data), maxPayload)
+	if err != nil {
+		return err
+	}
+	seq := pp.seq[p.Track] + 1
+	pp.seq[p.Track] = seq
+	h := packetHeader(p, pp.instance, seq, chunks)
+	room := maxPayload - headerLen
+	subject := pp.prefix + strconv.Itoa(p.Track)
+	for i := range chunks {
+		data := p.Data[min(i*room, len(p.Data)):min((i+1)*room, len(p.Data))]
+		// Publish copies into the connection's buffer, so one scratch
+		// buffer serves every message.
+		pp.buf = appendMessage(pp.buf[:0], h, i, data)
+		if err := pp.nc.Publish(subject, pp.buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newInstance() uint64 {
+	for {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // never fails: it panics rather than return an error
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
+}
+
+func instanceString(v uint64) string { return strconv.FormatUint(v, 16) }

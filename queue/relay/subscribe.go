@@ -1,0 +1,224 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// Option tunes Follow.
+type Option func(*options)
+
+type options struct {
+	staleAfter     time.Duration
+	requestTimeout time.Duration
+	buffer         int
+	publisherWait  time.Duration
+	log            *slog.Logger
+}
+
+func defaultOptions() options {
+	return options{staleAfter: 3 * StatsInterval, requestTimeout: 2 * time.Second, buffer: 8192, publisherWait: DefaultPublisherWait}
+}
+
+// DefaultPublisherWait is how long a followed stream waits for a new
+// publisher (failover, input restart) before its outputs give up on it.
+const DefaultPublisherWait = 60 * time.Second
+
+// WithStaleAfter counts a publisher as gone (ErrStreamGone) when it was
+// silent this long (default 3 StatsIntervals).
+func WithStaleAfter(d time.Duration) Option { return func(o *options) { o.staleAfter = d } }
+
+// WithRequestTimeout bounds the track-list request (default 2 s).
+func WithRequestTimeout(d time.Duration) Option {
+	return func(o *options) { o.requestTimeout = d }
+}
+
+// WithMessageBuffer sets how many messages may wait for the receiving
+// goroutine before NATS drops them (default 8192, about 30 s of a four-rung
+// ladder with audio; drops show up as lost packets).
+func WithMessageBuffer(n int) Option { return func(o *options) { o.buffer = n } }
+
+// WithPublisherWait sets how long the stream waits for the next publisher
+// when one goes away (default DefaultPublisherWait). Zero ends the stream
+// with its first publisher, with that publisher's reason.
+func WithPublisherWait(d time.Duration) Option { return func(o *options) { o.publisherWait = d } }
+
+// subscription is one publisher instance of a stream, seen through its
+// media subjects. It has no goroutine and no fan-out of its own: its
+// Stream's goroutine runs receive, which hands each reassembled packet on.
+type subscription struct {
+	nc       *nats.Conn
+	stream   string
+	info     StreamInfo
+	instance uint64
+	kinds    map[int]pipeline.Kind
+	opts     options
+	sub      *nats.Subscription
+	msgs     chan *nats.Msg
+
+	mu      sync.Mutex
+	lastKey time.Time
+}
+
+// subscribe finds the stream's current publisher and subscribes to its
+// subjects. It fails with ErrStreamNotFound when no publisher answers.
+func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*subscription, error) {
+	if err := pipeline.ValidStreamName(stream); err != nil {
+		return nil, err
+	}
+	s := &subscription{nc: nc, stream: stream, opts: o, msgs: make(chan *nats.Msg, o.buffer)}
+	prefix := mediaPrefix(stream)
+	// Ask first, subscribe after: subscribed to media.<stream>.*, we would
+	// answer "tracks" ourselves as far as NATS is concerned, and a missing
+	// publisher would show as a timeout instead of "no responders". The
+	// packets sent in between are not missed in any way that matters: a
+	// subscriber starts at a keyframe it requests once subscribed.
+	rctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
+	reply, err := nc.RequestWithContext(rctx, prefix+subjTracks, nil)
+	cancel()
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrStreamNotFound, stream, err)
+		}
+		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
+	}
+	if err := json.Unmarshal(reply.Data, &s.info); err != nil {
+		return nil, fmt.Errorf("%w: %s track list: %w", ErrWire, stream, err)
+	}
+	s.instance, err = strconv.ParseUint(s.info.Instance, 16, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s instance %q", ErrWire, stream, s.info.Instance)
+	}
+	s.sub, err = nc.ChanSubscribe(prefix+"*", s.msgs)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
+	}
+	// A round trip makes the server know the subscription before we
+	// return: whatever is published afterwards reaches us.
+	fctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
+		_ = s.sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
+	}
+	s.kinds = make(map[int]pipeline.Kind, len(s.info.Tracks))
+	for _, t := range s.info.Tracks {
+		s.kinds[t.ID] = t.Kind
+	}
+	return s, nil
+}
+
+// receive turns the publisher's messages into packets, handing each to
+// emit and each status report to stats, until ctx ends (nil) or the
+// publisher stops: nil when it ended cleanly, else why (ErrStreamGone). It
+// unsubscribes before returning.
+func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, pipeline.Kind), stats func(pipeline.SourceStats)) error {
+	defer func() { _ = s.sub.Unsubscribe() }()
+	var rx reassembler
+	// Join at a keyframe: until one arrives, a video track's packets
+	// cannot be decoded. Ask for one now rather than wait out the GOP.
+	waitKey := map[int]bool{}
+	for id, k := range s.kinds {
+		if k == pipeline.KindVideo {
+			waitKey[id] = true
+		}
+	}
+	s.requestKeyframe()
+	lastHeard := time.Now()
+	check := time.NewTicker(min(s.opts.staleAfter/4, 250*time.Millisecond))
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-check.C:
+			switch {
+			case s.nc.IsClosed():
+				return fmt.Errorf("%w: %s: %w", ErrStreamGone, s.stream, nats.ErrConnectionClosed)
+			case time.Since(lastHeard) > s.opts.staleAfter:
+				return fmt.Errorf("%w: %s: publisher %s silent for %s", ErrStreamGone, s.stream, s.info.Instance, s.opts.staleAfter)
+			}
+		case m := <-s.msgs:
+			kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+			switch kind {
+			case subjStats:
+				var st StreamStatus
+				if json.Unmarshal(m.Data, &st) != nil {
+					continue
+				}
+				if st.Instance != s.info.Instance {
+					// Another publisher of this stream: after a failover, the
+					// new owner. Once ours has missed a report, end now rather
+					// than wait out staleAfter, so the viewer re-subscribes
+					// sooner. (While ours still reports, the other one is a
+					// fenced old owner that has not noticed yet: ignore it.)
+					if time.Since(lastHeard) > StatsInterval+StatsInterval/2 {
+						return fmt.Errorf("%w: %s: publisher %s replaced by %s", ErrStreamGone, s.stream, s.info.Instance, st.Instance)
+					}
+					continue
+				}
+				lastHeard = time.Now()
+				stats(st.Stats)
+				if st.Ended {
+					if st.Err != "" {
+						return fmt.Errorf("%w: %s: publisher: %s", ErrStreamGone, s.stream, st.Err)
+					}
+					return nil
+				}
+			case subjTracks, subjCtl:
+			default:
+				h, data, derr := decodeMessage(m.Data)
+				if derr != nil || h.instance != s.instance {
+					continue
+				}
+				lastHeard = time.Now()
+				p, lost := rx.push(h, data)
+				track := int(h.track)
+				if lost && s.kinds[track] == pipeline.KindVideo && !waitKey[track] {
+					waitKey[track] = true
+					s.requestKeyframe()
+				}
+				if p == nil {
+					continue
+				}
+				k, known := s.kinds[track]
+				if !known {
+					continue
+				}
+				if waitKey[track] {
+					if !p.Keyframe {
+						continue
+					}
+					delete(waitKey, track)
+				}
+				emit(p, k)
+			}
+		}
+	}
+}
+
+// requestKeyframe asks the publisher's job for an IDR, at most every
+// 100 ms (the job coalesces requests anyway). Safe from any goroutine.
+func (s *subscription) requestKeyframe() {
+	s.mu.Lock()
+	now := time.Now()
+	if now.Sub(s.lastKey) < 100*time.Millisecond {
+		s.mu.Unlock()
+		return
+	}
+	s.lastKey = now
+	s.mu.Unlock()
+	_ = s.nc.Publish(mediaPrefix(s.stream)+subjCtl, []byte(ctlKeyframe))
+}

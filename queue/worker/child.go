@@ -1,0 +1,64 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/prism-streaming/prism/queue/bus"
+	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/transcode/ladder"
+)
+
+// runningLine is what a worker prints on stdout once media flows.
+const runningLine = "running"
+
+// Child is a worker process's whole life (the hidden `prism worker`
+// command): it reads the job spec as one JSON line from stdin, connects to
+// natsURL with the options in ConnectEnv, publishes the job's media, prints
+// "running" on stdout once media flows, and returns when ctx ends (SIGTERM),
+// stdin closes (its node died) or the input ends. Errors are *ExitError
+// with the code the process must exit with.
+func Child(ctx context.Context, natsURL string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+	in := bufio.NewReader(stdin)
+	line, err := in.ReadBytes('\n')
+	if err != nil {
+		return &ExitError{ExitFailed, fmt.Errorf("worker: reading the job spec: %w", err)}
+	}
+	var spec jobs.Spec
+	if err := json.Unmarshal(line, &spec); err != nil {
+		return &ExitError{ExitFailed, fmt.Errorf("worker: job spec: %w", err)}
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	// Ends the worker when its node goes away and stdin closes. The
+	// goroutine outlives Child only while the process is exiting anyway.
+	go func() {
+		_, _ = io.Copy(io.Discard, in)
+		stop()
+	}()
+	log = log.With("job", spec.ID, "worker", os.Getpid())
+
+	var connect bus.ConnectOptions
+	if err := json.Unmarshal([]byte(os.Getenv(ConnectEnv)), &connect); err != nil {
+		return &ExitError{ExitFailed, fmt.Errorf("worker: %s: %w", ConnectEnv, err)}
+	}
+	connect.Name, connect.Log = "prism-worker-"+spec.ID, log
+	nc, err := bus.Connect(natsURL, connect)
+	if err != nil {
+		return &ExitError{ExitFailed, err}
+	}
+	defer nc.Close()
+	l, err := ladder.Resolve(spec.Ladder, spec.LadderYAML)
+	if err != nil {
+		return &ExitError{ExitFailed, err}
+	}
+	if err := runJob(ctx, nc, spec, l, log, func() { fmt.Fprintln(stdout, runningLine) }); err != nil {
+		return &ExitError{exitCode(err), err}
+	}
+	return nil // the input ended, or the node stopped the job
+}

@@ -1,0 +1,100 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prism-streaming/prism/outputs/webrtc"
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/queue/relay"
+	"github.com/prism-streaming/prism/transcode"
+	"github.com/prism-streaming/prism/transcode/ladder"
+)
+
+// runJob is one job's media work, in a worker process or in-process: the
+// transcoder, its media on NATS and its WHIP publishes, until the input
+// ends (nil), it fails, or ctx ends (nil). running is called once the
+// transcoder runs.
+func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder, log *slog.Logger, running func()) error {
+	src, err := transcode.Start(ctx, transcode.Options{Input: spec.Input, Ladder: l, Realtime: spec.Paced(), Logger: log})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	running()
+	pubCtx, stopPublishers := context.WithCancel(ctx)
+	var publishers sync.WaitGroup
+	for _, target := range spec.Publish {
+		publishers.Go(func() { publishWHIP(pubCtx, target, src, log) })
+	}
+	perr := relay.Publish(ctx, nc, spec.ID, src)
+	stopPublishers()
+	publishers.Wait()
+	jerr := src.Close()
+	if ctx.Err() != nil {
+		return nil // stopped by the node
+	}
+	return errors.Join(perr, jerr)
+}
+
+// publishWHIP keeps the job published to one WHIP target until ctx ends,
+// reconnecting with backoff: a target that is down must not stop the job.
+func publishWHIP(ctx context.Context, target jobs.PublishTarget, src pipeline.Source, log *slog.Logger) {
+	log = log.With("whip", target.URL)
+	backoff := 2 * time.Second
+	for {
+		p := &webrtc.Publisher{URL: target.URL, Token: target.Token, Source: src, Log: log}
+		if err := p.Start(ctx); err != nil {
+			log.Warn("WHIP publish failed", "error", err, "retry in", backoff)
+		} else {
+			log.Info("publishing over WHIP")
+			select {
+			case <-p.Done():
+				log.Warn("WHIP publish ended", "error", p.Err(), "retry in", backoff)
+			case <-ctx.Done():
+			}
+			p.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// InProcess runs jobs inside this process (node.workers: false): fewer
+// processes, no crash isolation. It implements jobs.Runner.
+type InProcess struct {
+	NC    *nats.Conn
+	Retry jobs.RetryPolicy
+	Log   *slog.Logger
+}
+
+var _ jobs.Runner = (*InProcess)(nil)
+
+// Run implements jobs.Runner.
+func (r *InProcess) Run(ctx context.Context, spec jobs.Spec, running func()) error {
+	l, err := ladder.Resolve(spec.Ladder, spec.LadderYAML)
+	if err != nil {
+		return err
+	}
+	log := r.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("job", spec.ID)
+	return runRestarting(ctx, spec, r.Retry, log, running, func(running func()) (int, error) {
+		err := runJob(ctx, r.NC, spec, l, log, running)
+		return exitCode(err), err
+	})
+}

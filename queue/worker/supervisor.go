@@ -1,0 +1,231 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prism-streaming/prism/queue/bus"
+	"github.com/prism-streaming/prism/queue/jobs"
+)
+
+// ConnectEnv is the environment variable that carries a worker's NATS
+// connection options (bus.ConnectOptions as JSON): credentials travel in
+// the environment, not on the command line.
+const ConnectEnv = "PRISM_NATS_CONNECT"
+
+// stopGrace is how long a worker may take to stop after SIGTERM before it
+// is killed.
+const stopGrace = 5 * time.Second
+
+// Supervisor runs each job in a child process (Exe with the arguments
+// "worker --nats NATSURL") that publishes the media on NATS. It implements
+// jobs.Runner.
+type Supervisor struct {
+	Exe     string // the prism binary
+	NATSURL string
+	Connect bus.ConnectOptions // for the worker; Log and Name are its own
+	Retry   jobs.RetryPolicy   // pacing of a live input's restarts
+	Log     *slog.Logger
+
+	mu   sync.Mutex
+	pids map[string]int // job -> worker process, for the API and operators
+}
+
+var _ jobs.Runner = (*Supervisor)(nil)
+
+// Run implements jobs.Runner: worker processes, one after another while
+// spec.Restart keeps a live input up, until ctx ends or one ends the job.
+func (s *Supervisor) Run(ctx context.Context, spec jobs.Spec, running func()) error {
+	return runRestarting(ctx, spec, s.Retry, s.log(), running, func(running func()) (int, error) {
+		return s.runOnce(ctx, spec, running)
+	})
+}
+
+func (s *Supervisor) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
+}
+
+// runOnce starts one worker process and waits for it. The process is
+// stopped with SIGTERM (then SIGKILL) when ctx ends, and dies with this
+// process: the kernel kills it (Pdeathsig) and it also exits when its stdin,
+// held by this process, closes. A start that fails leaves no PID recorded
+// and no pipe open.
+func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()) (int, error) {
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return ExitFailed, err
+	}
+	connect, err := json.Marshal(s.Connect)
+	if err != nil {
+		return ExitFailed, err
+	}
+	cmd := exec.Command(s.Exe, "worker", "--nats", s.NATSURL)
+	cmd.Env = append(os.Environ(), ConnectEnv+"="+string(connect))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return ExitFailed, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		_ = stdin.Close()
+		return ExitFailed, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		_ = stdin.Close()
+		_ = stdout.Close()
+		return ExitFailed, err
+	}
+	// Start closes every pipe it made when it fails.
+	if err := cmd.Start(); err != nil {
+		return ExitFailed, fmt.Errorf("starting worker: %w", err)
+	}
+	pid := cmd.Process.Pid
+	s.setPID(spec.ID, pid)
+	defer s.setPID(spec.ID, 0)
+	log := s.log().With("job", spec.ID, "worker", pid)
+	_, _ = stdin.Write(append(specJSON, '\n'))
+
+	tail := &lineTail{max: 8}
+	var readers sync.WaitGroup
+	readers.Go(func() { // ends when the worker's stdout closes
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == runningLine {
+				running()
+			}
+		}
+	})
+	readers.Go(func() { // ends when the worker's stderr closes
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			tail.add(sc.Text())
+			relog(log, sc.Bytes())
+		}
+	})
+	exited := make(chan struct{})
+	var stopper sync.WaitGroup
+	stopper.Go(func() { // ends when the worker exits
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(stopGrace):
+				log.Warn("worker ignored SIGTERM, killing it")
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	})
+	readers.Wait() // pipes close when the worker exits
+	werr := cmd.Wait()
+	close(exited)
+	stopper.Wait()
+	_ = stdin.Close()
+	var ee *exec.ExitError
+	switch {
+	case werr == nil:
+		return ExitInputEnded, nil
+	case errors.As(werr, &ee) && ee.Exited():
+		return ee.ExitCode(), fmt.Errorf("worker exited with code %d: %s", ee.ExitCode(), tail.reason())
+	default:
+		return ExitFailed, fmt.Errorf("worker crashed (%w): %s", werr, tail.reason())
+	}
+}
+
+func (s *Supervisor) setPID(job string, pid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pids == nil {
+		s.pids = map[string]int{}
+	}
+	if pid == 0 {
+		delete(s.pids, job)
+	} else {
+		s.pids[job] = pid
+	}
+}
+
+// PID returns the worker process of a job running here, or 0.
+func (s *Supervisor) PID(job string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pids[job]
+}
+
+// relog re-emits one line of a worker's JSON log under the node's logger,
+// at its own level; other lines (a crash trace) are logged as errors.
+func relog(log *slog.Logger, line []byte) {
+	var rec map[string]any
+	if json.Unmarshal(line, &rec) != nil {
+		log.Error("worker: " + string(line))
+		return
+	}
+	var level slog.Level
+	if s, ok := rec["level"].(string); ok {
+		_ = level.UnmarshalText([]byte(s))
+	}
+	msg, _ := rec["msg"].(string)
+	attrs := make([]any, 0, 2*len(rec))
+	for k, v := range rec {
+		switch k {
+		case "time", "level", "msg", "job":
+		default:
+			attrs = append(attrs, k, v)
+		}
+	}
+	log.Log(context.Background(), level, msg, attrs...)
+}
+
+// lineTail keeps a worker's last stderr lines: the reason a job failed.
+type lineTail struct {
+	mu    sync.Mutex
+	max   int
+	lines []string
+}
+
+func (t *lineTail) add(s string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, s)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[1:]
+	}
+}
+
+// reason is the worker's own error line ("prism: ..."), else its last
+// error record, else its last line.
+func (t *lineTail) reason() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := len(t.lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(t.lines[i], "prism: ") {
+			return strings.TrimPrefix(t.lines[i], "prism: ")
+		}
+	}
+	for i := len(t.lines) - 1; i >= 0; i-- {
+		var rec struct{ Level, Msg, Error string }
+		if json.Unmarshal([]byte(t.lines[i]), &rec) == nil && rec.Level == "ERROR" {
+			return strings.TrimSpace(rec.Msg + " " + rec.Error)
+		}
+	}
+	if len(t.lines) > 0 {
+		return t.lines[len(t.lines)-1]
+	}
+	return "no output"
+}
