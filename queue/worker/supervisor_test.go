@@ -1,0 +1,217 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/transcode"
+)
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(entries)
+}
+
+func TestFailedStartLeavesNoPIDAndNoPipes(t *testing.T) {
+	testutil.LeakCheck(t)
+	s := &Supervisor{Exe: filepath.Join(t.TempDir(), "no-such-prism"), Log: testutil.Logger(t)}
+	before := openFDs(t)
+	for range 20 { // a leak of three pipes per start would show
+		code, err := s.runOnce(context.Background(), jobs.Spec{ID: "cam"}, func() { t.Error("running reported") })
+		if code != ExitFailed || err == nil || !strings.Contains(err.Error(), "starting worker") {
+			t.Fatalf("runOnce = %d, %v; want ExitFailed, a start error", code, err)
+		}
+		if pid := s.PID("cam"); pid != 0 {
+			t.Fatalf("PID after a failed start = %d", pid)
+		}
+	}
+	if after := openFDs(t); after > before {
+		t.Fatalf("open files %d before, %d after 20 failed starts", before, after)
+	}
+	// Through Run a failed start is a failure the node counts, not an
+	// input to retry, even for a live job.
+	err := s.Run(context.Background(), jobs.Spec{ID: "cam", Restart: true}, func() {})
+	if err == nil || !strings.Contains(err.Error(), "starting worker") {
+		t.Fatalf("Run = %v", err)
+	}
+}
+
+// fakeWorker writes a shell script standing in for the prism binary: it
+// reads the spec line, then runs body.
+func fakeWorker(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "prism")
+	script := "#!/bin/sh\nread spec\n" + body + "\n"
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestSupervisorReadsRunningReasonAndExitCode(t *testing.T) {
+	testutil.LeakCheck(t)
+	exe := fakeWorker(t, `echo running
+echo '{"level":"INFO","msg":"hello"}' >&2
+echo 'prism: cannot open input: no such file' >&2
+exit 3`)
+	s := &Supervisor{Exe: exe, Log: testutil.Logger(t)}
+	var running atomic.Int32
+	code, err := s.runOnce(context.Background(), jobs.Spec{ID: "cam"}, func() { running.Add(1) })
+	if code != ExitInputUnavailable {
+		t.Fatalf("code %d, want %d", code, ExitInputUnavailable)
+	}
+	if err == nil || !strings.Contains(err.Error(), "cannot open input: no such file") {
+		t.Fatalf("error %v, want the worker's own reason", err)
+	}
+	if running.Load() != 1 {
+		t.Fatalf("running reported %d times", running.Load())
+	}
+	if s.PID("cam") != 0 {
+		t.Fatal("PID still recorded after the worker exited")
+	}
+}
+
+func TestSupervisorStopsItsWorkerOnCancel(t *testing.T) {
+	testutil.LeakCheck(t)
+	// The worker runs until signalled; cancelling the job stops it with
+	// SIGTERM, and a stopped job is not an error.
+	exe := fakeWorker(t, "echo running\nexec sleep 60")
+	s := &Supervisor{Exe: exe, Log: testutil.Logger(t)}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, jobs.Spec{ID: "cam"}, func() { close(started) })
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("worker never reported running")
+	}
+	if s.PID("cam") == 0 {
+		t.Fatal("no PID while running")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(stopGrace + 5*time.Second):
+		t.Fatal("worker not stopped")
+	}
+}
+
+func TestRestartPolicy(t *testing.T) {
+	fast := jobs.RetryPolicy{First: time.Millisecond, Max: 4 * time.Millisecond, StableAfter: time.Hour}
+	log := testutil.Logger(t)
+	attempts := func(codes ...int) (func(func()) (int, error), *int) {
+		n := 0
+		return func(running func()) (int, error) {
+			running()
+			c := codes[min(n, len(codes)-1)]
+			n++
+			if c == ExitInputEnded {
+				return c, nil
+			}
+			return c, errors.New("attempt failed")
+		}, &n
+	}
+	cases := []struct {
+		name     string
+		restart  bool
+		codes    []int
+		wantRuns int
+		wantErr  bool
+	}{
+		{"input ends, not live: done", false, []int{ExitInputEnded}, 1, false},
+		{"input unavailable, not live: fails", false, []int{ExitInputUnavailable}, 1, true},
+		{"crash: counted by the node", true, []int{ExitFailed}, 1, true},
+		{"live input comes back, then crashes", true, []int{ExitInputEnded, ExitInputUnavailable, ExitInputEnded, ExitFailed}, 4, true},
+	}
+	for _, c := range cases {
+		attempt, runs := attempts(c.codes...)
+		var reported int
+		err := runRestarting(context.Background(), jobs.Spec{ID: "j", Restart: c.restart}, fast, log, func() { reported++ }, attempt)
+		if *runs != c.wantRuns || (err != nil) != c.wantErr || reported != 1 {
+			t.Errorf("%s: %d runs, err %v, running reported %d times; want %d runs, error %v, once", c.name, *runs, err, reported, c.wantRuns, c.wantErr)
+		}
+	}
+	// A cancelled job ends quietly, even while waiting to restart.
+	ctx, cancel := context.WithCancel(context.Background())
+	slow := jobs.RetryPolicy{First: time.Hour}
+	done := make(chan error, 1)
+	go func() {
+		done <- runRestarting(ctx, jobs.Spec{ID: "j", Restart: true}, slow, log, func() {}, func(func()) (int, error) { return ExitInputEnded, nil })
+	}()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+func TestRetryPolicyDelays(t *testing.T) {
+	p := jobs.RetryPolicy{}.OrDefault()
+	var got []time.Duration
+	for f := 1; f <= 7; f++ {
+		got = append(got, p.Delay(f))
+	}
+	want := []time.Duration{1, 2, 4, 8, 16, 30, 30}
+	for i := range want {
+		if got[i] != want[i]*time.Second {
+			t.Fatalf("delays %v, want 1s doubling to 30s", got)
+		}
+	}
+	if !p.Stable(10*time.Second) || p.Stable(9*time.Second) {
+		t.Fatal("an attempt is stable after 10 s")
+	}
+}
+
+func TestLineTailReason(t *testing.T) {
+	cases := map[string][]string{
+		"cannot open input": {`{"level":"INFO","msg":"x"}`, "prism: cannot open input", `{"level":"INFO","msg":"y"}`},
+		"decode failed bad": {`{"level":"ERROR","msg":"decode failed","error":"bad"}`, `{"level":"INFO","msg":"y"}`},
+		"panic: boom":       {"goroutine 1", "panic: boom"},
+		"no output":         nil,
+	}
+	for want, lines := range cases {
+		tail := &lineTail{max: 8}
+		for _, l := range lines {
+			tail.add(l)
+		}
+		if got := tail.reason(); got != want {
+			t.Errorf("reason of %q = %q, want %q", lines, got, want)
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	if exitCode(nil) != ExitInputEnded || exitCode(errors.New("x")) != ExitFailed {
+		t.Fatal("nil ends the input, anything else fails")
+	}
+	for _, code := range []int{ExitInputEnded, ExitInputUnavailable} {
+		if !inputGone(code) {
+			t.Fatalf("code %d is the input going away", code)
+		}
+	}
+	if exitCode(fmt.Errorf("attempt: %w", transcode.ErrOpenInput)) != ExitInputUnavailable {
+		t.Fatal("an input that cannot be opened is unavailable")
+	}
+	if inputGone(ExitFailed) {
+		t.Fatal("a failure is not the input going away")
+	}
+}
