@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"path"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -421,5 +422,74 @@ func TestJobPublishesOverWHIP(t *testing.T) {
 	}
 	if code, out, _ := prism(t, "job", "submit", "--server", n.base, "--id", "bad", "--input", "x", "--publish", "ftp://x"); code != 1 {
 		t.Errorf("bad WHIP URL accepted: exit %d %s", code, out)
+	}
+}
+
+// TestJobOutputsChooseDeliveries: a job's outputs decide what serves its
+// stream. A job asking for outputs: [hls] plays on LL-HLS and answers 404
+// on WHEP; a job that names none is served by both.
+func TestJobOutputsChooseDeliveries(t *testing.T) {
+	n := startNode(t, "outputs", "", "")
+	hlsOnly := tinyJob("hlsonly")
+	hlsOnly.Outputs = []string{jobs.OutputHLS}
+	for _, spec := range []jobs.Spec{hlsOnly, tinyJob("both")} {
+		if code, body := n.post("/api/v1/jobs", spec); code != 201 {
+			t.Fatalf("submit %s: %d %s", spec.ID, code, body)
+		}
+	}
+	testutil.Eventually(t, 30*time.Second, "both streams playing", func() bool {
+		a, okA := n.stream("hlsonly")
+		b, okB := n.stream("both")
+		return okA && okB && a.Stats.MediaTime > time.Second && b.Stats.MediaTime > time.Second
+	})
+	whep := func(stream string) (int, string) {
+		resp, err := http.Post(n.base+"/whep/"+stream, "application/sdp", strings.NewReader("v=0\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := whep("hlsonly"); code != http.StatusNotFound || !strings.Contains(body, "not found") {
+		t.Errorf("WHEP of an HLS-only job: %d %s, want 404 stream not found", code, body)
+	}
+	if code, body := whep("both"); code == http.StatusNotFound {
+		t.Errorf("WHEP of a job with every output: 404 %s", body)
+	}
+	// LL-HLS plays it: the multivariant playlist leads to a media playlist
+	// whose parts download as fMP4.
+	var variant string
+	testutil.Eventually(t, 20*time.Second, "the HLS-only stream's playlists", func() bool {
+		code, body := n.get("/hls/hlsonly/index.m3u8")
+		if code != 200 {
+			return false
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if line != "" && !strings.HasPrefix(line, "#") {
+				variant = line
+				break
+			}
+		}
+		return variant != ""
+	})
+	var part string
+	testutil.Eventually(t, 20*time.Second, "a part in the media playlist", func() bool {
+		code, body := n.get("/hls/hlsonly/" + variant)
+		if code != 200 {
+			return false
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "#EXT-X-PART:") {
+				if _, rest, ok := strings.Cut(line, `URI="`); ok {
+					part, _, _ = strings.Cut(rest, `"`)
+				}
+			}
+		}
+		return part != ""
+	})
+	code, media := n.get(path.Join("/hls/hlsonly", path.Dir(variant), part))
+	if code != 200 || !bytes.Contains(media[:min(len(media), 64)], []byte("moof")) {
+		t.Fatalf("part %s: %d, %d bytes, want an fMP4 fragment", part, code, len(media))
 	}
 }
