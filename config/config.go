@@ -7,11 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
-	"github.com/goccy/go-yaml"
-	"github.com/goccy/go-yaml/ast"
-	"github.com/goccy/go-yaml/parser"
+	"github.com/prism-streaming/prism/internal/yamlfile"
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
@@ -38,7 +37,7 @@ type Config struct {
 	WebRTC webrtc.Config `yaml:"webrtc"`
 
 	file  string
-	lines map[string]int // field path -> line, for validation messages
+	lines yamlfile.Lines // field path -> line, for validation messages
 }
 
 // HTTP is the HTTP listener.
@@ -97,6 +96,9 @@ type Stream struct {
 	Ladder string `yaml:"ladder"` // file or shipped ladder name; default "default"
 	// Realtime paces file and lavfi inputs at 1x (network inputs never are).
 	Realtime *bool `yaml:"realtime"`
+	// Outputs are the deliveries that serve the stream ("hls", "webrtc");
+	// none listed means all of them.
+	Outputs []string `yaml:"outputs"`
 	// Publish pushes the ladder to other WebRTC servers (SFUs) over WHIP as
 	// one simulcast track, a RID per rung.
 	Publish []Publish `yaml:"publish"`
@@ -149,37 +151,24 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Error is one configuration problem.
-type Error struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
-}
+// invalidConfig makes the shared yamlfile errors match ErrInvalid.
+type invalidConfig struct{}
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File)
-		if e.Line > 0 {
-			fmt.Fprintf(&b, ":%d", e.Line)
-		}
-		b.WriteString(": ")
-	}
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
-}
+func (invalidConfig) Sentinel() error { return ErrInvalid }
 
-func (e *Error) Unwrap() error { return ErrInvalid }
+type (
+	// Error is one configuration problem, located by file, line and field.
+	Error = yamlfile.Error[invalidConfig]
+	// ErrorList is every problem found in a configuration, in line order;
+	// Parse, Load and Validate return one.
+	ErrorList = yamlfile.Errors[invalidConfig]
+)
 
 // Load reads and validates a configuration file.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return Parse(path, data)
 }
@@ -188,13 +177,11 @@ func Load(path string) (*Config, error) {
 // messages.
 func Parse(file string, data []byte) (*Config, error) {
 	c := New()
-	c.file = file
-	if len(strings.TrimSpace(string(data))) > 0 {
-		c.lines = fieldLines(data)
-		if err := yaml.UnmarshalWithOptions(data, c, yaml.Strict()); err != nil {
-			return nil, decodeError(file, err, c.lines)
-		}
+	lines, err := yamlfile.Decode[invalidConfig](file, data, c)
+	if err != nil {
+		return nil, err
 	}
+	c.file, c.lines = file, lines
 	c.Defaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -202,136 +189,57 @@ func Parse(file string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-func decodeError(file string, err error, lines map[string]int) error {
-	e := &Error{File: file, Msg: err.Error()}
-	var ye yaml.Error
-	if errors.As(err, &ye) {
-		e.Msg = ye.GetMessage()
-		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-			e.Line = tk.Position.Line
-		}
-	}
-	if i := strings.IndexAny(e.Msg, "\r\n"); i >= 0 {
-		e.Msg = e.Msg[:i]
-	}
-	// Name the deepest field on that line, as validation errors do.
-	for p, l := range lines {
-		if l == e.Line && len(p) > len(e.Field) {
-			e.Field = p
-		}
-	}
-	return e
-}
-
-// fieldLines maps dotted field paths ("streams[1].input") to their lines.
-func fieldLines(data []byte) map[string]int {
-	lines := map[string]int{}
-	f, err := parser.ParseBytes(data, 0)
-	if err != nil || len(f.Docs) == 0 {
-		return lines
-	}
-	var walk func(n ast.Node, path string)
-	walk = func(n ast.Node, path string) {
-		switch v := n.(type) {
-		case *ast.MappingNode:
-			for _, mv := range v.Values {
-				walk(mv, path)
-			}
-		case *ast.MappingValueNode:
-			p := v.Key.String()
-			if path != "" {
-				p = path + "." + p
-			}
-			lines[p] = v.Key.GetToken().Position.Line
-			walk(v.Value, p)
-		case *ast.SequenceNode:
-			for i, item := range v.Values {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				lines[p] = item.GetToken().Position.Line
-				walk(item, p)
-			}
-		}
-	}
-	walk(f.Docs[0].Body, "")
-	return lines
-}
-
-// lineOf returns the line of a field, or of its nearest parent in the file.
-func (c *Config) lineOf(field string) int {
-	for p := field; p != ""; {
-		if l, ok := c.lines[p]; ok {
-			return l
-		}
-		if i := strings.LastIndexAny(p, ".["); i > 0 {
-			p = p[:i]
-		} else {
-			break
-		}
-	}
-	return 0
-}
-
 // Validate checks the configuration; all problems are returned together.
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, &Error{File: c.file, Line: c.lineOf(field), Field: field, Msg: fmt.Sprintf(format, args...)})
-	}
+	var errs yamlfile.FieldErrors
 	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
-		add("http.tls_cert", "tls_cert and tls_key must be set together")
+		errs.Addf("http.tls_cert", "tls_cert and tls_key must be set together")
 	}
 	if n := c.NATS.Replicas; n < 1 || n > 5 {
-		add("nats.replicas", "must be between 1 and 5")
+		errs.Addf("nats.replicas", "must be between 1 and 5")
 	}
 	if c.NATS.URL != "" && (c.NATS.Listen != "" || c.NATS.Cluster.Listen != "") {
-		add("nats.url", "an external cluster (url) and an embedded server (listen, cluster) exclude each other")
+		errs.Addf("nats.url", "an external cluster (url) and an embedded server (listen, cluster) exclude each other")
 	}
 	if c.NATS.Cluster.Listen != "" && c.NATS.Cluster.Name == "" {
-		add("nats.cluster.name", "is required with cluster.listen")
+		errs.Addf("nats.cluster.name", "is required with cluster.listen")
 	}
 	if c.Node.ID != "" && pipeline.ValidStreamName(c.Node.ID) != nil {
-		add("node.id", "%q: use letters, digits, '-' and '_'", c.Node.ID)
+		errs.Addf("node.id", "%q: use letters, digits, '-' and '_'", c.Node.ID)
 	}
 	seen := map[string]int{}
 	for i, s := range c.Streams {
-		p := fmt.Sprintf("streams[%d]", i)
+		p := yamlfile.Index("streams", i)
 		switch {
 		case s.Name == "":
-			add(p+".name", "is required")
+			errs.Addf(p+".name", "is required")
 		case pipeline.ValidStreamName(s.Name) != nil:
-			add(p+".name", "%q: use letters, digits, '-' and '_' (at most 64)", s.Name)
+			errs.Addf(p+".name", "%q: use letters, digits, '-' and '_' (at most 64)", s.Name)
 		default:
 			if j, dup := seen[s.Name]; dup {
-				add(p+".name", "%q is already used by streams[%d]", s.Name, j)
+				errs.Addf(p+".name", "%q is already used by streams[%d]", s.Name, j)
 			}
 			seen[s.Name] = i
 		}
 		if s.Input == "" {
-			add(p+".input", "is required")
+			errs.Addf(p+".input", "is required")
+		}
+		for j, o := range s.Outputs {
+			if o != pipeline.OutputHLS && o != pipeline.OutputWebRTC {
+				errs.Addf(yamlfile.Index(p+".outputs", j), "%q is not %q or %q", o, pipeline.OutputHLS, pipeline.OutputWebRTC)
+			} else if slices.Contains(s.Outputs[:j], o) {
+				errs.Addf(yamlfile.Index(p+".outputs", j), "%q is listed twice", o)
+			}
 		}
 		for j, pub := range s.Publish {
 			if !strings.HasPrefix(pub.URL, "http://") && !strings.HasPrefix(pub.URL, "https://") {
-				add(fmt.Sprintf("%s.publish[%d].url", p, j), "%q is not an http(s) WHIP endpoint", pub.URL)
+				errs.Addf(yamlfile.Index(p+".publish", j)+".url", "%q is not an http(s) WHIP endpoint", pub.URL)
 			}
 		}
 	}
-	// Output sections validate themselves; their messages start with the
-	// field path ("hls.part_target: ..."), which gives the line.
-	for _, sec := range []struct {
-		name string
-		v    interface{ Validate() error }
-	}{{"hls.", &c.HLS}, {"webrtc.", &c.WebRTC}} {
-		name, err := sec.name, sec.v.Validate()
-		if err == nil {
-			continue
-		}
-		for _, line := range strings.Split(err.Error(), "\n") {
-			if i := strings.Index(line, name); i > 0 {
-				line = line[i:] // drop a sentinel's text in front of the field
-			}
-			field, msg, _ := strings.Cut(line, ": ")
-			errs = append(errs, &Error{File: c.file, Line: c.lineOf(field), Field: field, Msg: msg})
-		}
-	}
-	return errors.Join(errs...)
+	// The output sections validate themselves, naming fields within the
+	// section; the keys here say where each section sits in the file.
+	errs.AddSection("hls", c.HLS.Validate())
+	errs.AddSection("webrtc", c.WebRTC.Validate())
+	return yamlfile.Locate[invalidConfig](c.file, c.lines, &errs).Err()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -32,6 +33,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"duplicate name", "streams:\n  - {name: a, input: x}\n  - {name: a, input: y}\n", `prism.yaml:3: streams[1].name: "a" is already used by streams[0]`},
 		{"output section", "hls:\n  part_target: 10ms\n", "prism.yaml:2: hls.part_target: must be between 100ms and 2s"},
 		{"webrtc section", "webrtc:\n  udp_port: 70000\n", "prism.yaml:2: webrtc.udp_port: must be 0..65535"},
+		{"unknown output", "streams:\n  - name: a\n    input: x\n    outputs: [hls, rtmp]\n", `prism.yaml:4: streams[0].outputs[1]: "rtmp" is not "hls" or "webrtc"`},
 		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {
@@ -40,5 +42,31 @@ func TestErrorsNameFileLineField(t *testing.T) {
 				t.Errorf("got %v, want prefix %q", err, ca.want)
 			}
 		})
+	}
+}
+
+// TestSectionErrorsAreLocated: the output sections name fields relative to
+// themselves; the configuration puts them under the section's key, at the
+// line of the field.
+func TestSectionErrorsAreLocated(t *testing.T) {
+	_, err := Parse("prism.yaml", []byte("webrtc:\n  abr:\n    up_hold: 1ms\nhls:\n  cors_origins: []\n"))
+	var list ErrorList
+	if !errors.As(err, &list) || len(list) != 2 {
+		t.Fatalf("got %v, want an ErrorList of 2", err)
+	}
+	want := []Error{
+		{File: "prism.yaml", Line: 3, Field: "webrtc.abr.up_hold", Msg: "must be 100ms..1m, got 1ms"},
+		{File: "prism.yaml", Line: 5, Field: "hls.cors_origins", Msg: `must list at least one origin ("*" allows every origin)`},
+	}
+	for i := range want {
+		if *list[i] != want[i] {
+			t.Errorf("error %d = %+v, want %+v", i, *list[i], want[i])
+		}
+	}
+	// Built in code (flags over the defaults): fields only.
+	c := New()
+	c.HLS.PartTarget = time.Millisecond
+	if err, want := c.Validate(), "hls.part_target: must be between 100ms and 2s, got 1ms"; err == nil || err.Error() != want || !errors.Is(err, ErrInvalid) {
+		t.Errorf("Validate = %v, want %q", err, want)
 	}
 }

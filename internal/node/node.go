@@ -198,7 +198,7 @@ func (n *Node) WorkerPID(job string) int {
 // A job of that name with another spec (the configuration changed) is
 // stopped and submitted again.
 func (n *Node) SubmitStream(ctx context.Context, sc config.Stream) error {
-	spec := jobs.Spec{ID: sc.Name, Input: sc.Input, Ladder: sc.Ladder, Restart: true, Realtime: sc.Realtime}
+	spec := jobs.Spec{ID: sc.Name, Input: sc.Input, Ladder: sc.Ladder, Restart: true, Realtime: sc.Realtime, Outputs: sc.Outputs}
 	for _, p := range sc.Publish {
 		spec.Publish = append(spec.Publish, jobs.PublishTarget{URL: p.URL, Token: p.Token})
 	}

@@ -1,10 +1,11 @@
 package hls
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"time"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
 )
 
 // Limits of the configuration. Parts shorter than 100 ms cost more in
@@ -65,36 +66,34 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Validate reports every invalid field, each message naming it.
+// Validate reports every invalid field as a *yamlfile.FieldErrors, fields
+// relative to the section, so that the configuration file can locate them.
 func (c *Config) Validate() error {
-	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("hls.%s: %s", field, fmt.Sprintf(format, args...)))
-	}
+	errs := yamlfile.FieldErrors{Section: "hls"}
 	if c.PartTarget < minPartTarget || c.PartTarget > maxPartTarget {
-		add("part_target", "must be between %s and %s, got %s", minPartTarget, maxPartTarget, c.PartTarget)
+		errs.Addf("part_target", "must be between %s and %s, got %s", minPartTarget, maxPartTarget, c.PartTarget)
 	}
 	if c.SegmentCount < minSegmentCount || c.SegmentCount > maxSegmentCount {
-		add("segment_count", "must be between %d (the Low-Latency HLS minimum) and %d, got %d", minSegmentCount, maxSegmentCount, c.SegmentCount)
+		errs.Addf("segment_count", "must be between %d (the Low-Latency HLS minimum) and %d, got %d", minSegmentCount, maxSegmentCount, c.SegmentCount)
 	}
 	if len(c.CORSOrigins) == 0 {
-		add("cors_origins", `must list at least one origin ("*" allows every origin)`)
+		errs.Addf("cors_origins", `must list at least one origin ("*" allows every origin)`)
 	}
 	for i, o := range c.CORSOrigins {
 		if err := validOrigin(o); err != nil {
-			add(fmt.Sprintf("cors_origins[%d]", i), "%v", err)
+			errs.Addf(yamlfile.Index("cors_origins", i), "%v", err)
 		}
 	}
 	if c.MaxBlockingRequests < 1 {
-		add("max_blocking_requests", "must be at least 1, got %d", c.MaxBlockingRequests)
+		errs.Addf("max_blocking_requests", "must be at least 1, got %d", c.MaxBlockingRequests)
 	}
 	if c.ReadyTimeout < 0 || c.ReadyTimeout > maxReadyTimeout {
-		add("ready_timeout", "must be between 0s and %s, got %s", maxReadyTimeout, c.ReadyTimeout)
+		errs.Addf("ready_timeout", "must be between 0s and %s, got %s", maxReadyTimeout, c.ReadyTimeout)
 	}
 	if c.ReaderBuffer < 16 {
-		add("reader_buffer", "must be at least 16 packets, got %d", c.ReaderBuffer)
+		errs.Addf("reader_buffer", "must be at least 16 packets, got %d", c.ReaderBuffer)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // validOrigin accepts "*" or a serialized origin as browsers send it in the

@@ -77,12 +77,12 @@ func TestConfigErrors(t *testing.T) {
 	if err := c.Validate(); err == nil || strings.Count(err.Error(), "hls.") != 2 {
 		t.Fatalf("want two errors, got %v", err)
 	}
-	// And Initialize refuses a bad configuration, or no registry.
+	// And Start refuses a bad configuration, or no registry.
 	s := &Server{Streams: &pipeline.Registry{}, Config: Config{PartTarget: time.Millisecond}}
-	if err := s.Initialize(); err == nil || !strings.Contains(err.Error(), "hls.part_target") {
-		t.Fatalf("Initialize with a bad configuration: %v", err)
+	if err := s.Start(); err == nil || !strings.Contains(err.Error(), "hls.part_target") {
+		t.Fatalf("Start with a bad configuration: %v", err)
 	}
-	if err := (&Server{}).Initialize(); err == nil {
-		t.Fatal("Initialize without a registry")
+	if err := (&Server{}).Start(); err == nil {
+		t.Fatal("Start without a registry")
 	}
 }

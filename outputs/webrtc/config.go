@@ -1,13 +1,13 @@
 package webrtc
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
 )
 
 // Config is the `webrtc:` section of Prism's configuration. Call Defaults
@@ -116,79 +116,74 @@ func (c *Config) Defaults() {
 	}
 }
 
-// Validate reports every problem, each naming its key, wrapped in
-// ErrInvalidConfig.
+// Validate reports every problem as a *yamlfile.FieldErrors matching
+// ErrInvalidConfig, fields relative to the section, so that the
+// configuration file can locate them.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("webrtc.%s: %s", field, fmt.Sprintf(format, args...)))
-	}
+	errs := yamlfile.FieldErrors{Section: "webrtc", Sentinel: ErrInvalidConfig}
 	if c.UDPPort < 0 || c.UDPPort > 65535 {
-		bad("udp_port", "must be 0..65535 (0 picks a free port), got %d", c.UDPPort)
+		errs.Addf("udp_port", "must be 0..65535 (0 picks a free port), got %d", c.UDPPort)
 	}
 	if c.TCPPort < 0 || c.TCPPort > 65535 {
-		bad("tcp_port", "must be 0..65535 (0 turns ICE-TCP off), got %d", c.TCPPort)
+		errs.Addf("tcp_port", "must be 0..65535 (0 turns ICE-TCP off), got %d", c.TCPPort)
 	}
 	for i, ip := range c.NAT1To1IPs {
 		if net.ParseIP(ip) == nil {
-			bad(fmt.Sprintf("nat_1to1_ips[%d]", i), "%q is not an IP address", ip)
+			errs.Addf(yamlfile.Index("nat_1to1_ips", i), "%q is not an IP address", ip)
 		}
 	}
 	for i, s := range c.ICEServers {
-		field := fmt.Sprintf("ice_servers[%d]", i)
+		field := yamlfile.Index("ice_servers", i)
 		if len(s.URLs) == 0 {
-			bad(field+".urls", "must list at least one stun:, turn: or turns: URL")
+			errs.Addf(field+".urls", "must list at least one stun:, turn: or turns: URL")
 		}
 		for j, u := range s.URLs {
 			uri, err := stun.ParseURI(u)
 			if err != nil {
-				bad(fmt.Sprintf("%s.urls[%d]", field, j), "%q: %v", u, err)
+				errs.Addf(yamlfile.Index(field+".urls", j), "%q: %v", u, err)
 				continue
 			}
 			turn := uri.Scheme == stun.SchemeTypeTURN || uri.Scheme == stun.SchemeTypeTURNS
 			if turn && (s.Username == "" || s.Credential == "") {
-				bad(field, "TURN server %q needs username and credential", u)
+				errs.Addf(field, "TURN server %q needs username and credential", u)
 			}
 		}
 	}
 	if strings.ContainsAny(c.AllowOrigin, "\r\n") {
-		bad("allow_origin", "must be a single header value")
+		errs.Addf("allow_origin", "must be a single header value")
 	}
 	if c.MaxSessions < 1 {
-		bad("max_sessions", "must be at least 1, got %d", c.MaxSessions)
+		errs.Addf("max_sessions", "must be at least 1, got %d", c.MaxSessions)
 	}
 	if c.HandshakeTimeout < time.Second {
-		bad("handshake_timeout", "must be at least 1s, got %s", c.HandshakeTimeout)
+		errs.Addf("handshake_timeout", "must be at least 1s, got %s", c.HandshakeTimeout)
 	}
 	if c.KeyframeMinInterval < 0 || c.KeyframeMinInterval > 10*time.Second {
-		bad("keyframe_min_interval", "must be 0..10s, got %s", c.KeyframeMinInterval)
+		errs.Addf("keyframe_min_interval", "must be 0..10s, got %s", c.KeyframeMinInterval)
 	}
 	if c.ViewerQueue < 16 {
-		bad("viewer_queue", "must be at least 16, got %d", c.ViewerQueue)
+		errs.Addf("viewer_queue", "must be at least 16, got %d", c.ViewerQueue)
 	}
 	a := c.ABR
 	if a.InitialBitrate < 50_000 {
-		bad("abr.initial_bitrate", "must be at least 50000 bits/s, got %d", a.InitialBitrate)
+		errs.Addf("abr.initial_bitrate", "must be at least 50000 bits/s, got %d", a.InitialBitrate)
 	}
 	if a.DownThreshold <= 0 || a.DownThreshold > 1 {
-		bad("abr.down_threshold", "must be in (0, 1], got %g", a.DownThreshold)
+		errs.Addf("abr.down_threshold", "must be in (0, 1], got %g", a.DownThreshold)
 	}
 	if a.LossThreshold <= 0 || a.LossThreshold >= 1 {
-		bad("abr.loss_threshold", "must be in (0, 1), got %g", a.LossThreshold)
+		errs.Addf("abr.loss_threshold", "must be in (0, 1), got %g", a.LossThreshold)
 	}
 	for _, d := range []struct {
 		field string
 		v     time.Duration
 	}{{"abr.down_hold", a.DownHold}, {"abr.up_hold", a.UpHold}, {"abr.probe_duration", a.ProbeDuration}} {
 		if d.v < 100*time.Millisecond || d.v > time.Minute {
-			bad(d.field, "must be 100ms..1m, got %s", d.v)
+			errs.Addf(d.field, "must be 100ms..1m, got %s", d.v)
 		}
 	}
 	if a.ProbeBackoffMax < a.ProbeDuration || a.ProbeBackoffMax > 5*time.Minute {
-		bad("abr.probe_backoff_max", "must be probe_duration..5m, got %s", a.ProbeBackoffMax)
+		errs.Addf("abr.probe_backoff_max", "must be probe_duration..5m, got %s", a.ProbeBackoffMax)
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	return errs.Err()
 }

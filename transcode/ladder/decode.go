@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/goccy/go-yaml/ast"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
 )
 
 // decoder turns a goccy/go-yaml AST into a Ladder by walking it against the
@@ -12,7 +14,7 @@ import (
 // of the first, and keeps the messages about ladders rather than Go types.
 type decoder struct {
 	file    string
-	lines   map[string]int  // field path -> line of its key (or list item)
+	lines   yamlfile.Lines  // field path -> line of its key (or list item)
 	failed  map[string]bool // paths whose value could not be decoded
 	errs    ErrorList
 	anchors map[string]ast.Node
@@ -42,7 +44,7 @@ var (
 func newDecoder(file string) *decoder {
 	return &decoder{
 		file:    file,
-		lines:   map[string]int{},
+		lines:   yamlfile.Lines{},
 		failed:  map[string]bool{},
 		anchors: map[string]ast.Node{},
 		budget:  nodeBudget,
@@ -55,18 +57,18 @@ func (d *decoder) fail(path, format string, args ...any) {
 	if d.exhausted() && len(d.errs) > 0 {
 		return // the budget error has been reported; the rest is noise
 	}
-	d.errs = append(d.errs, &Error{File: d.file, Line: lineFor(d.lines, path), Field: path, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &Error{File: d.file, Line: d.lines.Line(path), Field: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 // ladder decodes the top-level mapping, with defaults for absent keys.
 func (d *decoder) ladder(root ast.Node) *Ladder {
 	l := &Ladder{GOP: DefaultGOP, Audio: defaultAudio(), File: d.file, lines: d.lines}
-	d.lines[""] = max(lineOf(root), 1)
+	d.lines[""] = max(yamlfile.LineOf(root), 1)
 	root, ok := d.resolve(root, "")
 	if !ok {
 		return l
 	}
-	if _, isMap := mapEntries(root); !isMap {
+	if _, isMap := yamlfile.MappingEntries(root); !isMap {
 		d.fail("", "top level must be a mapping with name and rungs, got %s", describe(root))
 		return l
 	}
@@ -96,8 +98,8 @@ func (d *decoder) rungs(n ast.Node, path string) []Rung {
 		if d.exhausted() {
 			break
 		}
-		itemPath := indexPath(path, i)
-		d.lines[itemPath] = max(lineOf(item), d.lines[path])
+		itemPath := yamlfile.Index(path, i)
+		d.lines[itemPath] = max(yamlfile.LineOf(item), d.lines[path])
 		// A rung that fails to resolve still takes its slot, so that the
 		// indices in later errors match the file.
 		if item, ok := d.resolve(item, itemPath); ok {

@@ -2,10 +2,16 @@ package ladder
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/goccy/go-yaml/ast"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
 )
+
+// nullNode stands in for values that are absent or could not be resolved.
+var nullNode = &ast.NullNode{BaseNode: &ast.BaseNode{}}
 
 // mapping calls set for every known key of the resolved mapping n, with the
 // resolved value, after applying YAML merge keys ("<<: *base"), whose values
@@ -15,7 +21,7 @@ func (d *decoder) mapping(n ast.Node, path string, known []string, depth int, se
 	if d.exhausted() {
 		return
 	}
-	entries, ok := mapEntries(n)
+	entries, ok := yamlfile.MappingEntries(n)
 	if !ok {
 		d.fail(path, "must be a mapping, got %s", describe(n))
 		return
@@ -40,16 +46,16 @@ func (d *decoder) mapping(n ast.Node, path string, known []string, depth int, se
 		if !d.spend(path) {
 			return
 		}
-		key := keyText(e.Key)
-		keyPath := childPath(path, key)
-		line := max(lineOf(e.Key), 1)
+		key := yamlfile.KeyText(e.Key)
+		keyPath := yamlfile.Key(path, key)
+		line := max(yamlfile.LineOf(e.Key), 1)
 		if first, dup := seen[key]; dup {
 			d.lines[keyPath] = line
 			d.fail(keyPath, "duplicate key (first set on line %d)", first)
 			continue
 		}
 		seen[key] = line
-		if !isKnown(key, known) {
+		if !slices.Contains(known, key) {
 			d.lines[keyPath] = line
 			msg := "unknown field"
 			if s := suggestField(key, known); s != "" {
@@ -104,14 +110,14 @@ func (d *decoder) resolve(n ast.Node, path string) (_ ast.Node, ok bool) {
 				return nullNode, true
 			}
 			if v.Name != nil {
-				d.anchors[tokenValue(v.Name)] = v.Value
+				d.anchors[yamlfile.TokenValue(v.Name)] = v.Value
 			}
 			n = v.Value
 		case *ast.AliasNode:
 			if v == nil || v.Value == nil {
 				return nullNode, true
 			}
-			name := tokenValue(v.Value)
+			name := yamlfile.TokenValue(v.Value)
 			target, ok := d.anchors[name]
 			if !ok {
 				d.fail(path, "unknown alias *%s (anchors must be defined before use)", clip(name))
@@ -122,7 +128,7 @@ func (d *decoder) resolve(n ast.Node, path string) (_ ast.Node, ok bool) {
 			if v == nil {
 				return nullNode, true
 			}
-			tag := tokenValue(v)
+			tag := yamlfile.TokenValue(v)
 			switch {
 			case tag == "!!str":
 				return stringNode(v.Value), true
@@ -136,7 +142,7 @@ func (d *decoder) resolve(n ast.Node, path string) (_ ast.Node, ok bool) {
 			d.fail(path, "complex mapping keys (?) are not supported")
 			return nullNode, false
 		default:
-			if isNilNode(n) {
+			if yamlfile.IsNil(n) {
 				return nullNode, true
 			}
 			return n, true
@@ -158,7 +164,7 @@ func (d *decoder) spend(path string) bool {
 		if i := strings.IndexByte(path, '.'); i >= 0 {
 			path = path[:i]
 		}
-		d.errs = append(d.errs, &Error{File: d.file, Line: lineFor(d.lines, path), Field: path,
+		d.errs = append(d.errs, &Error{File: d.file, Line: d.lines.Line(path), Field: path,
 			Msg: "document too large or too deeply aliased"})
 		d.failed[path] = true
 	}

@@ -2,8 +2,12 @@ package ladder
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 
 	"github.com/goccy/go-yaml/ast"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
 )
 
 // Scalar decoders take a resolved node; each stores into dst on success and
@@ -30,7 +34,7 @@ func (d *decoder) integer(n ast.Node, path string, dst *int) {
 	}
 	i, ok := intValue(in)
 	if !ok {
-		d.fail(path, "integer %s is out of range", clip(tokenValue(in)))
+		d.fail(path, "integer %s is out of range", clip(yamlfile.TokenValue(in)))
 		return
 	}
 	*dst = i
@@ -41,7 +45,7 @@ func (d *decoder) number(n ast.Node, path string, dst *float64) {
 	case *ast.IntegerNode:
 		i, ok := intValue(v)
 		if !ok {
-			d.fail(path, "number %s is out of range", clip(tokenValue(v)))
+			d.fail(path, "number %s is out of range", clip(yamlfile.TokenValue(v)))
 			return
 		}
 		*dst = float64(i)
@@ -69,7 +73,7 @@ func (d *decoder) bitrate(n ast.Node, path string, dst *Bitrate) {
 		i, ok := intValue(v)
 		switch {
 		case !ok:
-			err = fmt.Errorf("invalid bitrate %s: out of range", clip(tokenValue(v)))
+			err = fmt.Errorf("invalid bitrate %s: out of range", clip(yamlfile.TokenValue(v)))
 		case i < 0:
 			err = fmt.Errorf("invalid bitrate %d: must not be negative", i)
 		}
@@ -95,7 +99,7 @@ func (d *decoder) duration(n ast.Node, path string, dst *Duration) {
 	case *ast.IntegerNode:
 		i, ok := intValue(v)
 		if !ok {
-			err = fmt.Errorf("invalid duration %s seconds: out of range", clip(tokenValue(v)))
+			err = fmt.Errorf("invalid duration %s seconds: out of range", clip(yamlfile.TokenValue(v)))
 			break
 		}
 		dur, err = durationFromSeconds(float64(i))
@@ -111,4 +115,63 @@ func (d *decoder) duration(n ast.Node, path string, dst *Duration) {
 		return
 	}
 	*dst = dur
+}
+
+func intValue(n *ast.IntegerNode) (int, bool) {
+	switch v := n.Value.(type) {
+	case int64:
+		if v < math.MinInt || v > math.MaxInt {
+			return 0, false
+		}
+		return int(v), true
+	case uint64:
+		if v > math.MaxInt {
+			return 0, false
+		}
+		return int(v), true
+	}
+	return 0, false
+}
+
+// stringNode is the value of a "!!str" tagged node: its text as written.
+func stringNode(n ast.Node) ast.Node {
+	if yamlfile.IsNil(n) {
+		return &ast.StringNode{BaseNode: &ast.BaseNode{}}
+	}
+	switch v := n.(type) {
+	case *ast.StringNode:
+		return v
+	case *ast.LiteralNode:
+		return v
+	case *ast.NullNode:
+		return &ast.StringNode{BaseNode: &ast.BaseNode{}, Token: v.Token}
+	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
+		return &ast.StringNode{BaseNode: &ast.BaseNode{}, Token: n.GetToken(), Value: yamlfile.TokenValue(n)}
+	}
+	return n // a collection stays one, and is reported as the wrong type
+}
+
+// describe names a node's kind and value for "got ..." messages.
+func describe(n ast.Node) string {
+	switch v := n.(type) {
+	case *ast.NullNode:
+		return "nothing (null)"
+	case *ast.MappingNode, *ast.MappingValueNode:
+		return "a mapping"
+	case *ast.SequenceNode:
+		return "a list"
+	case *ast.StringNode:
+		return "string " + strconv.Quote(clip(v.Value))
+	case *ast.LiteralNode:
+		return "a block string"
+	case *ast.BoolNode:
+		return "boolean " + strconv.FormatBool(v.Value)
+	case *ast.IntegerNode:
+		return "integer " + clip(yamlfile.TokenValue(v))
+	case *ast.FloatNode:
+		return "number " + clip(yamlfile.TokenValue(v))
+	case *ast.InfinityNode, *ast.NanNode:
+		return "non-finite number " + clip(yamlfile.TokenValue(v))
+	}
+	return "an unsupported value"
 }

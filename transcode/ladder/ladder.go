@@ -8,7 +8,11 @@
 // ("ladder.yaml:14: rungs[2].bitrate: must be greater than 0").
 package ladder
 
-import "time"
+import (
+	"time"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
+)
 
 // Ladder is one adaptive-bitrate ladder.
 type Ladder struct {
@@ -21,7 +25,7 @@ type Ladder struct {
 	// lines maps field paths ("rungs[2].bitrate") to the 1-based line they
 	// were read from, so that Validate can point at the source. It is nil
 	// for ladders built in code.
-	lines map[string]int
+	lines yamlfile.Lines
 }
 
 // Rung is one rendition of the ladder.

@@ -1,11 +1,12 @@
 package ladder
 
 import (
-	"fmt"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/prism-streaming/prism/internal/yamlfile"
 )
 
 var (
@@ -39,19 +40,18 @@ const (
 // problem found, or nil. A ladder from Parse/Load reports source lines; one
 // built in code reports field paths only.
 func (l *Ladder) Validate() error {
-	v := &validator{file: l.File, lines: l.lines}
+	v := &validator{lines: l.lines}
 	v.ladder(l)
-	return v.errs.orNil()
+	return yamlfile.Locate[invalidLadder](l.File, l.lines, &v.errs).Err()
 }
 
 type validator struct {
-	file  string
-	lines map[string]int
-	errs  ErrorList
+	lines yamlfile.Lines // to tell a missing key from a zero value
+	errs  yamlfile.FieldErrors
 }
 
 func (v *validator) add(path, format string, args ...any) {
-	v.errs = append(v.errs, &Error{File: v.file, Line: lineFor(v.lines, path), Field: path, Msg: fmt.Sprintf(format, args...)})
+	v.errs.Addf(path, format, args...)
 }
 
 // missing reports whether a loaded ladder had no key at path, to say
@@ -79,7 +79,7 @@ func (v *validator) ladder(l *Ladder) {
 	}
 	firstUse := map[string]int{}
 	for i := range l.Rungs {
-		path := indexPath("rungs", i)
+		path := yamlfile.Index("rungs", i)
 		r := &l.Rungs[i]
 		v.rung(r, path)
 		if r.Name == "" {
@@ -181,23 +181,6 @@ func (v *validator) audio(a *Audio) {
 	}{{"audio.aac.bitrate", a.AAC.Bitrate}, {"audio.opus.bitrate", a.Opus.Bitrate}} {
 		if c.bitrate < minAudioBitrate || c.bitrate > maxAudioBitrate {
 			v.add(c.path, "must be between %s and %s, got %s", minAudioBitrate, maxAudioBitrate, c.bitrate)
-		}
-	}
-}
-
-// lineFor finds the line of path, falling back to the closest enclosing
-// value that has one (a missing key is reported at its mapping). It returns
-// 0 for ladders that were not loaded from YAML.
-func lineFor(lines map[string]int, path string) int {
-	if lines == nil {
-		return 0
-	}
-	for p := path; ; p = parentPath(p) {
-		if line, ok := lines[p]; ok {
-			return line
-		}
-		if p == "" {
-			return 1
 		}
 	}
 }
