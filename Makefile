@@ -1,44 +1,83 @@
 # Two commands: `make run` and `make test`. Everything else is set up by them.
+# `make` alone lists the targets (from the `## ` comments below).
 SHELL := /bin/bash
 ENV := source build/env.sh &&
+.DEFAULT_GOAL := help
 # -count=1: every run measures. -p 1: one package at a time, because the
 # latency, failover and browser tests time real work on a 2-core machine.
 GO_TEST_FLAGS ?= -race -count=1 -p 1
+# `make test-unit`: the fast tests, no FFmpeg run, no browser, no NATS
+# cluster (one embedded server at most; the media tests use a fake source).
+# -short skips the tests in these packages that run the transcoder.
+UNIT_PKGS ?= ./pipeline/... ./config/... ./transcode/ladder/... ./deploy/... ./internal/yamlfile/... \
+  ./internal/archtest/... ./queue/bus/... ./queue/jobs/... ./queue/relay/... ./queue/worker/...
+GOLANGCI_LINT_FLAGS ?= --timeout 10m
 
-.PHONY: setup build run test vet bench bench-go fuzz clean
+# Go files of the working tree (tracked or new, not ignored) that exist on disk.
+GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [[ ! -f $$f ]] || echo "$$f"; done
+GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
+  [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-setup:
+.PHONY: help setup build run test test-unit lint vet bench bench-go fuzz clean
+
+help: ## List the targets
+	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
+	@echo
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -F ':.*## ' '{ printf "  %-10s %s\n", $$1, $$2 }'
+
+setup: ## Install packages, FFmpeg, golangci-lint and Go modules (idempotent)
 	@bash scripts/setup.sh
 
-build: setup
+build: setup ## Build bin/prism
 	$(ENV) go build -o bin/prism ./cmd/prism
 
-run: build
+run: build ## Build and serve the demo
 	$(ENV) ./bin/prism serve --demo
 
-vet: setup
-	$(ENV) test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+vet: setup ## gofmt check and go vet
+	@$(ENV) $(GOFMT_CHECK)
 	$(ENV) go vet ./...
+
+# All three checks run, so one pass shows every finding; fails if any failed.
+lint: setup ## gofmt check, go vet and golangci-lint (.golangci.yml)
+	@$(ENV) command -v golangci-lint >/dev/null || { echo 'lint: golangci-lint is not installed (see scripts/setup.sh output)'; exit 1; }; \
+	  status=0; \
+	  echo '== gofmt =='; { $(GOFMT_CHECK); } || status=1; \
+	  echo '== go vet =='; go vet ./... || status=1; \
+	  echo "== $$(golangci-lint version --short 2>/dev/null | sed 's/^/golangci-lint /') =="; \
+	  golangci-lint run $(GOLANGCI_LINT_FLAGS) ./... || status=1; \
+	  exit $$status
 
 # Key figures measured by the tests (latency, switch times, failover) are
 # collected in build/report/report.txt and printed at the end.
-test: build vet
+test: build lint ## Lint, then the whole test suite (-race, one package at a time)
 	@rm -rf build/report
 	$(ENV) PRISM_REPORT_DIR=$(CURDIR)/build/report go test $(GO_TEST_FLAGS) -timeout 25m ./... 2>&1 | tee build/test.log; \
 	  status=$${PIPESTATUS[0]}; \
 	  echo; echo "== measured =="; cat build/report/report.txt 2>/dev/null; \
 	  echo; echo "== go test =="; grep -E '^(ok|FAIL|\?)[[:space:]]' build/test.log; exit $$status
 
+test-unit: setup ## Quick unit tests (-short) over UNIT_PKGS
+	@$(ENV) dirs=(); \
+	  for p in $(UNIT_PKGS); do \
+	    d=$${p%/...}; if [[ -d $$d ]]; then dirs+=("$$p"); else echo "test-unit: skipping $$p (no such directory)"; fi; \
+	  done; \
+	  (($${#dirs[@]})) || { echo 'test-unit: none of UNIT_PKGS exists'; exit 1; }; \
+	  pkgs=$$(go list "$${dirs[@]}") || exit 1; \
+	  [[ -n $$pkgs ]] || { echo 'test-unit: UNIT_PKGS matched no packages'; exit 1; }; \
+	  go test -short -count=1 $$pkgs
+
 # Transcode throughput against the FFmpeg CLI on the same ladder, in one run.
-bench: build
+bench: build ## Throughput against the FFmpeg CLI (benchmarks/run.sh)
 	$(ENV) bash benchmarks/run.sh
 
-fuzz: setup
+fuzz: setup ## Fuzz the ladder parser for 60s
 	$(ENV) go test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./transcode/ladder/
 
-clean:
+clean: ## Remove bin/ and build/
 	rm -rf bin build
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
-bench-go: setup
+bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI
 	$(ENV) go test -run '^$$' -bench . -benchtime 3x ./benchmarks/
