@@ -40,3 +40,12 @@ func LeakCheck(t testing.TB) {
 	t.Helper()
 	t.Cleanup(CheckGoroutines(t))
 }
+
+// NeedsFFmpeg skips a test under -short (make test-unit): it runs the
+// transcoder.
+func NeedsFFmpeg(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs FFmpeg: skipped with -short")
+	}
+}

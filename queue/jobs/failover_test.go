@@ -18,6 +18,7 @@ import (
 // connection drops, its media stops, nothing is released), and measures
 // how long until another node runs the job.
 func TestFailoverAfterOwnerDies(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
 	testutil.LeakCheck(t)
 	ctx := context.Background()
 	servers := testutil.StartNATSCluster(t, 3)

@@ -110,6 +110,7 @@ func TestJobLargerThanEveryNodeWaitsWithReason(t *testing.T) {
 }
 
 func TestInputThatNeverConnectsFails(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
 	testutil.LeakCheck(t)
 	ctx := context.Background()
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{})

@@ -19,6 +19,7 @@ import (
 // publisher instance still serves its media), leases are renewed again and
 // new jobs are placed.
 func TestServerRestartJobsContinue(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
 	testutil.LeakCheck(t)
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -16,6 +16,7 @@ import (
 // replaced (as after a failover); the followed stream keeps its readers, its
 // timestamps keep increasing, the first packets after the change are marked.
 func TestStreamSurvivesPublisherChange(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
 	testutil.LeakCheck(t)
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{})
 	nc := testutil.DialNATS(t, e, "test")

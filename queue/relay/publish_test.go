@@ -6,54 +6,16 @@ import (
 	"errors"
 	"reflect"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/internal/testutil/fake"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/transcode"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
-
-// scriptedJob is a pipeline.Source whose packets the test publishes itself,
-// so every edge of the wire format can be sent on purpose.
-type scriptedJob struct {
-	fanout    pipeline.Fanout
-	tracks    []pipeline.Track
-	keyframes atomic.Int32
-	done      chan struct{}
-	once      sync.Once
-}
-
-func newScriptedJob() *scriptedJob {
-	return &scriptedJob{
-		done: make(chan struct{}),
-		tracks: []pipeline.Track{
-			{ID: 0, Name: "180p", Kind: pipeline.KindVideo, Codec: pipeline.CodecH264, ClockRate: pipeline.VideoClockRate, Width: 320, Height: 180, FPS: 30, Encoder: "libx264", Bitrate: 200_000},
-			{ID: 1, Name: "aac", Kind: pipeline.KindAudio, Codec: pipeline.CodecAAC, ClockRate: 48000, SampleRate: 48000, Channels: 2, Extradata: []byte{0x11, 0x90}, Bitrate: 64_000},
-		},
-	}
-}
-
-func (j *scriptedJob) Tracks() []pipeline.Track { return j.tracks }
-func (j *scriptedJob) Subscribe(o ...pipeline.ReaderOption) *pipeline.Reader {
-	return j.fanout.Subscribe(o...)
-}
-func (j *scriptedJob) RequestKeyframe() { j.keyframes.Add(1) }
-func (j *scriptedJob) Stats() pipeline.SourceStats {
-	return pipeline.SourceStats{MediaTime: 42 * time.Second}
-}
-func (j *scriptedJob) Done() <-chan struct{} { return j.done }
-func (j *scriptedJob) Err() error            { return nil }
-func (j *scriptedJob) Close() error {
-	j.once.Do(func() {
-		j.fanout.Close()
-		close(j.done)
-	})
-	return nil
-}
 
 func TestRelayRoundTripWithChunks(t *testing.T) {
 	testutil.LeakCheck(t)
@@ -63,7 +25,7 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 	if got := subConn.MaxPayload(); got != maxPayload {
 		t.Fatalf("max payload %d", got)
 	}
-	job := newScriptedJob()
+	job := fake.NewSource()
 	defer job.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -101,7 +63,7 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 		{Track: 0, Data: pattern(5, 5), PTS: 1 << 40, DTS: 1<<40 - 1, Duration: 3000, Keyframe: true},
 	}
 	for _, p := range sent {
-		job.fanout.Publish(p, job.tracks[p.Track].Kind)
+		job.Publish(p)
 	}
 	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer rcancel()
@@ -120,10 +82,10 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 
 	// Keyframe requests reach the job (one at subscription, more now; the
 	// remote side sends at most one per 100 ms, so keep asking).
-	before := job.keyframes.Load()
+	before := job.Keyframes()
 	testutil.Eventually(t, 2*time.Second, "keyframe request reached the job", func() bool {
 		remote.RequestKeyframe()
-		return job.keyframes.Load() > before
+		return job.Keyframes() > before
 	})
 	testutil.Eventually(t, 3*time.Second, "publisher stats", func() bool { return remote.Stats().MediaTime == 42*time.Second })
 
@@ -143,6 +105,7 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 }
 
 func TestRelayFromRealTranscoder(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
 	testutil.LeakCheck(t)
 	const maxPayload = 4096 // 180p keyframes are larger: they travel in chunks
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{MaxPayload: maxPayload})
@@ -261,7 +224,7 @@ func TestFollowErrors(t *testing.T) {
 	if _, err := Follow(ctx, nc, "bad.name", WithPublisherWait(0)); !errors.Is(err, pipeline.ErrStreamName) {
 		t.Fatalf("bad name: %v", err)
 	}
-	if err := Publish(ctx, nc, "bad name", newScriptedJob()); !errors.Is(err, pipeline.ErrStreamName) {
+	if err := Publish(ctx, nc, "bad name", fake.NewSource()); !errors.Is(err, pipeline.ErrStreamName) {
 		t.Fatalf("publish bad name: %v", err)
 	}
 }
@@ -270,7 +233,7 @@ func TestStreamEndsWhenPublisherVanishes(t *testing.T) {
 	testutil.LeakCheck(t)
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{})
 	pubConn, subConn := testutil.DialNATS(t, e, "publisher"), testutil.DialNATS(t, e, "viewer")
-	job := newScriptedJob()
+	job := fake.NewSource()
 	defer job.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 // NATS server, and reads it back the way a serving node does: a paced job
 // (the default) runs at 1x; realtime: false runs as fast as it can.
 func TestRealtimeReachesTheJob(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
 	testutil.LeakCheck(t)
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{})
 	nc := testutil.DialNATS(t, e, "test")
