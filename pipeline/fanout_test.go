@@ -51,7 +51,9 @@ func TestSlowReaderDropsOnlyItsOwnPackets(t *testing.T) {
 	}
 	// After the drop, the slow reader resumes only at a keyframe.
 	for i := 0; i < 4; i++ {
-		slow.Read(context.Background())
+		if _, err := slow.Read(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f.Publish(pkt(0, 100, false), KindVideo)
 	f.Publish(pkt(0, 101, true), KindVideo)
@@ -70,7 +72,9 @@ func TestAudioDropsDoNotWaitForKeyframes(t *testing.T) {
 	r := f.Subscribe(WithBufferSize(1))
 	f.Publish(pkt(1, 0, true), KindAudio)
 	f.Publish(pkt(1, 1, true), KindAudio) // dropped
-	r.Read(context.Background())
+	if _, err := r.Read(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	f.Publish(pkt(1, 2, false), KindAudio)
 	if p, _ := r.Read(context.Background()); p.PTS != 2 {
 		t.Errorf("got %d", p.PTS)

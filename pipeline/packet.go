@@ -1,6 +1,3 @@
-// Package pipeline holds the parts of a transcoding job that are plain Go: the
-// media types that cross stage boundaries, per-consumer fan-out with bounded
-// buffers, and per-stage statistics. The FFmpeg work itself lives in transcode/.
 package pipeline
 
 import "time"

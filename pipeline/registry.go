@@ -3,7 +3,6 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"sync"
@@ -15,17 +14,6 @@ var (
 	ErrStreamName    = errors.New("invalid stream name")
 	ErrStreamUnknown = errors.New("unknown stream")
 )
-
-var streamNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
-
-// ValidStreamName reports whether name can be used in URLs and NATS
-// subjects as it is: letters, digits, '-' and '_', at most 64.
-func ValidStreamName(name string) error {
-	if !streamNameRE.MatchString(name) {
-		return fmt.Errorf("%w %q: use letters, digits, '-' and '_' (at most 64, starting with a letter or digit)", ErrStreamName, name)
-	}
-	return nil
-}
 
 // Output names, as jobs list them and outputs check them.
 const (

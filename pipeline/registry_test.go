@@ -23,14 +23,18 @@ func TestRegistry(t *testing.T) {
 			t.Errorf("name %q: %v", bad, err)
 		}
 	}
-	r.Add("b", a)
+	if err := r.Add("b", a); err != nil {
+		t.Fatal(err)
+	}
 	if j, ok := r.Get("b"); !ok || j != a {
 		t.Error("Get b")
 	}
 	r.Remove("a")
 	r.Remove("nope")
 	cancel()
-	r.Add("c", a)
+	if err := r.Add("c", a); err != nil {
+		t.Fatal(err)
+	}
 	if len(events) != 3 || events[0].Name != "a" || events[1].Name != "b" || !events[2].Removed {
 		t.Errorf("events %+v", events)
 	}

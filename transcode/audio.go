@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -62,7 +63,7 @@ func openAudioEncoder(s audioEncoderSpec, channels int) (*astiav.CodecContext, e
 	}
 	if err := cc.Open(codec, opts); err != nil {
 		cc.Free()
-		return nil, fmt.Errorf("%w: opening %s: %v", ErrEncoder, s.codec, err)
+		return nil, fmt.Errorf("%w: opening %s: %w", ErrEncoder, s.codec, err)
 	}
 	return cc, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/pipeline"
 )
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/internal/avlog"
 )
 
@@ -87,7 +88,7 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		st, serr := os.Stat(path)
 		switch {
 		case serr != nil:
-			return nil, fmt.Errorf("%w: %s: %v", ErrOpenInput, url, unwrapPathError(serr))
+			return nil, fmt.Errorf("%w: %s: %w", ErrOpenInput, url, unwrapPathError(serr))
 		case st.IsDir():
 			return nil, fmt.Errorf("%w: %s: is a directory", ErrOpenInput, url)
 		case st.Size() == 0:
@@ -96,7 +97,7 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 	}
 	for k, v := range options {
 		if err := dict.Set(k, v, 0); err != nil {
-			return nil, fmt.Errorf("%w: %s: option %s=%s: %v", ErrOpenInput, url, k, v, err)
+			return nil, fmt.Errorf("%w: %s: option %s=%s: %w", ErrOpenInput, url, k, v, err)
 		}
 	}
 	var openErr error
@@ -107,11 +108,11 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %s: %v%s", ErrOpenInput, url, openErr, detail(lines))
+		return nil, fmt.Errorf("%w: %s: %w%s", ErrOpenInput, url, openErr, detail(lines))
 	}
 	lines = avlog.Capture(false, func() { openErr = in.fc.FindStreamInfo(nil) })
 	if openErr != nil {
-		return nil, fmt.Errorf("%w: %s: reading stream information: %v%s", ErrOpenInput, url, openErr, detail(lines))
+		return nil, fmt.Errorf("%w: %s: reading stream information: %w%s", ErrOpenInput, url, openErr, detail(lines))
 	}
 	for _, s := range in.fc.Streams() {
 		cp := s.CodecParameters()

@@ -96,8 +96,7 @@ func TestLiveNetworkInputs(t *testing.T) {
 			if err := pub.Start(); err != nil {
 				t.Fatal(err)
 			}
-			defer pub.Wait()
-			defer pub.Process.Kill()
+			defer func() { _ = pub.Process.Kill(); _ = pub.Wait() }()
 			var job *Transcoder
 			testutil.Eventually(t, 5*time.Second, "connecting to the publisher", func() bool {
 				var err error

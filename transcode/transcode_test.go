@@ -120,7 +120,9 @@ func TestLadderIsSwitchable(t *testing.T) {
 		var keys []float64
 		for _, pk := range p.Packets {
 			var n int
-			fmt.Sscan(pk.Size, &n)
+			if _, err := fmt.Sscan(pk.Size, &n); err != nil {
+				t.Fatalf("%s: packet size %q: %v", tr.Name, pk.Size, err)
+			}
 			bytes += n
 			if len(pk.Flags) > 0 && pk.Flags[0] == 'K' {
 				keys = append(keys, testutil.F(t, pk.PTSTime))
@@ -245,17 +247,23 @@ rungs:
 func TestBadInputs(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.mp4")
-	os.WriteFile(empty, nil, 0o644)
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	random := filepath.Join(dir, "random.mp4")
 	b := make([]byte, 256<<10)
 	for i := range b {
 		b[i] = byte(i*7919 + i>>3)
 	}
-	os.WriteFile(random, b, 0o644)
+	if err := os.WriteFile(random, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	clip := testutil.TestClip(t, dir, 320, 180, 30, 2)
 	whole, _ := os.ReadFile(clip)
 	truncated := filepath.Join(dir, "truncated.mp4")
-	os.WriteFile(truncated, whole[:len(whole)/2], 0o644)
+	if err := os.WriteFile(truncated, whole[:len(whole)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	l := mustLadder(t, `name: t
 rungs:
@@ -305,7 +313,9 @@ func TestResolutionChangeCarriesOn(t *testing.T) {
 		"-output_ts_offset", "2", b)
 	ab, _ := os.ReadFile(a)
 	bb, _ := os.ReadFile(b)
-	os.WriteFile(joined, append(ab, bb...), 0o644)
+	if err := os.WriteFile(joined, append(ab, bb...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	l := mustLadder(t, `name: t
 rungs:

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -110,7 +111,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	srcFPS := t.in.frameRate().Float64()
 	rungs, skipped, err := opts.Ladder.Plan(cp.Width(), cp.Height(), srcFPS)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrLadder, err)
+		return nil, fmt.Errorf("%w: %w", ErrLadder, err)
 	}
 	t.skipped = skipped
 	for _, s := range skipped {
@@ -135,7 +136,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	frameDur := int64(math.Round(pipeline.VideoClockRate / srcFPS))
 	t.vdec, err = openDecoder("video", t.in, t.in.video, 0, clock90k, frameDur, vdecSt, log)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoVideo, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoVideo, err)
 	}
 	if opts.Duration > 0 {
 		t.vdec.limit = int64(opts.Duration.Seconds() * pipeline.VideoClockRate)
@@ -312,7 +313,7 @@ func (t *Transcoder) demux() error {
 			}
 			errs++
 			if errs > 50 {
-				return fmt.Errorf("%w: reading %s: %v", ErrDecode, t.opts.Input, err)
+				return fmt.Errorf("%w: reading %s: %w", ErrDecode, t.opts.Input, err)
 			}
 			t.log.Warn("demux error", "error", err)
 			continue

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/gpu"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -138,7 +139,7 @@ func openVideoEncoder(r ladder.PlannedRung, gopFrames, threads int) (*astiav.Cod
 		}
 		return cc, b, nil
 	}
-	return nil, nil, fmt.Errorf("%w: rung %s: %v", ErrEncoder, r.Name, errors.Join(errs...))
+	return nil, nil, fmt.Errorf("%w: rung %s: %w", ErrEncoder, r.Name, errors.Join(errs...))
 }
 
 func openBackend(b videoBackend, r ladder.PlannedRung, gopFrames, threads int) (*astiav.CodecContext, error) {
@@ -162,7 +163,7 @@ func openBackend(b videoBackend, r ladder.PlannedRung, gopFrames, threads int) (
 	}
 	if err := cc.Open(codec, opts); err != nil {
 		cc.Free()
-		return nil, fmt.Errorf("opening %s for rung %s (%dx%d, preset %s, profile %s): %v",
+		return nil, fmt.Errorf("opening %s for rung %s (%dx%d, preset %s, profile %s): %w",
 			b.Codec(), r.Name, r.OutWidth, r.OutHeight, r.Preset, r.Profile, err)
 	}
 	return cc, nil

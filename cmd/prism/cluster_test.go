@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
 	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/queue/bus"
@@ -49,8 +50,8 @@ func startNode(t *testing.T, name, nodeConfig, extra string) *nodeProcess {
 	}
 	t.Cleanup(func() {
 		if !n.killed {
-			n.cmd.Process.Signal(syscall.SIGTERM)
-			n.cmd.Wait()
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			_ = n.cmd.Wait()
 		}
 	})
 	testutil.Eventually(t, 20*time.Second, name+" to answer /healthz", func() bool {
@@ -120,7 +121,9 @@ func (n *nodeProcess) hlsSequence(t *testing.T, stream string) int {
 	for _, l := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(l, "#EXT-X-MEDIA-SEQUENCE:"); ok {
 			var seq int
-			fmt.Sscan(v, &seq)
+			// An unparsable sequence reads as 0, which never passes the
+			// callers' "moved forward" checks.
+			_, _ = fmt.Sscan(v, &seq)
 			return seq
 		}
 	}
@@ -129,8 +132,8 @@ func (n *nodeProcess) hlsSequence(t *testing.T, stream string) int {
 
 func (n *nodeProcess) kill9() {
 	n.killed = true
-	n.cmd.Process.Signal(syscall.SIGKILL)
-	n.cmd.Wait()
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	_ = n.cmd.Wait() // killed: the exit status is "signal: killed"
 }
 
 const tinyJobLadder = `name: tiny
@@ -203,7 +206,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	defer func() { _ = sub.Unsubscribe() }()
 
 	var seqBefore int
 	deadline := time.Now().Add(30 * time.Second)
@@ -248,7 +251,9 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	// node at once, without waiting for a lease to expire.
 	drained := nodes[newOwner]
 	drained.killed = true
-	drained.cmd.Process.Signal(syscall.SIGTERM)
+	if err := drained.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	termAt := time.Now()
 	var last *nodeProcess
 	for name, n := range nodes {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -33,6 +34,15 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&ladderFile, "ladder-file", "", "ladder YAML file, sent inline (nodes need not have it)")
 		fs.BoolVar(&spec.Restart, "restart", false, "restart when the input ends or drops (live sources)")
 		fs.BoolVar(&spec.Constraints.NeedsGPU, "gpu", false, "run only on a node with a GPU")
+		fs.BoolFunc("realtime", "pace file and lavfi inputs at 1x (default true; --realtime=false runs them as fast as possible)", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			spec.Realtime = &b
+			return err
+		})
+		fs.Func("outputs", "comma-separated deliveries that serve the stream: hls, webrtc (default: all)", func(v string) error {
+			spec.Outputs = strings.Split(v, ",")
+			return nil
+		})
 		fs.Func("publish", "also push the ladder over WHIP to this URL, as one simulcast track (repeatable)", func(v string) error {
 			spec.Publish = append(spec.Publish, jobs.PublishTarget{URL: v})
 			return nil

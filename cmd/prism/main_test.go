@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -55,7 +56,8 @@ func prism(t *testing.T, args ...string) (int, string, string) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
@@ -185,7 +187,7 @@ func TestServeDemo(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	defer func() { _ = cmd.Process.Kill() }() // usually gone already after the SIGTERM below
 	base := "http://" + addr
 	get := func(path string) (int, []byte) {
 		resp, err := http.Get(base + path)
@@ -194,7 +196,9 @@ func TestServeDemo(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
+		if _, err := b.ReadFrom(resp.Body); err != nil {
+			return 0, nil
+		}
 		return resp.StatusCode, b.Bytes()
 	}
 	testutil.Eventually(t, 10*time.Second, "/readyz", func() bool { c, _ := get("/readyz"); return c == 200 })
@@ -228,7 +232,9 @@ func TestServeDemo(t *testing.T) {
 		!strings.Contains(string(body), `prism_hls_part_latency_seconds{quantile="0.95",stream="demo"}`) {
 		t.Errorf("/metrics: %d\n%s", c, body)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -282,7 +288,7 @@ func TestServeRestartsEndedStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Process.Signal(syscall.SIGINT) // a failure shows in the Wait below
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("exit after SIGINT: %v\n%s", err, stderr.String())
 		}
@@ -310,7 +316,7 @@ func TestPlayerPage(t *testing.T) {
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { srv.Process.Signal(syscall.SIGTERM); srv.Wait() }()
+	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
 	testutil.Eventually(t, 20*time.Second, "the demo stream", func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
@@ -383,7 +389,7 @@ func TestServeTLSSpeaksHTTP2(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
 	var proto string
 	testutil.Eventually(t, 20*time.Second, "an HTTPS answer", func() bool {
@@ -420,7 +426,7 @@ func TestBenchCalibratesCapacity(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
 	testutil.Eventually(t, 20*time.Second, "the node offering its calibrated capacity", func() bool {
 		resp, err := http.Get("http://" + addr + "/api/v1/nodes")
 		if err != nil {

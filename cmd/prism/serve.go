@@ -97,7 +97,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rtc.Close()
 
-	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, Log: log}
+	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency}
 	mux := apiSrv.Handler()
 	mux.Handle("/hls/", hlsSrv)
 	mux.Handle("/whep/", rtc)

@@ -33,7 +33,6 @@ type Server struct {
 	// HLSLatency reports ingest-to-part-downloadable for a stream, when
 	// the HLS output serves it.
 	HLSLatency func(stream string) (p50, p95 time.Duration, ok bool)
-	Log        *slog.Logger
 }
 
 // StreamInfo is a stream as /api/v1/streams shows it.

@@ -3,8 +3,9 @@ package api
 import (
 	"time"
 
-	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // streamCollector exposes every running stream's statistics at scrape time, so

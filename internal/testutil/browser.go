@@ -61,23 +61,23 @@ func StartBrowser(t testing.TB, url string) *Browser {
 		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--enable-logging=stderr",
 		url)
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
-	// Its own process group, so that Stop ends the renderer and GPU
+	// Its own process group, so that Close ends the renderer and GPU
 	// processes too.
 	b.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := b.cmd.Start(); err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
-	go func() { // returns when chromium exits (at the latest in Stop)
+	go func() { // returns when chromium exits (at the latest in Close)
 		_ = b.cmd.Wait()
 		close(b.exited)
 	}()
-	t.Cleanup(b.Stop)
+	t.Cleanup(b.Close)
 	return b
 }
 
-// Stop kills the browser's process group and waits for it. Calling it
+// Close kills the browser's process group and waits for it. Calling it
 // again does nothing.
-func (b *Browser) Stop() {
+func (b *Browser) Close() {
 	_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
 	<-b.exited
 }

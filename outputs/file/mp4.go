@@ -10,6 +10,7 @@ import (
 	"math"
 
 	"github.com/asticode/go-astiav"
+
 	"github.com/prism-streaming/prism/internal/avlog"
 	"github.com/prism-streaming/prism/pipeline"
 )

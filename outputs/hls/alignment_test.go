@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 )
 

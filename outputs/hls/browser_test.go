@@ -91,7 +91,7 @@ func TestBrowserPlaysLowLatency(t *testing.T) {
 		q.Set("debug", "1")
 	}
 	b := testutil.StartBrowser(t, f.http.URL+"/player?"+q.Encode())
-	defer b.Stop() // before the deferred goroutine check
+	defer b.Close() // before the deferred goroutine check
 	if debug {
 		defer func() { t.Logf("chromium:\n%s", b.Output()) }()
 	}

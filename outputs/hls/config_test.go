@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/goccy/go-yaml"
+
 	"github.com/prism-streaming/prism/pipeline"
 )
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"

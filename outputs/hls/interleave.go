@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+
 	"github.com/prism-streaming/prism/pipeline"
 )
 

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2"
+
 	"github.com/prism-streaming/prism/pipeline"
 )
 
@@ -28,8 +28,6 @@ const (
 	videoPlaylist = "video1_stream.m3u8"
 	audioPlaylist = "audio2_stream.m3u8"
 )
-
-var dirNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // stream serves one running job: one muxer per H.264 rung, the AAC track
 // inside the muxer of one rung, and the multivariant playlist over them.
@@ -90,7 +88,7 @@ func newStream(ctx context.Context, name string, job pipeline.Source, conf Confi
 	for _, tr := range job.Tracks() {
 		switch {
 		case tr.Kind == pipeline.KindVideo && tr.Codec == pipeline.CodecH264:
-			if !dirNameRE.MatchString(tr.Name) {
+			if !pipeline.ValidName(tr.Name) {
 				return nil, fmt.Errorf("rung name %q cannot be a URL folder", tr.Name)
 			}
 			st.rungs = append(st.rungs, &rung{name: tr.Name, track: tr, prog: newProgress()})

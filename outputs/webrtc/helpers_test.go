@@ -287,14 +287,14 @@ func (v *viewer) close(deleteSession bool) {
 // packet missing for 300 ms (its NACK retransmission did not come) is lost:
 // the frame is dropped and frames are skipped until the next IDR, as a
 // browser would.
-func (v *videoSink) read(tr *webrtc.TrackRemote) {
+func (s *videoSink) read(tr *webrtc.TrackRemote) {
 	var dec *h264Decoder
-	if v.decode {
+	if s.decode {
 		var err error
 		if dec, err = newH264Decoder(); err != nil {
-			v.mu.Lock()
-			v.decodeErrors = append(v.decodeErrors, err.Error())
-			v.mu.Unlock()
+			s.mu.Lock()
+			s.decodeErrors = append(s.decodeErrors, err.Error())
+			s.mu.Unlock()
 			return
 		}
 		defer dec.close()
@@ -327,26 +327,26 @@ func (v *videoSink) read(tr *webrtc.TrackRemote) {
 		if dec != nil {
 			w, h, err := dec.decode(cur)
 			if err != nil {
-				v.mu.Lock()
-				v.decodeErrors = append(v.decodeErrors, fmt.Sprintf("ts %d: %v", curTS, err))
-				v.mu.Unlock()
+				s.mu.Lock()
+				s.decodeErrors = append(s.decodeErrors, fmt.Sprintf("ts %d: %v", curTS, err))
+				s.mu.Unlock()
 			}
 			f.width, f.height = w, h
 		}
-		v.mu.Lock()
+		s.mu.Lock()
 		if haveLastTS && int32(curTS-lastTS) <= 0 {
-			v.tsBackwards++
+			s.tsBackwards++
 		}
 		lastTS, haveLastTS = curTS, true
-		v.frames = append(v.frames, f)
-		v.mu.Unlock()
+		s.frames = append(s.frames, f)
+		s.mu.Unlock()
 	}
 	consume := func(p *rtp.Packet, now time.Time) {
 		if len(p.Payload) == 0 {
-			v.padding.Add(1)
+			s.padding.Add(1)
 			return
 		}
-		v.videoPackets.Add(1)
+		s.videoPackets.Add(1)
 		if haveFrame && p.Timestamp != curTS {
 			broken = true // the previous frame never saw its marker
 			finish(now)
@@ -400,9 +400,9 @@ func (v *videoSink) read(tr *webrtc.TrackRemote) {
 					break
 				}
 			}
-			v.mu.Lock()
-			v.lost += int(oldest - next)
-			v.mu.Unlock()
+			s.mu.Lock()
+			s.lost += int(oldest - next)
+			s.mu.Unlock()
 			next, missingAt = oldest, time.Time{}
 			broken, waitIDR = true, true
 			depack = &codecs.H264Packet{}

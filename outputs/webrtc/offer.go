@@ -24,7 +24,7 @@ func inspectOffer(text string) (offerInfo, error) {
 	var info offerInfo
 	var d sdp.SessionDescription
 	if err := d.UnmarshalString(text); err != nil {
-		return info, fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return info, fmt.Errorf("%w: %w", ErrBadOffer, err)
 	}
 	if len(d.MediaDescriptions) == 0 {
 		return info, fmt.Errorf("%w: no media sections", ErrBadOffer)

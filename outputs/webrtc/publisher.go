@@ -243,7 +243,7 @@ func (p *Publisher) negotiate(ctx context.Context, rungs []pipeline.Track, opus 
 		return err
 	}
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		return fmt.Errorf("%w: applying the answer: %v", ErrWHIP, err)
+		return fmt.Errorf("%w: applying the answer: %w", ErrWHIP, err)
 	}
 	for _, tc := range p.pc.GetTransceivers() {
 		if tc.Sender() == sender {
@@ -268,7 +268,7 @@ func (p *Publisher) negotiate(ctx context.Context, rungs []pipeline.Track, opus 
 func (p *Publisher) post(ctx context.Context, offer string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL, bytes.NewReader([]byte(offer)))
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrWHIP, err)
+		return "", fmt.Errorf("%w: %w", ErrWHIP, err)
 	}
 	req.Header.Set("Content-Type", mimeSDP)
 	if p.Token != "" {
@@ -276,19 +276,19 @@ func (p *Publisher) post(ctx context.Context, offer string) (string, error) {
 	}
 	resp, err := p.Client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrWHIP, err)
+		return "", fmt.Errorf("%w: %w", ErrWHIP, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxOfferBytes))
 	if err != nil {
-		return "", fmt.Errorf("%w: reading the answer: %v", ErrWHIP, err)
+		return "", fmt.Errorf("%w: reading the answer: %w", ErrWHIP, err)
 	}
 	if resp.StatusCode != http.StatusCreated {
 		return "", fmt.Errorf("%w: %s answered %s: %.200s", ErrWHIP, p.URL, resp.Status, body)
 	}
 	loc, err := resp.Location()
 	if err != nil {
-		return "", fmt.Errorf("%w: 201 without a usable Location: %v", ErrWHIP, err)
+		return "", fmt.Errorf("%w: 201 without a usable Location: %w", ErrWHIP, err)
 	}
 	p.location = loc.String()
 	return string(body), nil
@@ -318,9 +318,9 @@ func (p *Publisher) run(ctx context.Context) {
 		}
 		for _, rp := range u.packets {
 			out := rtp.Packet{Header: rp.Header, Payload: rp.Payload}
-			out.Header.Extensions = nil
-			_ = out.Header.SetExtension(p.midExt, []byte(p.mid))
-			_ = out.Header.SetExtension(p.ridExt, []byte(p.rids[u.rung]))
+			out.Extensions = nil
+			_ = out.SetExtension(p.midExt, []byte(p.mid))
+			_ = out.SetExtension(p.ridExt, []byte(p.rids[u.rung]))
 			if err := p.tracks[u.rung].WriteRTP(&out); errors.Is(err, io.ErrClosedPipe) {
 				p.fail(err)
 				return
@@ -389,18 +389,18 @@ func (p *Publisher) deleteSession() error {
 	defer cancel()
 	u, err := url.Parse(p.location)
 	if err != nil {
-		return fmt.Errorf("%w: Location %q: %v", ErrWHIP, p.location, err)
+		return fmt.Errorf("%w: Location %q: %w", ErrWHIP, p.location, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.String(), nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrWHIP, err)
+		return fmt.Errorf("%w: %w", ErrWHIP, err)
 	}
 	if p.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.Token)
 	}
 	resp, err := p.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: DELETE %s: %v", ErrWHIP, p.location, err)
+		return fmt.Errorf("%w: DELETE %s: %w", ErrWHIP, p.location, err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {

@@ -163,15 +163,15 @@ func (s *session) negotiate(ctx context.Context, video webrtc.RTPCodecCapability
 	s.pc.OnConnectionStateChange(s.onState)
 	s.pc.OnDataChannel(s.onDataChannel)
 	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadOffer, err)
+		return fmt.Errorf("%w: %w", ErrBadOffer, err)
 	}
 	answer, err := s.pc.CreateAnswer(nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnsupportedOffer, err)
+		return fmt.Errorf("%w: %w", ErrUnsupportedOffer, err)
 	}
 	gathered := webrtc.GatheringCompletePromise(s.pc)
 	if err := s.pc.SetLocalDescription(answer); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnsupportedOffer, err)
+		return fmt.Errorf("%w: %w", ErrUnsupportedOffer, err)
 	}
 	if len(s.videoSender.GetParameters().Codecs) == 0 {
 		return fmt.Errorf("%w: no H.264 format of the offer matches the stream", ErrUnsupportedOffer)

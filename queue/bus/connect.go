@@ -126,15 +126,15 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// reconnectDelay doubles from firstReconnectDelay up to max, with up to 20%
-// jitter so that the nodes of a cluster do not all return in the same
+// reconnectDelay doubles from firstReconnectDelay up to maxDelay, with up
+// to 20% jitter so that the nodes of a cluster do not all return in the same
 // instant.
-func reconnectDelay(attempts int, max time.Duration) time.Duration {
+func reconnectDelay(attempts int, maxDelay time.Duration) time.Duration {
 	d := firstReconnectDelay
-	for i := 1; i < attempts && d < max; i++ {
+	for i := 1; i < attempts && d < maxDelay; i++ {
 		d *= 2
 	}
-	d = min(d, max)
+	d = min(d, maxDelay)
 	return d + time.Duration(rand.Int64N(int64(d)/5+1))
 }
 

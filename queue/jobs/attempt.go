@@ -247,7 +247,10 @@ loop:
 func (a *attempt) waitRunner(result chan error, renew <-chan time.Time, keep bool, lastRenew *time.Time, end *ending) bool {
 	for {
 		select {
-		case <-result:
+		case err := <-result:
+			// The runner was cancelled and the ending is already decided;
+			// what it returns now (usually the cancellation) changes nothing.
+			_ = err
 			return true
 		case <-renew:
 			if keep {

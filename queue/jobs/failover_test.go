@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/relay"
@@ -147,10 +148,10 @@ func checkOwnershipHistory(t *testing.T, s *Store, id string) {
 	var prevLease time.Time
 	owners := 0
 	for _, h := range hist {
-		switch {
-		case h.Owner == "":
+		switch h.Owner {
+		case "":
 			prevOwner, prevLease = "", time.Time{}
-		case h.Owner == prevOwner:
+		case prevOwner:
 			if h.Lease.After(prevLease) {
 				prevLease = h.Lease
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/queue/relay"
 	"github.com/prism-streaming/prism/transcode"

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // Node defaults. A lease is four heartbeats long, so a node that misses one
@@ -98,10 +99,8 @@ const (
 	nodeClosed
 )
 
-var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
-
 func (n *Node) applyDefaults() error {
-	if !nodeIDRE.MatchString(n.ID) {
+	if !pipeline.ValidName(n.ID) {
 		return fmt.Errorf("%w: ID %q: use letters, digits, '-' and '_' (at most 64)", ErrNodeConfig, n.ID)
 	}
 	if n.Store == nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/relay"

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/bus"

@@ -31,7 +31,7 @@ func TestStreamSurvivesPublisherChange(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { defer close(done); Publish(ctx, nc, "s", job) }()
+		go func() { defer close(done); _ = Publish(ctx, nc, "s", job) }() // stopped by cancel: its error says so
 		return func() { cancel(); <-done; job.Close() }
 	}
 	stop1 := publish()
