@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"syscall"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/prism-streaming/prism/benchmarks"
 	"github.com/prism-streaming/prism/internal/node"
-	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -47,65 +45,25 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	res := benchmarks.Report{Input: *input, Ladder: l.Name, CPUs: runtime.NumCPU()}
 	before := benchmarks.SelfUsage()
 	start := time.Now()
-	job, err := transcode.Start(ctx, transcode.Options{Input: *input, Ladder: l, DirectScaling: *direct})
+	src, err := transcode.Start(ctx, transcode.Options{Input: *input, Ladder: l, DirectScaling: *direct})
 	if err != nil {
 		return err
 	}
-	if err := job.Wait(); err != nil {
+	if err := src.Wait(); err != nil {
 		return err
 	}
 	wall := time.Since(start)
-	after := benchmarks.SelfUsage()
-	stats := job.Stats()
-	prism := benchmarks.Run{
-		Tool:    "prism",
-		Wall:    wall.Seconds(),
-		CPU:     after.CPU - before.CPU,
-		PeakRSS: after.MaxRSS,
-		Media:   stats.MediaTime.Seconds(),
-	}
-	var videoFrames uint64
-	for i, tr := range job.Tracks() {
-		ts := stats.Tracks[i]
-		if tr.Kind != pipeline.KindVideo {
-			continue
-		}
-		videoFrames = max(videoFrames, ts.Frames)
-		prism.Rungs = append(prism.Rungs, benchmarks.Rung{
-			Name: tr.Name, Width: tr.Width, Height: tr.Height, Frames: ts.Frames,
-			FPS: float64(ts.Frames) / wall.Seconds(), Kbps: ts.AvgBitrate / 1000,
-		})
-	}
-	for _, g := range prism.Rungs {
-		prism.PixelRate += float64(g.Width*g.Height) * g.FPS
-	}
-	prism.FPS = float64(videoFrames) / wall.Seconds()
-	prism.Speed = prism.Media / wall.Seconds()
+	prism, videoFrames := benchmarks.PrismRun(src.Tracks(), src.Stats(), wall, before, benchmarks.SelfUsage())
 	res.Prism = prism
-
 	if *vsFFmpeg {
-		args := transcode.FFmpegArgs(*input, l, job.Rungs(), job.SourceFPS(), job.HasAudio(), *ffCascade)
+		args := transcode.FFmpegArgs(*input, l, src.Rungs(), src.SourceFPS(), src.HasAudio(), *ffCascade)
 		res.FFmpegCommand = benchmarks.Quote(append([]string{*ffmpegBin}, args...))
 		fmt.Fprintf(stdout, "running: %s\n", res.FFmpegCommand)
-		cmd := exec.CommandContext(ctx, *ffmpegBin, args...)
-		cmd.Stderr = stderr
-		t0 := time.Now()
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("ffmpeg: %w", err)
+		ff, err := benchmarks.FFmpegRun(ctx, *ffmpegBin, args, stderr, videoFrames, prism.Media)
+		if err != nil {
+			return err
 		}
-		peak := benchmarks.WatchPeakRSS(cmd.Process.Pid)
-		werr := cmd.Wait()
-		fw := time.Since(t0)
-		peakRSS := peak()
-		if werr != nil {
-			return fmt.Errorf("ffmpeg: %w", werr)
-		}
-		u := benchmarks.ProcessUsage(cmd.ProcessState)
-		ff := benchmarks.Run{Tool: "ffmpeg", Wall: fw.Seconds(), CPU: u.CPU, PeakRSS: peakRSS, Media: prism.Media}
-		ff.FPS = float64(videoFrames) / fw.Seconds()
-		ff.Speed = ff.Media / fw.Seconds()
-		res.FFmpeg = &ff
-		res.Ratio = prism.FPS / ff.FPS
+		res.FFmpeg, res.Ratio = &ff, prism.FPS/ff.FPS
 	}
 	benchmarks.Print(stdout, &res)
 	if *calibrate != "" {

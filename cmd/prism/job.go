@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/queue/jobs"
@@ -58,9 +55,9 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	base := strings.TrimRight(*server, "/") + "/api/v1/jobs"
-	var req *http.Request
+	client := &api.Client{Server: *server}
+	ctx := context.Background()
+	var answer []byte
 	var err error
 	switch sub {
 	case "submit":
@@ -71,46 +68,10 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			}
 			spec.Ladder, spec.LadderYAML = ladderFile, string(data)
 		}
-		body, _ := json.Marshal(spec)
-		req, err = http.NewRequest(http.MethodPost, base, bytes.NewReader(body))
+		answer, err = client.Submit(ctx, spec)
 	case "list":
-		req, err = http.NewRequest(http.MethodGet, base, nil)
-	case "get", "stop":
-		if fs.NArg() != 1 {
-			fmt.Fprintf(stderr, "usage: prism job %s ID\n", sub)
-			return errUsage
-		}
-		method, url := http.MethodGet, base+"/"+fs.Arg(0)
-		if sub == "stop" {
-			method, url = http.MethodPost, url+"/stop"
-		}
-		req, err = http.NewRequest(method, url, nil)
-	default:
-		fmt.Fprintf(stderr, "prism job: unknown subcommand %q (submit, list, get, stop)\n", sub)
-		return errUsage
-	}
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *server, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e struct{ Error string }
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(body))
-	}
-	if sub == "list" {
-		var list []api.JobInfo
-		if err := json.Unmarshal(body, &list); err != nil {
+		list, err := client.List(ctx)
+		if err != nil {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -119,7 +80,23 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", j.Spec.ID, j.State, j.Owner, j.Attempts, j.Spec.Input, j.Reason)
 		}
 		return tw.Flush()
+	case "get", "stop":
+		if fs.NArg() != 1 {
+			fmt.Fprintf(stderr, "usage: prism job %s ID\n", sub)
+			return errUsage
+		}
+		if sub == "get" {
+			answer, err = client.Get(ctx, fs.Arg(0))
+		} else {
+			answer, err = client.Stop(ctx, fs.Arg(0))
+		}
+	default:
+		fmt.Fprintf(stderr, "prism job: unknown subcommand %q (submit, list, get, stop)\n", sub)
+		return errUsage
 	}
-	_, err = stdout.Write(body)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(answer)
 	return err
 }

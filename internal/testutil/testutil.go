@@ -160,7 +160,7 @@ func RSS(t testing.TB) int64 {
 
 // Report logs a measured figure and, when PRISM_REPORT_DIR is set (`make
 // test` sets it), appends it to report.txt there, so that a test run ends
-// with the numbers the issues ask for, not only "ok".
+// with the figures it measured, not only "ok".
 func Report(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
