@@ -22,12 +22,13 @@ var rank = map[string]int{
 	"internal/avlog":    0,
 	"internal/yamlfile": 0,
 	"deploy":            0,
-	"benchmarks":        0,
+	"benchmarks":        1, // reads pipeline statistics
 	"queue":             0, // the package doc only
 	"queue/bus":         0,
 	"gpu":               1,
 	"transcode/ladder":  1,
 	"internal/testutil": 1,
+	"internal/auth":     1, // who may do what: asked by the API, outputs' guards and ingest
 	"transcode":         2,
 	"outputs":           2,
 	"config":            3,
