@@ -251,6 +251,9 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, st *stream) 
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	if token := tokenOf(r.URL.Query()); token != "" {
+		body = withToken(body, token)
+	}
 	writeBody(w, contentTypePlaylist, cachePlaylist, body)
 }
 

@@ -87,7 +87,10 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		}
 	}
 	m := rg.muxer.Load()
-	res, err := fetchPlaylist(m, file, r.URL.RawQuery)
+	query := r.URL.Query()
+	token := tokenOf(query)
+	query.Del(TokenParam) // gohlslib sees only the LL-HLS directives
+	res, err := fetchPlaylist(m, file, query.Encode())
 	switch {
 	case err == nil:
 	case res.status() == http.StatusBadRequest:
@@ -102,6 +105,9 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 	if err != nil {
 		st.log.Warn("hls: cannot rewrite gohlslib's playlist; serving it as is", "error", err)
 		body = res.body.Bytes()
+	}
+	if token != "" {
+		body = withToken(body, token)
 	}
 	writeBody(w, contentTypePlaylist, cachePlaylist, body)
 }
