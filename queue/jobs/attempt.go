@@ -306,7 +306,9 @@ func (a *attempt) resolveConflict() (ending, bool) {
 	cur, err := n.Store.Get(ctx, a.id)
 	cancel()
 	if err != nil {
-		if errors.Is(err, ErrJobNotFound) {
+		if errors.Is(err, ErrJobNotFound) || errors.Is(err, ErrCorruptJob) {
+			// Deleted, or overwritten with something unreadable: nothing
+			// says the job is still ours, so fence ourselves.
 			return endLost, false
 		}
 		return 0, true // try again on the next heartbeat

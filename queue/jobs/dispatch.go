@@ -149,7 +149,10 @@ func (n *Node) handleTicket(msg ticket) ticketOutcome {
 	j, err := n.Store.Get(ctx, id)
 	cancel()
 	switch {
-	case errors.Is(err, ErrJobNotFound):
+	case errors.Is(err, ErrJobNotFound), errors.Is(err, ErrCorruptJob):
+		// Nobody can run a job that is gone or unreadable; returning the
+		// ticket would cycle it through every node forever. A job
+		// submitted again gets a ticket of its own.
 		_ = msg.Term()
 		return ticketStale
 	case err != nil:

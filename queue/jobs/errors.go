@@ -21,4 +21,11 @@ var (
 	ErrConflict = errors.New("job changed concurrently")
 	// ErrNodeConfig: a Node field is missing or out of range.
 	ErrNodeConfig = errors.New("invalid node configuration")
+	// ErrCorruptJob: a job's record in the store does not decode (written
+	// by something other than this package, or damaged). List skips such
+	// records and Corrupt names them; Delete purges one.
+	ErrCorruptJob = errors.New("corrupt job record")
+	// ErrTooManyJobs: the store holds StoreConfig.MaxJobs jobs already;
+	// delete ended ones before submitting new ones.
+	ErrTooManyJobs = errors.New("too many jobs")
 )

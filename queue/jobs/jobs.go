@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,13 +16,19 @@ import (
 // same spec again is harmless (it returns the existing job, and the
 // dispatch ticket is deduplicated); a different spec under the id of a job
 // that has not ended fails with ErrJobExists. A stopped or failed job is
-// started again with the submitted spec.
+// started again with the submitted spec. A new id when the store holds
+// StoreConfig.MaxJobs jobs fails with ErrTooManyJobs; an id whose record
+// is corrupt fails with ErrCorruptJob until it is deleted.
 func (s *Store) Submit(ctx context.Context, spec Spec) (*Job, error) {
 	if len(spec.Outputs) == 0 {
 		spec.Outputs = nil // an empty and a missing list are the same request
 	}
 	if err := spec.Validate(); err != nil {
 		return nil, err
+	}
+	// Before the ladder is parsed: an oversized spec costs nothing more.
+	if n, limit := recordSize(spec), s.cfg.MaxRecordBytes-recordSlack; n > limit {
+		return nil, fmt.Errorf("%w: %s: spec: the job record would be %d bytes, more than %d", ErrInvalidSpec, spec.ID, n, limit)
 	}
 	var cost float64
 	if s.cfg.CheckLadder != nil {
@@ -39,12 +47,24 @@ func (s *Store) Submit(ctx context.Context, spec Spec) (*Job, error) {
 	}
 }
 
+// recordSize is the size of a fresh job record for spec.
+func recordSize(spec Spec) int {
+	data, err := json.Marshal(&Job{Spec: spec, State: StatePending})
+	if err != nil {
+		return math.MaxInt
+	}
+	return len(data)
+}
+
 func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64) (*Job, error) {
 	fresh := &Job{Spec: spec, State: StatePending, Cost: cost}
 	fresh.Reason = s.pendingReason(ctx, fresh)
 	fresh.UpdatedAt = time.Now().UTC()
 	data, err := json.Marshal(fresh)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.roomFor(ctx, spec.ID); err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
@@ -83,6 +103,20 @@ func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64) (*Job, 
 	return j, s.dispatch(ctx, j)
 }
 
+// roomFor fails with ErrTooManyJobs when id is not in the store and the
+// store holds MaxJobs jobs. Counting takes one listing of the keys; a
+// submission is rare enough for it.
+func (s *Store) roomFor(ctx context.Context, id string) error {
+	keys, err := s.keys(ctx)
+	if err != nil {
+		return fmt.Errorf("submit %s: counting jobs: %w", id, err)
+	}
+	if len(keys) < s.cfg.MaxJobs || slices.Contains(keys, id) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: the store holds %d jobs (at most %d); delete ended ones first", ErrTooManyJobs, id, len(keys), s.cfg.MaxJobs)
+}
+
 // pendingReason says why a pending job may wait, from the live nodes; ""
 // when a node can take it now or the nodes cannot be read.
 func (s *Store) pendingReason(ctx context.Context, j *Job) string {
@@ -113,9 +147,18 @@ func (s *Store) Stop(ctx context.Context, id string) (*Job, error) {
 
 // Delete removes an ended (stopped or failed) job's record; its id can
 // then be submitted afresh. Deleting a job that may still run fails with
-// ErrJobActive: stop it first.
+// ErrJobActive: stop it first. A corrupt record (ErrCorruptJob) is purged,
+// its history with it: no node can run or stop what it cannot read, and
+// an owner whose renewal finds it corrupt or gone stops the media.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	j, err := s.Get(ctx, id)
+	e, err := s.entry(ctx, id)
+	if err != nil {
+		return err
+	}
+	j, err := decodeJob(e)
+	if errors.Is(err, ErrCorruptJob) {
+		return s.purge(ctx, id, e.Revision())
+	}
 	if err != nil {
 		return err
 	}
@@ -131,6 +174,20 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("delete job %s: %w", id, err)
+	}
+	return nil
+}
+
+// purge removes a corrupt record and its history, if it is still at rev.
+func (s *Store) purge(ctx context.Context, id string, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	err := s.jobs.Purge(ctx, id, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("%w: %s at revision %d: %w", ErrConflict, id, rev, err)
+	}
+	if err != nil {
+		return fmt.Errorf("purge corrupt job %s: %w", id, err)
 	}
 	return nil
 }

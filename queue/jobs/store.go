@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +24,29 @@ const (
 
 	dispatchPrefix   = "prism.dispatch."
 	dispatchConsumer = "prism-nodes" // the one durable consumer every node pulls from
+)
+
+// Store defaults and fixed limits. JetStream enforces the sizes, so that
+// nothing that can write on the bus (a bug, a hostile client) fills the
+// servers' disk or memory; Submit checks the job count and record size
+// first, to fail with a clear error.
+const (
+	DefaultMaxJobs        = 1000
+	DefaultMaxRecordBytes = 1 << 20   // a job record; a lean one is about 1 KiB
+	DefaultJobsMaxBytes   = 256 << 20 // 1000 jobs × 64 revisions × 4 KiB
+
+	// recordSlack is what a job's life adds to its submitted record (owner,
+	// lease, reason of at most maxReasonLen, timestamps) and the message
+	// headers of a revision-checked write: Submit leaves it free.
+	recordSlack  = 4 << 10
+	maxReasonLen = 1 << 10
+
+	nodesMaxBytes     = 16 << 20 // heartbeats of a few hundred bytes, in memory
+	nodesMaxValueSize = 64 << 10
+	// Tickets name a job (at most 64 bytes) and carry a message id.
+	dispatchMaxMsgs    = 100_000
+	dispatchMaxBytes   = 64 << 20
+	dispatchMaxMsgSize = 4 << 10
 )
 
 // LadderCheck resolves a job's ladder (a shipped name or file path in ref,
@@ -49,6 +74,21 @@ type StoreConfig struct {
 	CheckLadder LadderCheck
 	// OpTimeout bounds each JetStream request (default 5 s).
 	OpTimeout time.Duration
+	// MaxJobs bounds the jobs in the store, ended ones included (default
+	// DefaultMaxJobs): Submit of a new id beyond it fails with
+	// ErrTooManyJobs. Concurrent submissions from several clients may
+	// overshoot it by a few; JobsMaxBytes is the hard bound.
+	MaxJobs int
+	// MaxRecordBytes is the largest job record the prism_jobs bucket
+	// accepts (its MaxValueSize; default DefaultMaxRecordBytes, at least
+	// 16 KiB). Submit refuses a spec whose record would leave less than
+	// 4 KiB of it for what the job's life adds (ErrInvalidSpec, "spec").
+	MaxRecordBytes int
+	// JobsMaxBytes bounds the prism_jobs bucket, every kept revision
+	// included (default DefaultJobsMaxBytes). A full bucket refuses
+	// writes, lease renewals included: size it for MaxJobs × History ×
+	// the typical record (a few KiB with an inline ladder).
+	JobsMaxBytes int64
 }
 
 func (c *StoreConfig) applyDefaults() error {
@@ -72,6 +112,24 @@ func (c *StoreConfig) applyDefaults() error {
 	}
 	if c.OpTimeout == 0 {
 		c.OpTimeout = 5 * time.Second
+	}
+	if c.MaxJobs == 0 {
+		c.MaxJobs = DefaultMaxJobs
+	}
+	if c.MaxJobs < 0 {
+		return fmt.Errorf("store: MaxJobs %d: want at least 1", c.MaxJobs)
+	}
+	if c.MaxRecordBytes == 0 {
+		c.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if c.MaxRecordBytes < 4*recordSlack || c.MaxRecordBytes > math.MaxInt32 {
+		return fmt.Errorf("store: MaxRecordBytes %d: want %d..%d", c.MaxRecordBytes, 4*recordSlack, math.MaxInt32)
+	}
+	if c.JobsMaxBytes == 0 {
+		c.JobsMaxBytes = DefaultJobsMaxBytes
+	}
+	if c.JobsMaxBytes < int64(c.MaxRecordBytes) {
+		return fmt.Errorf("store: JobsMaxBytes %d: want at least MaxRecordBytes (%d)", c.JobsMaxBytes, c.MaxRecordBytes)
 	}
 	return nil
 }
@@ -121,22 +179,26 @@ func (s *Store) open(ctx context.Context) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
 	s.jobs, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      JobsBucket,
-		Description: "Prism jobs: spec, state, owner and lease",
-		History:     uint8(s.cfg.History),
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.cfg.Replicas,
+		Bucket:       JobsBucket,
+		Description:  "Prism jobs: spec, state, owner and lease",
+		History:      uint8(s.cfg.History),
+		Storage:      jetstream.FileStorage,
+		Replicas:     s.cfg.Replicas,
+		MaxValueSize: int32(s.cfg.MaxRecordBytes),
+		MaxBytes:     s.cfg.JobsMaxBytes,
 	})
 	if err != nil {
 		return err
 	}
 	s.nodes, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      NodesBucket,
-		Description: "Prism node heartbeats",
-		History:     1,
-		TTL:         s.cfg.NodeTTL,
-		Storage:     jetstream.MemoryStorage, // heartbeats are worthless after a restart
-		Replicas:    s.cfg.Replicas,
+		Bucket:       NodesBucket,
+		Description:  "Prism node heartbeats",
+		History:      1,
+		TTL:          s.cfg.NodeTTL,
+		Storage:      jetstream.MemoryStorage, // heartbeats are worthless after a restart
+		Replicas:     s.cfg.Replicas,
+		MaxValueSize: nodesMaxValueSize,
+		MaxBytes:     nodesMaxBytes,
 	})
 	if err != nil {
 		return err
@@ -149,6 +211,12 @@ func (s *Store) open(ctx context.Context) (err error) {
 		Storage:     jetstream.FileStorage,
 		Duplicates:  s.cfg.DuplicateWindow,
 		Replicas:    s.cfg.Replicas,
+		// Full, it drops the oldest tickets: they are hints, and
+		// maintenance republishes the ticket of a pending job that has none.
+		Discard:    jetstream.DiscardOld,
+		MaxMsgs:    dispatchMaxMsgs,
+		MaxBytes:   dispatchMaxBytes,
+		MaxMsgSize: dispatchMaxMsgSize,
 	})
 	if err != nil {
 		return err
@@ -168,8 +236,18 @@ func (s *Store) open(ctx context.Context) (err error) {
 	return err
 }
 
-// Get returns the job's current record.
+// Get returns the job's current record. A record that does not decode
+// fails with ErrCorruptJob (Delete purges it).
 func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
+	e, err := s.entry(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return decodeJob(e)
+}
+
+// entry reads the job's current KV entry, undecoded.
+func (s *Store) entry(ctx context.Context, id string) (jetstream.KeyValueEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
 	e, err := s.jobs.Get(ctx, id)
@@ -179,33 +257,56 @@ func (s *Store) Get(ctx context.Context, id string) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
-	return decodeJob(e)
+	return e, nil
 }
 
-// List returns every job, sorted by id.
+// List returns every job, sorted by id. Records that do not decode are
+// left out, so that one damaged record does not hide the others: Corrupt
+// names them.
 func (s *Store) List(ctx context.Context) ([]*Job, error) {
+	jobs, _, err := s.list(ctx)
+	return jobs, err
+}
+
+// Corrupt returns the ids whose records do not decode (ErrCorruptJob),
+// sorted: what List leaves out. Delete purges them.
+func (s *Store) Corrupt(ctx context.Context) ([]string, error) {
+	_, corrupt, err := s.list(ctx)
+	return corrupt, err
+}
+
+func (s *Store) list(ctx context.Context) (jobs []*Job, corrupt []string, err error) {
+	keys, err := s.keys(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list jobs: %w", err)
+	}
+	slices.Sort(keys)
+	jobs = make([]*Job, 0, len(keys))
+	for _, k := range keys {
+		j, err := s.Get(ctx, k)
+		switch {
+		case errors.Is(err, ErrJobNotFound):
+			continue // deleted between listing and reading
+		case errors.Is(err, ErrCorruptJob):
+			corrupt = append(corrupt, k)
+			continue
+		case err != nil:
+			return nil, nil, err
+		}
+		jobs = append(jobs, j)
+	}
+	return jobs, corrupt, nil
+}
+
+// keys lists the ids in the bucket, corrupt records included.
+func (s *Store) keys(ctx context.Context) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
 	keys, err := s.jobs.Keys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	slices.Sort(keys)
-	jobs := make([]*Job, 0, len(keys))
-	for _, k := range keys {
-		j, err := s.Get(ctx, k)
-		if errors.Is(err, ErrJobNotFound) {
-			continue // deleted between listing and reading
-		}
-		if err != nil {
-			return nil, err
-		}
-		jobs = append(jobs, j)
-	}
-	return jobs, nil
+	return keys, err
 }
 
 // Update writes j if the job is still at j.Revision (compare-and-set) and
@@ -215,6 +316,7 @@ func (s *Store) List(ctx context.Context) ([]*Job, error) {
 func (s *Store) Update(ctx context.Context, j *Job) (*Job, error) {
 	n := *j
 	n.UpdatedAt = time.Now().UTC()
+	n.Reason = clipReason(n.Reason)
 	data, err := json.Marshal(&n)
 	if err != nil {
 		return nil, fmt.Errorf("update job %s: %w", j.Spec.ID, err)
@@ -281,13 +383,32 @@ func (s *Store) History(ctx context.Context, id string) ([]*Job, error) {
 	return out, nil
 }
 
+// decodeJob decodes a record; one that is not a job of its key fails with
+// ErrCorruptJob.
 func decodeJob(e jetstream.KeyValueEntry) (*Job, error) {
 	var j Job
 	if err := json.Unmarshal(e.Value(), &j); err != nil {
-		return nil, fmt.Errorf("job %s revision %d: %w", e.Key(), e.Revision(), err)
+		return nil, fmt.Errorf("%w: %s revision %d: %w", ErrCorruptJob, e.Key(), e.Revision(), err)
+	}
+	if j.Spec.ID != e.Key() {
+		return nil, fmt.Errorf("%w: %s revision %d: the record is of job %q", ErrCorruptJob, e.Key(), e.Revision(), j.Spec.ID)
 	}
 	j.Revision = e.Revision()
 	return &j, nil
+}
+
+// clipReason bounds a reason (often a runner's error, which may quote a
+// whole FFmpeg message), so that the record stays within recordSlack of
+// what was submitted.
+func clipReason(r string) string {
+	if len(r) <= maxReasonLen {
+		return r
+	}
+	cut := maxReasonLen - len("…")
+	for cut > 0 && !utf8.RuneStart(r[cut]) {
+		cut--
+	}
+	return r[:cut] + "…"
 }
 
 // Conn returns the connection the store uses.

@@ -209,6 +209,11 @@ func TestSubmitRejectsMalformedSpecs(t *testing.T) {
 		{"unknown output", func(s *Spec) { s.Outputs = []string{"rtmp"} }, "outputs[0]"},
 		{"duplicate output", func(s *Spec) { s.Outputs = []string{"hls", "webrtc", "hls"} }, "outputs[2]"},
 		{"unknown encoder", func(s *Spec) { s.Constraints.Encoder = "x265" }, "constraints.encoder"},
+		{"too many publish targets", func(s *Spec) {
+			for range MaxPublishTargets + 1 {
+				s.Publish = append(s.Publish, PublishTarget{URL: "https://whip.example/live"})
+			}
+		}, "publish"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -236,7 +241,7 @@ func TestStoreConfigErrors(t *testing.T) {
 	testutil.LeakCheck(t)
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{})
 	nc := testutil.DialNATS(t, e, "client")
-	for _, cfg := range []StoreConfig{{Replicas: 7}, {History: 5}, {History: 65}} {
+	for _, cfg := range []StoreConfig{{Replicas: 7}, {History: 5}, {History: 65}, {MaxJobs: -1}, {MaxRecordBytes: 100}, {JobsMaxBytes: 1000}} {
 		if _, err := OpenStore(context.Background(), nc, cfg); err == nil {
 			t.Fatalf("%+v accepted", cfg)
 		}

@@ -205,7 +205,11 @@ func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live b
 	}
 	j, err := decodeJob(e)
 	if err != nil {
-		n.log.Warn("unreadable job record", "err", err)
+		// What the view held for the key is no longer the job's record:
+		// drop it, so that nothing is decided on a copy the store has
+		// overwritten. Store.Corrupt lists such keys; Delete purges them.
+		delete(m, e.Key())
+		n.log.Warn("unreadable job record", "job", e.Key(), "err", err)
 		return nil
 	}
 	if cur, ok := m[e.Key()]; !ok || cur.Revision < j.Revision {

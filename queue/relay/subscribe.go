@@ -149,6 +149,11 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 				return fmt.Errorf("%w: %s: %w", ErrStreamGone, s.stream, nats.ErrConnectionClosed)
 			case time.Since(lastHeard) > s.opts.staleAfter:
 				return fmt.Errorf("%w: %s: publisher %s silent for %s", ErrStreamGone, s.stream, s.info.Instance, s.opts.staleAfter)
+			case len(waitKey) > 0 && s.sinceKeyframeRequest() > keyframeRetry:
+				// The request after a loss may have been coalesced into an
+				// earlier one the job already answered, or lost: ask again
+				// rather than wait out the GOP.
+				s.requestKeyframe()
 			}
 		case m := <-s.msgs:
 			kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
@@ -180,21 +185,33 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 			case subjTracks, subjCtl:
 			default:
 				h, data, derr := decodeMessage(m.Data)
-				if derr != nil || h.instance != s.instance {
+				// Another publisher's (or an unreadable header: instance 0,
+				// which newInstance never picks), or a track the stream does
+				// not have: nothing is kept for it.
+				track := int(h.track)
+				k, known := s.kinds[track]
+				if h.instance != s.instance || !known {
 					continue
 				}
-				lastHeard = time.Now()
-				p, lost := rx.push(h, data)
-				track := int(h.track)
-				if lost && s.kinds[track] == pipeline.KindVideo && !waitKey[track] {
+				if derr == nil && kind != strconv.Itoa(track) {
+					derr = fmt.Errorf("%w: track %d on subject %s", ErrWire, track, m.Subject)
+				}
+				var p *pipeline.Packet
+				lost := true
+				if derr != nil {
+					// A malformed message of our publisher's track: the packet
+					// it belongs to cannot be trusted, so it is a loss (and
+					// not a sign of life).
+					rx.drop(h.track)
+				} else {
+					lastHeard = time.Now()
+					p, lost = rx.push(h, data)
+				}
+				if lost && k == pipeline.KindVideo && !waitKey[track] {
 					waitKey[track] = true
 					s.requestKeyframe()
 				}
 				if p == nil {
-					continue
-				}
-				k, known := s.kinds[track]
-				if !known {
 					continue
 				}
 				if waitKey[track] {
@@ -207,6 +224,17 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 			}
 		}
 	}
+}
+
+// keyframeRetry is how often a track still waiting for a keyframe asks
+// again.
+const keyframeRetry = time.Second
+
+// sinceKeyframeRequest is the time since the last keyframe request.
+func (s *subscription) sinceKeyframeRequest() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Since(s.lastKey)
 }
 
 // requestKeyframe asks the publisher's job for an IDR, at most every

@@ -36,8 +36,21 @@ const (
 	flagKeyframe = 1 << 0
 	flagChunked  = 1 << 1
 	flagIngest   = 1 << 2
+	// knownFlags are the flags of wireVersion; a new flag needs a new
+	// version, so a message with any other bit set is not ours.
+	knownFlags = flagKeyframe | flagChunked | flagIngest
 
 	maxChunks = 1<<16 - 1
+
+	// maxPacketLen bounds one packet on the wire, far above any encoded
+	// frame (a 4K keyframe is a few MiB), so that a header cannot make a
+	// follower hold more than this for one packet.
+	maxPacketLen = 64 << 20
+	// maxPrealloc bounds what a follower allocates for a chunked packet
+	// before its chunks arrive: the rest grows with the data actually
+	// received, so a header claiming a large packet costs no more than
+	// the bytes sent with it.
+	maxPrealloc = 1 << 20
 )
 
 // wireHeader is the decoded header of one media message.
@@ -58,6 +71,9 @@ func chunkCount(n, maxPayload int) (int, error) {
 	room := maxPayload - headerLen
 	if room <= 0 {
 		return 0, fmt.Errorf("%w: max payload %d leaves no room after the %d-byte header", ErrWire, maxPayload, headerLen)
+	}
+	if n > maxPacketLen {
+		return 0, fmt.Errorf("%w: a %d-byte packet is larger than %d bytes", ErrWire, n, maxPacketLen)
 	}
 	c := max((n+room-1)/room, 1)
 	if c > maxChunks {
@@ -103,7 +119,16 @@ func appendMessage(dst []byte, h wireHeader, i int, data []byte) []byte {
 	return append(append(dst, b[:]...), data...)
 }
 
-// decodeMessage splits a media message into header and data.
+// decodeMessage splits a media message into header and data, and checks
+// every field it can on its own: a follower gets messages from whoever can
+// publish on the subject, so nothing in the header is trusted before it is
+// checked. Once the fixed fields are read (the message is long enough and
+// of our version), h holds them even with an error, so that the caller can
+// count the loss on h.track. A packet's chunks all carry the same number of
+// data bytes (the publisher's max payload less the header) except the
+// last, so the first chunk shows how much a packet of h.chunks chunks can
+// hold, and total must fit exactly: a header cannot claim more data than
+// its chunks will bring.
 func decodeMessage(msg []byte) (wireHeader, []byte, error) {
 	var h wireHeader
 	if len(msg) < headerLen {
@@ -124,13 +149,25 @@ func decodeMessage(msg []byte) (wireHeader, []byte, error) {
 	h.duration = int64(binary.BigEndian.Uint64(msg[40:]))
 	h.ingest = int64(binary.BigEndian.Uint64(msg[48:]))
 	data := msg[headerLen:]
+	// Widened to 64 bits: chunks × chunk size overflows 32.
+	n, total, chunks := uint64(len(data)), uint64(h.total), uint64(h.chunks)
 	switch {
+	case h.flags&^knownFlags != 0:
+		return h, nil, fmt.Errorf("%w: unknown flags %#x", ErrWire, h.flags&^knownFlags)
 	case h.chunks == 0 || h.chunk >= h.chunks:
 		return h, nil, fmt.Errorf("%w: chunk %d of %d", ErrWire, h.chunk, h.chunks)
-	case h.chunks == 1 && uint32(len(data)) != h.total:
-		return h, nil, fmt.Errorf("%w: %d data bytes, header says %d", ErrWire, len(data), h.total)
-	case uint32(len(data)) > h.total:
-		return h, nil, fmt.Errorf("%w: chunk of %d bytes in a %d-byte packet", ErrWire, len(data), h.total)
+	case (h.flags&flagChunked != 0) != (h.chunks > 1):
+		return h, nil, fmt.Errorf("%w: chunked flag %v with %d chunks", ErrWire, h.flags&flagChunked != 0, h.chunks)
+	case total > maxPacketLen:
+		return h, nil, fmt.Errorf("%w: a %d-byte packet is larger than %d bytes", ErrWire, total, maxPacketLen)
+	case h.chunks == 1 && n != total:
+		return h, nil, fmt.Errorf("%w: %d data bytes, header says %d", ErrWire, n, total)
+	case n > total:
+		return h, nil, fmt.Errorf("%w: chunk of %d bytes in a %d-byte packet", ErrWire, n, total)
+	case h.chunks > 1 && n == 0:
+		return h, nil, fmt.Errorf("%w: empty chunk %d of %d", ErrWire, h.chunk, h.chunks)
+	case h.chunks > 1 && h.chunk == 0 && (total > chunks*n || total <= (chunks-1)*n):
+		return h, nil, fmt.Errorf("%w: %d chunks of %d bytes cannot make a %d-byte packet", ErrWire, h.chunks, n, total)
 	}
 	return h, data, nil
 }
@@ -147,7 +184,11 @@ func (h *wireHeader) packet(data []byte) *pipeline.Packet {
 }
 
 // reassembler rebuilds packets from messages of one publisher and notices
-// lost ones.
+// lost ones. What it holds is bounded by what was received: a packet being
+// reassembled preallocates at most maxPrealloc, grows only by chunks of the
+// size its first chunk set, and never past its declared total (at most
+// maxPacketLen). The caller passes only tracks the stream has, so it keeps
+// state for those alone.
 type reassembler struct {
 	tracks map[uint16]*trackRx
 }
@@ -158,22 +199,35 @@ type trackRx struct {
 	// the packet being reassembled, if any
 	partial []byte
 	hdr     wireHeader
+	room    int    // data bytes in each of its chunks but the last
 	next    uint16 // next chunk index expected
 }
 
-// push takes one message. It returns the completed packet, if this message
-// completed one, and whether packets were lost before or with it (a gap in
-// sequence numbers, or chunks missing from a packet, which is dropped
-// whole).
-func (r *reassembler) push(h wireHeader, data []byte) (p *pipeline.Packet, lost bool) {
+func (r *reassembler) track(id uint16) *trackRx {
 	if r.tracks == nil {
 		r.tracks = make(map[uint16]*trackRx)
 	}
-	t := r.tracks[h.track]
+	t := r.tracks[id]
 	if t == nil {
 		t = &trackRx{}
-		r.tracks[h.track] = t
+		r.tracks[id] = t
 	}
+	return t
+}
+
+// drop records a message of the track that could not be decoded: whatever
+// packet it belonged to is lost, and so is the one being reassembled.
+func (r *reassembler) drop(track uint16) {
+	r.track(track).partial = nil
+}
+
+// push takes one decoded message (decodeMessage checked it on its own). It
+// returns the completed packet, if this message completed one, and whether
+// packets were lost before or with it (a gap in sequence numbers, or
+// chunks missing from a packet, or a chunk that does not fit the packet,
+// which is then dropped whole).
+func (r *reassembler) push(h wireHeader, data []byte) (p *pipeline.Packet, lost bool) {
+	t := r.track(h.track)
 	if h.chunk == 0 {
 		if t.partial != nil {
 			t.partial, lost = nil, true // the previous packet never completed
@@ -185,13 +239,15 @@ func (r *reassembler) push(h wireHeader, data []byte) (p *pipeline.Packet, lost 
 		if h.chunks == 1 {
 			return h.packet(data), lost
 		}
-		t.hdr, t.next = h, 1
-		t.partial = append(make([]byte, 0, h.total), data...)
+		t.hdr, t.next, t.room = h, 1, len(data)
+		t.partial = append(make([]byte, 0, min(int(h.total), maxPrealloc)), data...)
 		return nil, lost
 	}
-	if t.partial == nil || h.seq != t.hdr.seq || h.chunk != t.next || h.total != t.hdr.total {
-		// A chunk of a packet whose start we missed or that skipped one:
-		// the packet cannot be completed.
+	if t.partial == nil || h.seq != t.hdr.seq || h.chunk != t.next || h.chunks != t.hdr.chunks ||
+		h.total != t.hdr.total || h.flags != t.hdr.flags || len(data) != t.chunkLen(h.chunk) {
+		// A chunk of a packet whose start we missed, that skipped one, or
+		// that does not match its first chunk: the packet cannot be
+		// completed.
 		t.partial = nil
 		t.started, t.lastSeq = true, h.seq
 		return nil, true
@@ -208,4 +264,13 @@ func (r *reassembler) push(h wireHeader, data []byte) (p *pipeline.Packet, lost 
 	p = t.hdr.packet(t.partial)
 	t.partial = nil
 	return p, false
+}
+
+// chunkLen is how many data bytes chunk i of the packet being reassembled
+// carries: the first chunk's size, the rest in the last.
+func (t *trackRx) chunkLen(i uint16) int {
+	if i < t.hdr.chunks-1 {
+		return t.room
+	}
+	return int(t.hdr.total) - int(t.hdr.chunks-1)*t.room
 }

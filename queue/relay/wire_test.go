@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
@@ -119,19 +120,42 @@ func TestReassemblerReportsLoss(t *testing.T) {
 	}
 }
 
+// craft encodes one message with any header, valid or not.
+func craft(h wireHeader, chunk int, data []byte) []byte { return appendMessage(nil, h, chunk, data) }
+
 func TestWireRejectsMalformedMessages(t *testing.T) {
 	good := messages(t, &pipeline.Packet{Data: []byte("abc")}, 1, 1000)[0]
+	chunked := wireHeader{flags: flagChunked, instance: 1, seq: 1, chunks: 2, total: 5}
+	with := func(edit func(h *wireHeader)) wireHeader { h := chunked; edit(&h); return h }
 	cases := map[string][]byte{
-		"short":       good[:headerLen-1],
-		"version":     append([]byte{9}, good[1:]...),
-		"zero chunks": func() []byte { b := bytes.Clone(good); b[18], b[19] = 0, 0; return b }(),
-		"chunk index": func() []byte { b := bytes.Clone(good); b[17] = 1; return b }(),
-		"length":      append(bytes.Clone(good), 'x'),
+		"short":                       good[:headerLen-1],
+		"empty":                       nil,
+		"version":                     append([]byte{9}, good[1:]...),
+		"zero chunks":                 func() []byte { b := bytes.Clone(good); b[18], b[19] = 0, 0; return b }(),
+		"chunk index":                 func() []byte { b := bytes.Clone(good); b[17] = 1; return b }(),
+		"chunk past the count":        craft(chunked, 7, []byte("ab")),
+		"length":                      append(bytes.Clone(good), 'x'),
+		"unknown flag":                func() []byte { b := bytes.Clone(good); b[1] |= 0x80; return b }(),
+		"chunked flag alone":          func() []byte { b := bytes.Clone(good); b[1] |= flagChunked; return b }(),
+		"chunks without flag":         craft(with(func(h *wireHeader) { h.flags = 0 }), 0, []byte("abc")),
+		"total 0xFFFFFFFF":            craft(with(func(h *wireHeader) { h.total = 0xFFFFFFFF }), 0, []byte("abc")),
+		"total 0xFFFFFFFF, one chunk": craft(wireHeader{instance: 1, chunks: 1, total: 0xFFFFFFFF}, 0, []byte("abc")),
+		"total over the cap":          craft(with(func(h *wireHeader) { h.chunks, h.total = maxChunks, maxPacketLen+1 }), 0, make([]byte, 2000)),
+		"more than the chunks carry":  craft(with(func(h *wireHeader) { h.total = 7 }), 0, []byte("abc")),
+		"less than the chunks carry":  craft(with(func(h *wireHeader) { h.chunks, h.total = 3, 6 }), 0, []byte("abc")),
+		"empty chunk":                 craft(chunked, 1, nil),
+		"chunk longer than the total": craft(chunked, 1, []byte("abcdef")),
 	}
 	for name, m := range cases {
 		if _, _, err := decodeMessage(m); !errors.Is(err, ErrWire) {
 			t.Errorf("%s: %v, want ErrWire", name, err)
 		}
+	}
+	// What a follower can still tell from a malformed header: whose
+	// message it was and of which track, to count the loss there.
+	h, _, err := decodeMessage(craft(wireHeader{track: 1, instance: 42, chunks: 1, total: 0xFFFFFFFF}, 0, nil))
+	if err == nil || h.instance != 42 || h.track != 1 {
+		t.Errorf("header of a malformed message: %+v, %v", h, err)
 	}
 	if _, err := chunkCount(10, headerLen); !errors.Is(err, ErrWire) {
 		t.Errorf("no room: %v", err)
@@ -139,23 +163,139 @@ func TestWireRejectsMalformedMessages(t *testing.T) {
 	if _, err := chunkCount(1<<30, headerLen+1); !errors.Is(err, ErrWire) {
 		t.Errorf("too many chunks: %v", err)
 	}
+	if _, err := chunkCount(maxPacketLen+1, 1<<20); !errors.Is(err, ErrWire) {
+		t.Errorf("packet over the cap: %v", err)
+	}
 }
 
-// FuzzWire feeds arbitrary messages to the decoder and reassembler: they
-// must reject or drop, never panic or build a packet longer than declared.
-func FuzzWire(f *testing.F) {
-	for _, m := range messages(f, &pipeline.Packet{Data: bytes.Repeat([]byte{1}, 300), Keyframe: true}, 1, 128) {
-		f.Add(m)
+// TestReassemblerBoundsMemory: a header may claim a packet of up to
+// maxPacketLen, but the reassembler holds only what arrived (plus at most
+// maxPrealloc), and chunks that do not fit the first one drop the packet.
+func TestReassemblerBoundsMemory(t *testing.T) {
+	room := 1024
+	claim := wireHeader{flags: flagChunked | flagKeyframe, seq: 1, chunks: maxChunks, total: uint32(maxChunks * room)}
+	if claim.total > maxPacketLen {
+		t.Fatalf("test claim %d is over the cap", claim.total)
 	}
-	f.Add([]byte{1})
-	var r reassembler
-	f.Fuzz(func(t *testing.T, m []byte) {
-		h, data, err := decodeMessage(m)
+	push := func(r *reassembler, h wireHeader, chunk int, data []byte) (*pipeline.Packet, bool) {
+		t.Helper()
+		h2, d, err := decodeMessage(craft(h, chunk, data))
 		if err != nil {
-			return
+			t.Fatalf("chunk %d: %v", chunk, err)
 		}
-		if p, _ := r.push(h, data); p != nil && uint32(len(p.Data)) != h.total {
-			t.Fatalf("packet of %d bytes, header says %d", len(p.Data), h.total)
+		return r.push(h2, d)
+	}
+	var r reassembler
+	if p, _ := push(&r, claim, 0, make([]byte, room)); p != nil {
+		t.Fatal("a packet from its first chunk")
+	}
+	if c := cap(r.tracks[0].partial); c > maxPrealloc+8192 {
+		t.Fatalf("a %d-byte claim preallocated %d bytes", claim.total, c)
+	}
+	// A second chunk of another size, or claiming another chunk count,
+	// total or flags: the packet is lost.
+	for name, edit := range map[string]func(h *wireHeader) []byte{
+		"short chunk":  func(h *wireHeader) []byte { return make([]byte, room-1) },
+		"long chunk":   func(h *wireHeader) []byte { return make([]byte, room+1) },
+		"chunk count":  func(h *wireHeader) []byte { h.chunks--; h.total -= uint32(room); return make([]byte, room) },
+		"total":        func(h *wireHeader) []byte { h.total--; return make([]byte, room) },
+		"flags":        func(h *wireHeader) []byte { h.flags &^= flagKeyframe; return make([]byte, room) },
+		"other packet": func(h *wireHeader) []byte { h.seq++; return make([]byte, room) },
+	} {
+		var r reassembler
+		push(&r, claim, 0, make([]byte, room))
+		h := claim
+		data := edit(&h)
+		if p, lost := push(&r, h, 1, data); p != nil || !lost || r.tracks[0].partial != nil {
+			t.Errorf("%s: packet %v, lost %v, still reassembling %v", name, p != nil, lost, r.tracks[0].partial != nil)
+		}
+	}
+	// The last chunk carries exactly the rest.
+	small := wireHeader{flags: flagChunked, seq: 1, chunks: 3, total: 25}
+	var r2 reassembler
+	push(&r2, small, 0, make([]byte, 10))
+	push(&r2, small, 1, make([]byte, 10))
+	if p, lost := push(&r2, small, 2, make([]byte, 4)); p != nil || !lost {
+		t.Errorf("short last chunk: packet %v, lost %v", p != nil, lost)
+	}
+	r2 = reassembler{}
+	push(&r2, small, 0, make([]byte, 10))
+	push(&r2, small, 1, make([]byte, 10))
+	if p, lost := push(&r2, small, 2, make([]byte, 5)); p == nil || lost || len(p.Data) != 25 {
+		t.Errorf("exact last chunk: packet %v, lost %v", p != nil, lost)
+	}
+	// A dropped (malformed) message ends the packet in progress.
+	r2 = reassembler{}
+	push(&r2, small, 0, make([]byte, 10))
+	r2.drop(0)
+	if p, lost := push(&r2, small, 1, make([]byte, 10)); p != nil || !lost {
+		t.Errorf("after a drop: packet %v, lost %v", p != nil, lost)
+	}
+}
+
+// splitFrames cuts a fuzz input into messages, each preceded by its
+// length (2 bytes, big-endian); a length past the end takes the rest.
+func splitFrames(in []byte) [][]byte {
+	var out [][]byte
+	for len(in) >= 2 {
+		n := min(int(binary.BigEndian.Uint16(in)), len(in)-2)
+		out = append(out, in[2:2+n])
+		in = in[2+n:]
+	}
+	return out
+}
+
+// frames is the inverse of splitFrames.
+func frames(msgs ...[]byte) []byte {
+	var out []byte
+	for _, m := range msgs {
+		out = binary.BigEndian.AppendUint16(out, uint16(len(m)))
+		out = append(out, m...)
+	}
+	return out
+}
+
+// FuzzDecodeMessage feeds a sequence of arbitrary messages (framed as
+// splitFrames reads them) to the decoder and one reassembler, as a
+// follower would: they must reject or drop, never panic, never build a
+// packet other than declared, and never hold more than the bytes received
+// (plus the preallocation). The seeds in testdata/fuzz/FuzzDecodeMessage
+// are hostile headers; `go test -fuzz FuzzDecodeMessage ./queue/relay`
+// explores from them.
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add(frames(messages(f, &pipeline.Packet{Data: bytes.Repeat([]byte{1}, 300), Keyframe: true}, 1, 128)...))
+	f.Add(frames(messages(f, &pipeline.Packet{Track: 1, Data: []byte("abc")}, 2, 128)...))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var r reassembler
+		received := 0
+		for _, m := range splitFrames(in) {
+			h, data, err := decodeMessage(m)
+			if err != nil {
+				if !errors.Is(err, ErrWire) {
+					t.Fatalf("error %v is not ErrWire", err)
+				}
+				r.drop(h.track)
+				continue
+			}
+			received += len(data)
+			if h.total > maxPacketLen || len(data) > int(h.total) {
+				t.Fatalf("accepted a chunk of %d bytes in a %d-byte packet", len(data), h.total)
+			}
+			p, _ := r.push(h, data)
+			if p != nil && uint32(len(p.Data)) != h.total {
+				t.Fatalf("packet of %d bytes, header says %d", len(p.Data), h.total)
+			}
+			for id, tr := range r.tracks {
+				if tr.partial == nil {
+					continue
+				}
+				if len(tr.partial) > int(tr.hdr.total) || len(tr.partial) > received {
+					t.Fatalf("track %d: %d bytes reassembled of a %d-byte packet, %d received", id, len(tr.partial), tr.hdr.total, received)
+				}
+				if c := cap(tr.partial); c > maxPrealloc+2*len(tr.partial)+8192 {
+					t.Fatalf("track %d: %d bytes held for %d received", id, c, len(tr.partial))
+				}
+			}
 		}
 	})
 }

@@ -164,6 +164,56 @@ func TestRestartPolicy(t *testing.T) {
 	}
 }
 
+// TestRestartGivesUpOnInputThatNeverRan: a live job whose input never came
+// up fails after maxNeverRan attempts, with the last attempt's reason; one
+// whose input ran once keeps restarting however often it fails after.
+func TestRestartGivesUpOnInputThatNeverRan(t *testing.T) {
+	fast := jobs.RetryPolicy{First: time.Millisecond, Max: 4 * time.Millisecond, StableAfter: time.Hour}
+	log := testutil.Logger(t)
+	live := jobs.Spec{ID: "cam", Restart: true}
+	errRefused := errors.New("connection refused")
+
+	runs := 0
+	err := runRestarting(context.Background(), live, fast, log, func() { t.Error("running reported") }, func(func()) (int, error) {
+		runs++
+		return ExitInputUnavailable, fmt.Errorf("attempt %d: %w", runs, errRefused)
+	})
+	if runs != maxNeverRan || !errors.Is(err, errRefused) || !strings.Contains(err.Error(), fmt.Sprintf("attempt %d", maxNeverRan)) {
+		t.Fatalf("%d runs, err %v; want %d runs and the last attempt's error", runs, err, maxNeverRan)
+	}
+
+	// An input that ends cleanly every time without running fails too.
+	runs = 0
+	err = runRestarting(context.Background(), live, fast, log, func() {}, func(func()) (int, error) {
+		runs++
+		return ExitInputEnded, nil
+	})
+	if runs != maxNeverRan || err == nil || !strings.Contains(err.Error(), "before it ran") {
+		t.Fatalf("ends without running: %d runs, err %v", runs, err)
+	}
+
+	// Once it ran, failures to come back are retried as before, far past
+	// maxNeverRan, until something else ends the job.
+	runs = 0
+	reported := 0
+	errCrash := errors.New("crash")
+	err = runRestarting(context.Background(), live, fast, log, func() { reported++ }, func(running func()) (int, error) {
+		runs++
+		switch {
+		case runs == 1:
+			running()
+			return ExitInputEnded, nil
+		case runs <= 1+3*maxNeverRan:
+			return ExitInputUnavailable, errRefused
+		default:
+			return ExitFailed, errCrash
+		}
+	})
+	if runs != 2+3*maxNeverRan || !errors.Is(err, errCrash) || reported != 1 {
+		t.Fatalf("ran once: %d runs, err %v, running reported %d times; want %d runs ending with the crash", runs, err, reported, 2+3*maxNeverRan)
+	}
+}
+
 func TestRetryPolicyDelays(t *testing.T) {
 	p := jobs.RetryPolicy{}.OrDefault()
 	var got []time.Duration
