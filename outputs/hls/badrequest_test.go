@@ -38,7 +38,10 @@ audio:
 func TestBadRequests(t *testing.T) {
 	defer testutil.CheckGoroutines(t)()
 	const maxBlocking = 1000
-	f := startFixture(t, Config{MaxBlockingRequests: maxBlocking, CORSOrigins: []string{"https://player.example"}}, twoSecondGOP, nil)
+	// One test client plays a thousand players here: the per-client cap
+	// must not be what refuses them (TestBlockingPerClient checks it).
+	f := startFixture(t, Config{MaxBlockingRequests: maxBlocking, MaxBlockingPerClient: 2 * maxBlocking,
+		CORSOrigins: []string{"https://player.example"}}, twoSecondGOP, nil)
 	defer f.close()
 
 	mv := f.index()

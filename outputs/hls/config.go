@@ -35,6 +35,13 @@ type Config struct {
 	// part or playlist update (blocking reload, preload hints, a starting
 	// stream), over all streams; more are answered 503. Default 4096.
 	MaxBlockingRequests int `yaml:"max_blocking_requests"`
+	// MaxBlockingPerClient bounds the blocking requests of one client
+	// address (IPv6: one /64), so that one client cannot take all of
+	// max_blocking_requests; more are answered 503. A player holds a few
+	// (a playlist and a preload hint per rendition); players behind one NAT
+	// share an address. The peer's address is used as the connection shows
+	// it: X-Forwarded-For is not trusted. Default 64.
+	MaxBlockingPerClient int `yaml:"max_blocking_per_client"`
 	// ReadyTimeout is how long a request for a stream that has no complete
 	// segment yet waits before it is answered 503. Default 5s.
 	ReadyTimeout time.Duration `yaml:"ready_timeout"`
@@ -57,6 +64,9 @@ func (c *Config) Defaults() {
 	}
 	if c.MaxBlockingRequests == 0 {
 		c.MaxBlockingRequests = 4096
+	}
+	if c.MaxBlockingPerClient == 0 {
+		c.MaxBlockingPerClient = 64
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 5 * time.Second
@@ -86,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBlockingRequests < 1 {
 		errs.Addf("max_blocking_requests", "must be at least 1, got %d", c.MaxBlockingRequests)
+	}
+	if c.MaxBlockingPerClient < 1 {
+		errs.Addf("max_blocking_per_client", "must be at least 1, got %d", c.MaxBlockingPerClient)
 	}
 	if c.ReadyTimeout < 0 || c.ReadyTimeout > maxReadyTimeout {
 		errs.Addf("ready_timeout", "must be between 0s and %s, got %s", maxReadyTimeout, c.ReadyTimeout)

@@ -14,7 +14,7 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.Defaults()
 	if c.PartTarget != 200*time.Millisecond || c.SegmentCount != 7 || len(c.CORSOrigins) != 1 || c.CORSOrigins[0] != "*" ||
-		c.MaxBlockingRequests != 4096 || c.ReadyTimeout != 5*time.Second || c.ReaderBuffer != 1024 {
+		c.MaxBlockingRequests != 4096 || c.MaxBlockingPerClient != 64 || c.ReadyTimeout != 5*time.Second || c.ReaderBuffer != 1024 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -29,6 +29,7 @@ part_target: 300ms
 segment_count: 9
 cors_origins: ["https://player.example", "http://localhost:3000"]
 max_blocking_requests: 100
+max_blocking_per_client: 10
 ready_timeout: 2s
 reader_buffer: 512
 `), &c, yaml.Strict())
@@ -36,9 +37,9 @@ reader_buffer: 512
 		t.Fatal(err)
 	}
 	want := Config{PartTarget: 300 * time.Millisecond, SegmentCount: 9, CORSOrigins: []string{"https://player.example", "http://localhost:3000"},
-		MaxBlockingRequests: 100, ReadyTimeout: 2 * time.Second, ReaderBuffer: 512}
+		MaxBlockingRequests: 100, MaxBlockingPerClient: 10, ReadyTimeout: 2 * time.Second, ReaderBuffer: 512}
 	if c.PartTarget != want.PartTarget || c.SegmentCount != want.SegmentCount || strings.Join(c.CORSOrigins, " ") != strings.Join(want.CORSOrigins, " ") ||
-		c.MaxBlockingRequests != want.MaxBlockingRequests || c.ReadyTimeout != want.ReadyTimeout || c.ReaderBuffer != want.ReaderBuffer {
+		c.MaxBlockingRequests != want.MaxBlockingRequests || c.MaxBlockingPerClient != want.MaxBlockingPerClient || c.ReadyTimeout != want.ReadyTimeout || c.ReaderBuffer != want.ReaderBuffer {
 		t.Fatalf("got %+v, want %+v", c, want)
 	}
 	if err := c.Validate(); err != nil {
@@ -59,6 +60,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad origin", func(c *Config) { c.CORSOrigins = []string{"*", "player.example"} }, `hls.cors_origins[1]: invalid origin "player.example"`},
 		{"origin with path", func(c *Config) { c.CORSOrigins = []string{"https://a.example/x"} }, `hls.cors_origins[0]: invalid origin`},
 		{"no blocking", func(c *Config) { c.MaxBlockingRequests = -1 }, "hls.max_blocking_requests: must be at least 1, got -1"},
+		{"no blocking per client", func(c *Config) { c.MaxBlockingPerClient = -1 }, "hls.max_blocking_per_client: must be at least 1, got -1"},
 		{"ready timeout", func(c *Config) { c.ReadyTimeout = 2 * time.Minute }, "hls.ready_timeout: must be between 0s and 1m0s, got 2m0s"},
 		{"small buffer", func(c *Config) { c.ReaderBuffer = 4 }, "hls.reader_buffer: must be at least 16 packets, got 4"},
 	} {

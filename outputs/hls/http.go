@@ -33,7 +33,10 @@ var (
 	mediaRE    = regexp.MustCompile(`^([0-9a-f]{12})_(video1|audio2)_(init|seg[0-9]{1,18}|part([0-9]{1,18}))\.mp4$`)
 )
 
-var errBusy = errors.New("too many requests waiting")
+var (
+	errBusy       = errors.New("too many requests waiting")
+	errClientBusy = fmt.Errorf("%w from this client", errBusy)
+)
 
 // route is a parsed request path.
 type route struct {
@@ -187,14 +190,21 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 }
 
 // await waits until cond holds for prog, at most limit, holding one of the
-// server's blocking slots meanwhile. It returns at once when cond already
-// holds, and as soon as the client goes away or the stream ends.
-func (s *Server) await(ctx context.Context, prog *progress, limit time.Duration, cond func(playlistState) bool) (playlistState, error) {
+// server's blocking slots and one of the client's meanwhile (client is a
+// clientKey). It returns at once when cond already holds, and as soon as
+// the client goes away or the stream ends.
+func (s *Server) await(ctx context.Context, client string, prog *progress, limit time.Duration, cond func(playlistState) bool) (playlistState, error) {
 	if st, ended := prog.get(); ended {
 		return st, errEnded
 	} else if cond(st) {
 		return st, nil
 	}
+	// The client's cap first: a client over it does not even briefly take
+	// one of the slots the others share.
+	if !s.holdClientSlot(client) {
+		return playlistState{}, errClientBusy
+	}
+	defer s.dropClientSlot(client)
 	select {
 	case s.blocking <- struct{}{}:
 	default:
@@ -211,8 +221,8 @@ func (s *Server) await(ctx context.Context, prog *progress, limit time.Duration,
 }
 
 // awaitReady waits for the first segment of prog, at most ReadyTimeout.
-func (s *Server) awaitReady(ctx context.Context, prog *progress) (playlistState, error) {
-	return s.await(ctx, prog, s.Config.ReadyTimeout, func(st playlistState) bool { return st.ready })
+func (s *Server) awaitReady(ctx context.Context, client string, prog *progress) (playlistState, error) {
+	return s.await(ctx, client, prog, s.Config.ReadyTimeout, func(st playlistState) bool { return st.ready })
 }
 
 // waitFailed answers a request whose wait did not succeed, except when the
@@ -221,6 +231,9 @@ func waitFailed(w http.ResponseWriter, st *stream, err error, what string) {
 	switch {
 	case errors.Is(err, errEnded):
 		httpError(w, http.StatusNotFound, fmt.Sprintf("stream %q ended", st.name))
+	case errors.Is(err, errClientBusy):
+		w.Header().Set("Retry-After", "1")
+		httpError(w, http.StatusServiceUnavailable, "too many requests from this address waiting for media (hls.max_blocking_per_client); retry")
 	case errors.Is(err, errBusy):
 		w.Header().Set("Retry-After", "1")
 		httpError(w, http.StatusServiceUnavailable, "too many requests waiting for media; retry")
@@ -236,7 +249,7 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, st *stream) 
 	deadline := time.Now().Add(s.Config.ReadyTimeout)
 	for _, rg := range st.rungs {
 		ctx, cancel := context.WithDeadline(r.Context(), deadline)
-		_, err := s.awaitReady(ctx, rg.prog)
+		_, err := s.awaitReady(ctx, clientKey(r.RemoteAddr), rg.prog)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
 			err = errTimeout

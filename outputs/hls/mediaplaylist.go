@@ -62,7 +62,8 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	cur, err := s.awaitReady(r.Context(), rg.prog)
+	client := clientKey(r.RemoteAddr)
+	cur, err := s.awaitReady(r.Context(), client, rg.prog)
 	if err != nil {
 		waitFailed(w, st, err, fmt.Sprintf("starting, no complete segment yet after %s; retry", s.Config.ReadyTimeout))
 		return
@@ -80,7 +81,7 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("_HLS_msn=%d is not in the playlist, which starts at segment %d", d.msn, cur.firstMSN))
 			return
 		}
-		_, err := s.await(r.Context(), rg.prog, st.blockLimit(), func(ps playlistState) bool { return ps.hasPart(d.msn, d.part) })
+		_, err := s.await(r.Context(), client, rg.prog, st.blockLimit(), func(ps playlistState) bool { return ps.hasPart(d.msn, d.part) })
 		if err != nil {
 			waitFailed(w, st, err, fmt.Sprintf("segment %d part %d did not arrive in time", d.msn, d.part))
 			return

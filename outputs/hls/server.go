@@ -29,6 +29,9 @@ type Server struct {
 	blocking  chan struct{} // one token per request waiting for media
 	abandoned atomic.Int64  // waits ended because the client went away
 
+	clientsMu       sync.Mutex
+	blockingClients map[string]int // requests waiting for media, by clientKey
+
 	// testHook, when set by a test, is called by every feeder before it
 	// handles a packet (to simulate a muxer that falls behind).
 	testHook func(rung string, p *pipeline.Packet)
@@ -54,6 +57,7 @@ func (s *Server) Start() error {
 	}
 	s.ctx, s.ctxCancel = context.WithCancel(context.Background())
 	s.blocking = make(chan struct{}, s.Config.MaxBlockingRequests)
+	s.blockingClients = map[string]int{}
 	s.streams = map[string]*stream{}
 	s.unwatch = s.Streams.Watch(s.onStream)
 	return nil

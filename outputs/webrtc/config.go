@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -32,6 +33,32 @@ type Config struct {
 	// MaxSessions bounds concurrent WHEP sessions, connected or connecting;
 	// offers beyond it get 503. Default 500.
 	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerIP bounds the sessions of one client address (IPv6: one
+	// /64, what a single host commonly holds), so that one client cannot
+	// take every slot; offers beyond it get 503. Viewers behind one NAT
+	// share an address. The peer's address is used as the connection shows
+	// it: X-Forwarded-For is not trusted. Default 20.
+	MaxSessionsPerIP int `yaml:"max_sessions_per_ip"`
+	// MaxSessionsPerStream bounds the sessions of one stream, so that one
+	// popular (or targeted) stream leaves room for the others; offers beyond
+	// it get 503. 0 means max_sessions. Default 0.
+	MaxSessionsPerStream int `yaml:"max_sessions_per_stream"`
+	// OfferTimeout is how long a client has to send the body of a WHEP
+	// request once its headers are in; a slower one gets 408. The body is
+	// read before a session slot is taken, so a stalled client holds none.
+	// Default 5s.
+	OfferTimeout time.Duration `yaml:"offer_timeout"`
+	// MaxCandidates bounds the ICE candidates a viewer may send for one
+	// session, in its offer and trickled (PATCH) together: an offer with
+	// more gets 400, a PATCH beyond it 429 (the session keeps the ones it
+	// has). Browsers send a handful. Default 50.
+	MaxCandidates int `yaml:"max_candidates"`
+	// DenyCandidateCIDRs are address ranges (CIDRs or single addresses)
+	// that viewers' ICE candidates are ignored in, so that a viewer cannot
+	// make the server send to them. Loopback, link-local, unspecified,
+	// multicast and broadcast addresses are always ignored; private ranges
+	// are not by default (LAN viewers use them). Default none.
+	DenyCandidateCIDRs []string `yaml:"deny_candidate_cidrs"`
 	// HandshakeTimeout closes a session whose ICE and DTLS have not
 	// completed this long after the answer. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
@@ -92,6 +119,10 @@ type ABRConfig struct {
 	ProbeBackoffMax time.Duration `yaml:"probe_backoff_max"`
 }
 
+// maxCandidatesLimit caps webrtc.max_candidates: each remote candidate costs
+// connectivity checks against every local one.
+const maxCandidatesLimit = 1000
+
 // Defaults sets every field to its default.
 func (c *Config) Defaults() {
 	*c = Config{
@@ -99,6 +130,9 @@ func (c *Config) Defaults() {
 		TCPPort:             8189,
 		AllowOrigin:         "*",
 		MaxSessions:         500,
+		MaxSessionsPerIP:    20,
+		OfferTimeout:        5 * time.Second,
+		MaxCandidates:       50,
 		HandshakeTimeout:    10 * time.Second,
 		KeyframeOnJoin:      true,
 		KeyframeMinInterval: 500 * time.Millisecond,
@@ -155,6 +189,23 @@ func (c *Config) Validate() error {
 	if c.MaxSessions < 1 {
 		errs.Addf("max_sessions", "must be at least 1, got %d", c.MaxSessions)
 	}
+	if c.MaxSessionsPerIP < 1 {
+		errs.Addf("max_sessions_per_ip", "must be at least 1, got %d", c.MaxSessionsPerIP)
+	}
+	if c.MaxSessionsPerStream < 0 {
+		errs.Addf("max_sessions_per_stream", "must be at least 0 (0 means max_sessions), got %d", c.MaxSessionsPerStream)
+	}
+	if c.OfferTimeout < 100*time.Millisecond || c.OfferTimeout > time.Minute {
+		errs.Addf("offer_timeout", "must be 100ms..1m, got %s", c.OfferTimeout)
+	}
+	if c.MaxCandidates < 1 || c.MaxCandidates > maxCandidatesLimit {
+		errs.Addf("max_candidates", "must be 1..%d, got %d", maxCandidatesLimit, c.MaxCandidates)
+	}
+	for i, cidr := range c.DenyCandidateCIDRs {
+		if _, err := parsePrefix(cidr); err != nil {
+			errs.Addf(yamlfile.Index("deny_candidate_cidrs", i), "%q is not a CIDR or an IP address", cidr)
+		}
+	}
 	if c.HandshakeTimeout < time.Second {
 		errs.Addf("handshake_timeout", "must be at least 1s, got %s", c.HandshakeTimeout)
 	}
@@ -186,4 +237,25 @@ func (c *Config) Validate() error {
 		errs.Addf("abr.probe_backoff_max", "must be probe_duration..5m, got %s", a.ProbeBackoffMax)
 	}
 	return errs.Err()
+}
+
+// sessionsPerStream is the effective per-stream cap.
+func (c *Config) sessionsPerStream() int {
+	if c.MaxSessionsPerStream == 0 {
+		return c.MaxSessions
+	}
+	return c.MaxSessionsPerStream
+}
+
+// parsePrefix reads a CIDR, or a single address as the prefix holding only it.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap().WithZone("")
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -16,7 +16,9 @@ func TestConfigDefaultsAreValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.UDPPort != 8189 || c.TCPPort != 8189 || !c.KeyframeOnJoin || c.KeyframeMinInterval != 500*time.Millisecond ||
-		!c.ABR.Enabled || c.ABR.InitialBitrate != 2_500_000 {
+		!c.ABR.Enabled || c.ABR.InitialBitrate != 2_500_000 || c.MaxSessionsPerIP != 20 || c.MaxSessionsPerStream != 0 ||
+		c.sessionsPerStream() != c.MaxSessions || c.OfferTimeout != 5*time.Second || c.MaxCandidates != 50 ||
+		len(c.DenyCandidateCIDRs) != 0 {
 		t.Fatalf("defaults %+v", c)
 	}
 }
@@ -36,6 +38,11 @@ ice_servers:
     username: prism
     credential: secret
 keyframe_min_interval: 1s
+max_sessions_per_ip: 4
+max_sessions_per_stream: 100
+offer_timeout: 2s
+max_candidates: 20
+deny_candidate_cidrs: [10.0.0.0/8, 192.0.2.7]
 abr:
   initial_bitrate: 1000000
   up_hold: 2s
@@ -48,7 +55,9 @@ abr:
 	}
 	if c.UDPPort != 9000 || c.TCPPort != 0 || c.NAT1To1IPs[0] != "203.0.113.7" || len(c.ICEServers) != 2 ||
 		c.ICEServers[1].Username != "prism" || c.KeyframeMinInterval != time.Second ||
-		c.ABR.InitialBitrate != 1_000_000 || c.ABR.UpHold != 2*time.Second || c.ABR.DownHold != 400*time.Millisecond {
+		c.ABR.InitialBitrate != 1_000_000 || c.ABR.UpHold != 2*time.Second || c.ABR.DownHold != 400*time.Millisecond ||
+		c.MaxSessionsPerIP != 4 || c.sessionsPerStream() != 100 || c.OfferTimeout != 2*time.Second || c.MaxCandidates != 20 ||
+		len(c.DenyCandidateCIDRs) != 2 {
 		t.Fatalf("decoded %+v", c)
 	}
 	if err := yaml.UnmarshalWithOptions([]byte("udp_prot: 1\n"), &c, yaml.Strict()); err == nil {
@@ -70,6 +79,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"turn creds", func(c *Config) { c.ICEServers = []ICEServer{{URLs: []string{"turn:t.example:3478"}}} }, "webrtc.ice_servers[0]: TURN server"},
 		{"sessions", func(c *Config) { c.MaxSessions = 0 }, "webrtc.max_sessions: must be at least 1"},
 		{"handshake", func(c *Config) { c.HandshakeTimeout = 0 }, "webrtc.handshake_timeout: must be at least 1s"},
+		{"per ip", func(c *Config) { c.MaxSessionsPerIP = 0 }, "webrtc.max_sessions_per_ip: must be at least 1"},
+		{"per stream", func(c *Config) { c.MaxSessionsPerStream = -1 }, "webrtc.max_sessions_per_stream: must be at least 0"},
+		{"offer timeout", func(c *Config) { c.OfferTimeout = 0 }, "webrtc.offer_timeout: must be 100ms..1m"},
+		{"candidates", func(c *Config) { c.MaxCandidates = 0 }, "webrtc.max_candidates: must be 1..1000"},
+		{"deny cidr", func(c *Config) { c.DenyCandidateCIDRs = []string{"10.0.0.0/8", "10.0.0.0/40"} }, `webrtc.deny_candidate_cidrs[1]: "10.0.0.0/40" is not a CIDR`},
 		{"keyframe", func(c *Config) { c.KeyframeMinInterval = time.Minute }, "webrtc.keyframe_min_interval: must be 0..10s"},
 		{"queue", func(c *Config) { c.ViewerQueue = 4 }, "webrtc.viewer_queue: must be at least 16"},
 		{"initial", func(c *Config) { c.ABR.InitialBitrate = 10 }, "webrtc.abr.initial_bitrate: must be at least 50000"},

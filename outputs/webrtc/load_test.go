@@ -60,6 +60,7 @@ func TestLoad(t *testing.T) {
 	job := startJob(t, smallSource, smallLadder)
 	cfg := testConfig()
 	cfg.MaxSessions = viewers + 10
+	cfg.MaxSessionsPerIP = cfg.MaxSessions // every viewer comes from this host
 	srv, hs := startServer(t, job, cfg, nil)
 
 	// Baseline: the transcoder alone.

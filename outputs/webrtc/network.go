@@ -32,7 +32,7 @@ type network struct {
 	settings webrtc.SettingEngine
 }
 
-func openNetwork(cfg *Config, nw transport.Net, log *slog.Logger) (*network, error) {
+func openNetwork(cfg *Config, nw transport.Net, remote candidateFilter, log *slog.Logger) (*network, error) {
 	if nw == nil {
 		var err error
 		if nw, err = stdnet.NewNet(); err != nil {
@@ -65,8 +65,16 @@ func openNetwork(cfg *Config, nw transport.Net, log *slog.Logger) (*network, err
 	se.SetNetworkTypes(types)
 	se.SetICEUDPMux(n.udpMux)
 	if n.tcpMux != nil {
-		se.SetICETCPMux(n.tcpMux)
+		se.SetICETCPMux(n.tcpMux) // the server's TCP candidates: passive, on the shared port
 	}
+	// pion dials a viewer's "tcptype passive" candidates unless told not
+	// to (active ICE-TCP, on by default): a viewer could make the server
+	// open TCP connections to any address. Viewers connect to the shared
+	// TCP port instead.
+	se.DisableActiveTCP(true)
+	// Remote candidates are screened before they reach pion (candidateFilter);
+	// this also covers those pion adds by itself (peer-reflexive).
+	se.SetRemoteIPFilter(remote.allowIP)
 	if len(cfg.NAT1To1IPs) > 0 {
 		if err := se.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
 			External:        cfg.NAT1To1IPs,

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
@@ -33,21 +35,33 @@ type Server struct {
 	// virtual network (vnet) to shape a viewer's bandwidth.
 	Net transport.Net
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	net      *network
-	cert     webrtc.Certificate
-	counters *counters
-	unwatch  func()
-	wg       sync.WaitGroup // stream and session goroutines
+	ctx        context.Context
+	cancel     context.CancelFunc
+	net        *network
+	candidates candidateFilter
+	cert       webrtc.Certificate
+	counters   *counters
+	unwatch    func()
+	wg         sync.WaitGroup // stream and session goroutines
+	reading    atomic.Int64   // request bodies being read: they hold no session slot
 
 	// Lock order: Server.mu may be held while taking a stream's mu (admit),
 	// never the reverse; neither is held while calling into pion.
-	mu       sync.Mutex
-	streams  map[string]*stream
-	sessions map[string]*session
-	pending  int // offers being answered: they hold a session slot
-	closed   bool
+	mu        sync.Mutex
+	streams   map[string]*stream
+	sessions  map[string]*session
+	pending   int            // offers being answered: they hold a session slot
+	perClient map[string]int // slots (sessions and pending offers) by slot.client
+	perStream map[string]int // slots by stream name
+	closed    bool
+}
+
+// slot is a session place, held from the reservation for an offer to the
+// end of its session. It counts against max_sessions and against the caps
+// of its client and its stream.
+type slot struct {
+	client string // clientKey of the viewer's address
+	stream string
 }
 
 // Start validates the configuration, opens the ICE ports and starts
@@ -73,13 +87,18 @@ func (s *Server) Start() error {
 		return fmt.Errorf("webrtc: certificate: %w", err)
 	}
 	s.cert = *cert
-	if s.net, err = openNetwork(&s.Config, s.Net, s.Log); err != nil {
+	if s.candidates, err = newCandidateFilter(s.Config.DenyCandidateCIDRs); err != nil {
+		return err
+	}
+	if s.net, err = openNetwork(&s.Config, s.Net, s.candidates, s.Log); err != nil {
 		return err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.counters = newCounters()
 	s.streams = map[string]*stream{}
 	s.sessions = map[string]*session{}
+	s.perClient = map[string]int{}
+	s.perStream = map[string]int{}
 	s.unwatch = s.Streams.Watch(s.onStreamEvent)
 	s.Log.Info("webrtc: WHEP ready", "udp", s.net.udpAddr().String(), "tcp_port", s.Config.TCPPort)
 	return nil
@@ -152,35 +171,71 @@ func (s *Server) stream(name string) (*stream, error) {
 	return st, nil
 }
 
-// reserve takes a session slot for an offer being answered.
-func (s *Server) reserve() error {
+// admissible refuses an offer that could not get a slot now, without
+// taking one: a burst beyond the caps costs a header check each, not a
+// body read.
+func (s *Server) admissible(sl slot) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	return s.checkSlotLocked(sl)
+}
+
+func (s *Server) checkSlotLocked(sl slot) error {
+	switch {
+	case s.closed:
 		return ErrServerClosed
-	}
-	if len(s.sessions)+s.pending >= s.Config.MaxSessions {
+	case len(s.sessions)+s.pending >= s.Config.MaxSessions:
 		return fmt.Errorf("%w: %d (webrtc.max_sessions)", ErrTooManySessions, s.Config.MaxSessions)
+	case s.perStream[sl.stream] >= s.Config.sessionsPerStream():
+		return fmt.Errorf("%w: %d (webrtc.max_sessions_per_stream)", ErrTooManySessionsPerStream, s.Config.sessionsPerStream())
+	case s.perClient[sl.client] >= s.Config.MaxSessionsPerIP:
+		return fmt.Errorf("%w: %d (webrtc.max_sessions_per_ip)", ErrTooManySessionsPerIP, s.Config.MaxSessionsPerIP)
 	}
-	s.pending++
 	return nil
 }
 
-func (s *Server) release() {
+// reserve takes a session slot for an offer being answered.
+func (s *Server) reserve(sl slot) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkSlotLocked(sl); err != nil {
+		return err
+	}
+	s.pending++
+	s.perClient[sl.client]++
+	s.perStream[sl.stream]++
+	return nil
+}
+
+// release gives back the slot of an offer that did not become a session.
+func (s *Server) release(sl slot) {
 	s.mu.Lock()
 	s.pending--
+	s.unclaimLocked(sl)
 	s.mu.Unlock()
 }
 
-// admit turns a reserved slot into a running session.
+func (s *Server) unclaimLocked(sl slot) {
+	if s.perClient[sl.client]--; s.perClient[sl.client] <= 0 {
+		delete(s.perClient, sl.client)
+	}
+	if s.perStream[sl.stream]--; s.perStream[sl.stream] <= 0 {
+		delete(s.perStream, sl.stream)
+	}
+}
+
+// admit turns a reserved slot into a running session; on failure the slot
+// is given back.
 func (s *Server) admit(sess *session) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pending--
 	if s.closed {
+		s.unclaimLocked(sess.slot)
 		return ErrServerClosed
 	}
 	if !sess.st.add(sess) {
+		s.unclaimLocked(sess.slot)
 		return fmt.Errorf("%w: %q ended", ErrStreamNotFound, sess.st.name)
 	}
 	s.sessions[sess.id] = sess
@@ -193,8 +248,25 @@ func (s *Server) removeSession(sess *session) {
 	s.mu.Lock()
 	if s.sessions[sess.id] == sess {
 		delete(s.sessions, sess.id)
+		s.unclaimLocked(sess.slot)
 	}
 	s.mu.Unlock()
+}
+
+// clientKey is what the per-client cap counts by: the peer's IP address as
+// the connection shows it (X-Forwarded-For could be forged), IPv6 by /64,
+// since a single host commonly holds a whole /64.
+func clientKey(remoteAddr string) string {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return remoteAddr // not an IP connection (tests, unix sockets): one client
+	}
+	a := ap.Addr().Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 func (s *Server) session(stream, id string) (*session, error) {

@@ -50,6 +50,10 @@ type session struct {
 	log  *slog.Logger
 	etag string
 	ice  string // the viewer's ICE ufrag: a PATCH with another one is a restart
+	slot slot   // set before admit; given back when the session ends (Server.removeSession)
+
+	candMu     sync.Mutex
+	candidates int // remote candidates received, offer and PATCHes, ignored ones too
 
 	pc                       *webrtc.PeerConnection
 	videoTrack, audioTrack   *webrtc.TrackLocalStaticRTP
@@ -185,6 +189,18 @@ func (s *session) negotiate(ctx context.Context, video webrtc.RTPCodecCapability
 		return ctx.Err()
 	}
 	return nil
+}
+
+// takeCandidates counts n more remote candidates against limit; false (and
+// nothing counted) when they would go beyond it.
+func (s *session) takeCandidates(n, limit int) bool {
+	s.candMu.Lock()
+	defer s.candMu.Unlock()
+	if s.candidates+n > limit {
+		return false
+	}
+	s.candidates += n
+	return true
 }
 
 // answer is the local description with the candidates gathered so far.

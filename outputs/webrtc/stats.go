@@ -9,9 +9,14 @@ import (
 // Stats is a snapshot of the WebRTC output, for the API and metrics.
 type Stats struct {
 	Sessions int `json:"sessions"` // current WHEP sessions, connected or connecting
+	// Reading counts WHEP requests whose body is still arriving; they hold
+	// no session slot (see Config.OfferTimeout).
+	Reading int `json:"reading"`
 	// Accepted counts offers answered with 201; Rejected counts refused
-	// ones by reason ("max_sessions", "bad_offer", "unsupported_offer",
-	// "unknown_stream", "unknown_rung", "too_large", "content_type", "closed").
+	// ones by reason ("max_sessions", "max_sessions_per_ip",
+	// "max_sessions_per_stream", "offer_timeout", "bad_offer",
+	// "too_many_candidates", "unsupported_offer", "unknown_stream",
+	// "unknown_rung", "too_large", "content_type", "closed").
 	Accepted uint64            `json:"accepted"`
 	Rejected map[string]uint64 `json:"rejected"`
 	Ended    map[string]uint64 `json:"ended"` // ended sessions by reason
@@ -126,6 +131,7 @@ func (s *Server) Stats() Stats {
 	}
 	s.mu.Unlock()
 	st.Sessions = len(sessions)
+	st.Reading = int(s.reading.Load())
 	for _, str := range streams {
 		st.Streams = append(st.Streams, str.stats())
 	}

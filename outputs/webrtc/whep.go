@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -109,26 +111,17 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		}
 		pin = i
 	}
-	// Take a slot before reading the body or building anything: a burst of
-	// offers beyond max_sessions costs a header check each.
-	if err := s.reserve(); err != nil {
+	sl := slot{client: clientKey(r.RemoteAddr), stream: st.name}
+	if err := s.admissible(sl); err != nil {
 		w.Header().Set("Retry-After", "5")
 		s.failErr(w, err)
 		return
 	}
-	reserved := true
-	defer func() {
-		if reserved {
-			s.release()
-		}
-	}()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOfferBytes))
+	// The body is read before a slot is taken: a client that sends its
+	// headers and stalls must not hold a slot (it would lock viewers out).
+	body, err := s.readBody(w, r)
 	if err != nil {
-		if errors.As(err, new(*http.MaxBytesError)) {
-			s.fail(w, "too_large", http.StatusRequestEntityTooLarge, fmt.Sprintf("offer larger than %d bytes", maxOfferBytes))
-			return
-		}
-		s.fail(w, "bad_offer", http.StatusBadRequest, "reading the offer: "+err.Error())
+		s.failErr(w, err)
 		return
 	}
 	info, err := inspectOffer(string(body))
@@ -136,13 +129,30 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		s.failErr(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	sess, err := s.newSession(ctx, st, string(body), info, pin)
+	offer, candidates, err := s.candidates.screenOffer(string(body), s.Config.MaxCandidates)
 	if err != nil {
 		s.failErr(w, err)
 		return
 	}
+	if err := s.reserve(sl); err != nil {
+		w.Header().Set("Retry-After", "5")
+		s.failErr(w, err)
+		return
+	}
+	reserved := true
+	defer func() {
+		if reserved {
+			s.release(sl)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	sess, err := s.newSession(ctx, st, offer, info, pin)
+	if err != nil {
+		s.failErr(w, err)
+		return
+	}
+	sess.slot, sess.candidates = sl, candidates
 	reserved = false
 	if err := s.admit(sess); err != nil {
 		sess.cancel()
@@ -195,9 +205,10 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, name, id string) 
 		http.Error(w, "ETag does not match the session's", http.StatusPreconditionFailed)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOfferBytes))
+	body, err := s.readBody(w, r)
 	if err != nil {
-		http.Error(w, "fragment too large or unreadable", http.StatusRequestEntityTooLarge)
+		status, _ := errorStatus(err)
+		http.Error(w, err.Error(), status)
 		return
 	}
 	frag, err := parseSDPFrag(string(body))
@@ -209,14 +220,61 @@ func (s *Server) patch(w http.ResponseWriter, r *http.Request, name, id string) 
 		http.Error(w, ErrICERestart.Error(), http.StatusUnprocessableEntity)
 		return
 	}
+	// Every candidate received counts, ignored ones too: each costs a parse,
+	// and a used one costs connectivity checks for the session's lifetime.
+	if !sess.takeCandidates(len(frag.candidates), s.Config.MaxCandidates) {
+		err := fmt.Errorf("%w: a session may have at most %d (webrtc.max_candidates); the session keeps the ones it has",
+			ErrTooManyCandidates, s.Config.MaxCandidates)
+		http.Error(w, err.Error(), http.StatusTooManyRequests)
+		return
+	}
+	var use []webrtc.ICECandidateInit
 	for _, c := range frag.candidates {
+		cand, err := ice.UnmarshalCandidate(c)
+		if err != nil {
+			http.Error(w, "bad candidate: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if why := s.candidates.refuse(cand); why != "" {
+			sess.log.Debug("webrtc: remote candidate ignored", "candidate", c, "why", why)
+			continue
+		}
 		mid := frag.mid
-		if err := sess.pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: c, SDPMid: &mid}); err != nil {
+		use = append(use, webrtc.ICECandidateInit{Candidate: c, SDPMid: &mid})
+	}
+	for _, c := range use {
+		if err := sess.pc.AddICECandidate(c); err != nil {
 			http.Error(w, "bad candidate: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// readBody reads the body of a WHEP request, at most maxOfferBytes, within
+// webrtc.offer_timeout of the handler's start. Errors wrap ErrOfferTimeout,
+// ErrBodyTooLarge or ErrBadOffer.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	s.reading.Add(1)
+	defer s.reading.Add(-1)
+	rc := http.NewResponseController(w)
+	// Without deadline support (a wrapped writer), http.Server.ReadTimeout
+	// is the bound.
+	_ = rc.SetReadDeadline(time.Now().Add(s.Config.OfferTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOfferBytes))
+	var netErr net.Error
+	switch {
+	case err == nil:
+		// The rest of the request (building the session) is not reading.
+		_ = rc.SetReadDeadline(time.Time{})
+		return body, nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return nil, fmt.Errorf("%w: a WHEP body may not be larger than %d bytes", ErrBodyTooLarge, maxOfferBytes)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return nil, fmt.Errorf("%w: the body did not arrive within %s (webrtc.offer_timeout)", ErrOfferTimeout, s.Config.OfferTimeout)
+	default:
+		return nil, fmt.Errorf("%w: reading the body: %w", ErrBadOffer, err)
+	}
 }
 
 func (s *Server) delete(w http.ResponseWriter, name, id string) {
@@ -235,29 +293,45 @@ func (s *Server) delete(w http.ResponseWriter, name, id string) {
 
 // failErr answers an error with its status and counts the refusal.
 func (s *Server) failErr(w http.ResponseWriter, err error) {
-	status, reason := http.StatusInternalServerError, "internal"
-	switch {
-	case errors.Is(err, ErrStreamNotFound):
-		status, reason = http.StatusNotFound, "unknown_stream"
-	case errors.Is(err, ErrSessionNotFound):
-		status, reason = http.StatusNotFound, "unknown_session"
-	case errors.Is(err, ErrTooManySessions):
-		status, reason = http.StatusServiceUnavailable, "max_sessions"
-	case errors.Is(err, ErrServerClosed):
-		status, reason = http.StatusServiceUnavailable, "closed"
-	case errors.Is(err, ErrBadOffer):
-		status, reason = http.StatusBadRequest, "bad_offer"
-	case errors.Is(err, ErrUnknownRung):
-		status, reason = http.StatusBadRequest, "unknown_rung"
-	case errors.Is(err, ErrUnsupportedOffer):
-		status, reason = http.StatusUnprocessableEntity, "unsupported_offer"
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		status, reason = http.StatusServiceUnavailable, "timeout"
-	}
+	status, reason := errorStatus(err)
 	if status == http.StatusInternalServerError {
 		s.Log.Error("webrtc: WHEP request failed", "err", err)
 	}
 	s.fail(w, reason, status, err.Error())
+}
+
+// errorStatus maps an error to its HTTP status and the reason it is
+// counted under (Stats.Rejected).
+func errorStatus(err error) (status int, reason string) {
+	switch {
+	case errors.Is(err, ErrStreamNotFound):
+		return http.StatusNotFound, "unknown_stream"
+	case errors.Is(err, ErrSessionNotFound):
+		return http.StatusNotFound, "unknown_session"
+	case errors.Is(err, ErrTooManySessionsPerIP):
+		return http.StatusServiceUnavailable, "max_sessions_per_ip"
+	case errors.Is(err, ErrTooManySessionsPerStream):
+		return http.StatusServiceUnavailable, "max_sessions_per_stream"
+	case errors.Is(err, ErrTooManySessions):
+		return http.StatusServiceUnavailable, "max_sessions"
+	case errors.Is(err, ErrServerClosed):
+		return http.StatusServiceUnavailable, "closed"
+	case errors.Is(err, ErrOfferTimeout):
+		return http.StatusRequestTimeout, "offer_timeout"
+	case errors.Is(err, ErrBodyTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, ErrTooManyCandidates):
+		return http.StatusBadRequest, "too_many_candidates"
+	case errors.Is(err, ErrBadOffer):
+		return http.StatusBadRequest, "bad_offer"
+	case errors.Is(err, ErrUnknownRung):
+		return http.StatusBadRequest, "unknown_rung"
+	case errors.Is(err, ErrUnsupportedOffer):
+		return http.StatusUnprocessableEntity, "unsupported_offer"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "timeout"
+	}
+	return http.StatusInternalServerError, "internal"
 }
 
 func (s *Server) fail(w http.ResponseWriter, reason string, status int, msg string) {
