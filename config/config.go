@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/internal/yamlfile"
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
@@ -35,6 +36,8 @@ type Config struct {
 	HLS hls.Config `yaml:"hls"`
 	// WebRTC is the WHEP output at /whep/<stream>.
 	WebRTC webrtc.Config `yaml:"webrtc"`
+	// Auth says who may use the API, play signed streams and publish.
+	Auth auth.Config `yaml:"auth"`
 
 	file  string
 	lines yamlfile.Lines // field path -> line, for validation messages
@@ -99,10 +102,19 @@ type Stream struct {
 	// Outputs are the deliveries that serve the stream ("hls", "webrtc");
 	// none listed means all of them.
 	Outputs []string `yaml:"outputs"`
+	// Play is who may watch: PlayPublic (anyone who reaches the node) or
+	// PlaySigned (a token or JWT granting play on this stream).
+	Play string `yaml:"play"`
 	// Publish pushes the ladder to other WebRTC servers (SFUs) over WHIP as
 	// one simulcast track, a RID per rung.
 	Publish []Publish `yaml:"publish"`
 }
+
+// Playback policies of a stream.
+const (
+	PlayPublic = "public"
+	PlaySigned = "signed"
+)
 
 // Publish is a WHIP target.
 type Publish struct {
@@ -136,6 +148,7 @@ func (c *Config) Defaults() {
 		}
 	}
 	c.HLS.Defaults()
+	c.Auth.Defaults()
 	if c.Node.Workers == nil {
 		t := true
 		c.Node.Workers = &t
@@ -147,6 +160,9 @@ func (c *Config) Defaults() {
 		if c.Streams[i].Realtime == nil {
 			t := true
 			c.Streams[i].Realtime = &t
+		}
+		if c.Streams[i].Play == "" {
+			c.Streams[i].Play = PlayPublic
 		}
 	}
 }
@@ -231,6 +247,11 @@ func (c *Config) Validate() error {
 				errs.Addf(yamlfile.Index(p+".outputs", j), "%q is listed twice", o)
 			}
 		}
+		if s.Play != PlayPublic && s.Play != PlaySigned {
+			errs.Addf(p+".play", "%q is not %q or %q", s.Play, PlayPublic, PlaySigned)
+		} else if s.Play == PlaySigned && !c.Auth.Enabled() {
+			errs.Addf(p+".play", "signed playback needs auth.tokens, auth.token_file or auth.jwt to verify tokens")
+		}
 		for j, pub := range s.Publish {
 			if !strings.HasPrefix(pub.URL, "http://") && !strings.HasPrefix(pub.URL, "https://") {
 				errs.Addf(yamlfile.Index(p+".publish", j)+".url", "%q is not an http(s) WHIP endpoint", pub.URL)
@@ -241,5 +262,6 @@ func (c *Config) Validate() error {
 	// section; the keys here say where each section sits in the file.
 	errs.AddSection("hls", c.HLS.Validate())
 	errs.AddSection("webrtc", c.WebRTC.Validate())
+	errs.AddSection("auth", c.Auth.Validate())
 	return yamlfile.Locate[invalidConfig](c.file, c.lines, &errs).Err()
 }

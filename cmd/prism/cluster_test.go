@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -39,10 +40,17 @@ type nodeProcess struct {
 // top-level configuration.
 func startNode(t *testing.T, name, nodeConfig, extra string) *nodeProcess {
 	t.Helper()
+	return startNodeOn(t, freePort(t), name, nodeConfig, extra)
+}
+
+// startNodeOn is startNode with its HTTP listener on addr (base stays a
+// loopback URL of the same port).
+func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProcess {
+	t.Helper()
 	dir := t.TempDir()
-	addr := freePort(t)
 	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
-	n := &nodeProcess{t: t, name: name, base: "http://" + addr}
+	_, port, _ := net.SplitHostPort(addr)
+	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}
 	n.cmd = exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--stats-interval", "0", "--webrtc-port", "0")
 	n.cmd.Stderr = &n.stderr
 	if err := n.cmd.Start(); err != nil {

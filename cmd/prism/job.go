@@ -22,6 +22,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	sub, args := args[0], args[1:]
 	fs := newFlagSet("job "+sub, stderr)
 	server := fs.String("server", "http://localhost:8080", "a Prism node's HTTP address")
+	token := fs.String("token", os.Getenv("PRISM_TOKEN"), "API token or JWT (default $PRISM_TOKEN); needed once the node has auth configured")
 	var spec jobs.Spec
 	var ladderFile string
 	if sub == "submit" {
@@ -55,7 +56,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	client := &api.Client{Server: *server}
+	client := &api.Client{Server: *server, Token: *token}
 	ctx := context.Background()
 	var answer []byte
 	var err error

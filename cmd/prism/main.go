@@ -24,6 +24,7 @@ Commands:
   config validate    check service configuration files (same file:line messages)
   job                submit|list|get|stop jobs through a node's API (--server)
   gpu probe          show which hardware devices and encoders open on this machine
+  token              mint a JWT for signed playback, publishing or the API (auth.jwt)
 
 Run "prism <command> -h" for the flags of a command.
 `
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdJob(args[1:], stdout, stderr)
 	case "worker": // hidden: started by prism serve, one per job
 		err = cmdWorker(args[1:], stdout, stderr)
+	case "token":
+		err = cmdToken(args[1:], stdout, stderr)
 	case "gpu":
 		if len(args) < 2 || args[1] != "probe" {
 			fmt.Fprintln(stderr, "usage: prism gpu probe [--json]")

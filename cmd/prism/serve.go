@@ -17,6 +17,7 @@ import (
 
 	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/internal/api"
+	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
@@ -80,6 +81,13 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	log := slog.Default()
 
+	authz, err := auth.New(cfg.Auth)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if !authz.Enabled() {
+		log.Warn("no authentication configured: the API and /metrics answer on loopback only (set auth.tokens or auth.jwt); public streams play for anyone")
+	}
 	streams := &pipeline.Registry{}
 	nd := &node.Node{Config: cfg, Streams: streams, Log: log}
 	if err := nd.Start(ctx); err != nil {
@@ -97,17 +105,28 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rtc.Close()
 
-	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency}
+	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, Auth: authz}
 	mux := apiSrv.Handler()
-	mux.Handle("/hls/", hlsSrv)
-	mux.Handle("/whep/", rtc)
+	mux.Handle("/hls/", apiSrv.GuardPlay("/hls/", hlsSrv))
+	mux.Handle("/whep/", apiSrv.GuardPlay("/whep/", rtc))
 	mux.Handle("GET /whep-player", webrtc.PlayerHandler())
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Address)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Bounds against slow or idle clients holding connections open. No
+	// WriteTimeout: LL-HLS blocking reloads and media responses must not be
+	// cut. ReadTimeout does not cut them either: net/http lifts it once a
+	// request's body has been read. WHEP bodies have their own, shorter
+	// deadline (webrtc.offer_timeout).
+	httpSrv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,  // headers and body: bodies here are small
+		IdleTimeout:       120 * time.Second, // a keep-alive connection between requests
+		MaxHeaderBytes:    64 << 10,
+	}
 	httpDone := make(chan error, 1)
 	tlsOn := cfg.HTTP.TLSCert != ""
 	go func() { // ends with Shutdown below

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/prism-streaming/prism/config"
+	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/jobs"
@@ -30,6 +31,9 @@ type Server struct {
 	Node       *node.Node
 	Streams    *pipeline.Registry
 	Configured []config.Stream // streams from the configuration, for /readyz
+	// Auth decides who may call the API, scrape /metrics and play signed
+	// streams (guard.go); nil means nothing is configured.
+	Auth *auth.Authorizer
 	// HLSLatency reports ingest-to-part-downloadable for a stream, when
 	// the HLS output serves it.
 	HLSLatency func(stream string) (p50, p95 time.Duration, ok bool)
@@ -76,43 +80,58 @@ func (s *Server) Handler() *http.ServeMux {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
-	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /api/v1/streams", s.guarded(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		out := []StreamInfo{}
 		for _, n := range s.Streams.Names() {
+			if p.Permits(auth.ActionAPIRead, n) != nil {
+				continue
+			}
 			if info, ok := s.describe(r.Context(), n); ok {
 				out = append(out, info)
 			}
 		}
 		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("GET /api/v1/streams/{name}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET /api/v1/streams/{name}", s.guarded(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
 		info, ok := s.describe(r.Context(), r.PathValue("name"))
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown stream " + r.PathValue("name")})
 			return
 		}
 		writeJSON(w, http.StatusOK, info)
-	})
+	}))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newStreamCollector(s.Streams, s.HLSLatency))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		newStreamCollector(s.Streams, s.HLSLatency), newAuthCollector(s.Auth))
+	mux.Handle("GET /metrics", s.metricsGuard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	s.jobRoutes(mux)
 	webRoutes(mux)
 	return mux
 }
 
-// ready: the job store answers and every configured stream plays.
+// ready: the job store answers and every configured stream plays. It
+// reads the node's KV-watched view of the jobs rather than the store: a
+// probe, however often load balancers send it, costs no JetStream request.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	store := s.Node.Store()
-	if _, err := store.List(r.Context()); err != nil {
-		http.Error(w, "job store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+	// The view outlives a lost connection (it is kept for the reconnect),
+	// so the connection itself says whether the store can be reached.
+	if nc := s.Node.Store().Conn(); !nc.IsConnected() {
+		http.Error(w, "job store unreachable: NATS connection "+nc.Status().String(), http.StatusServiceUnavailable)
 		return
+	}
+	known, ok := s.Node.KnownJobs()
+	if !ok {
+		http.Error(w, "job store unreachable: the job view is not loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	byID := make(map[string]*jobs.Job, len(known))
+	for _, j := range known {
+		byID[j.Spec.ID] = j
 	}
 	for _, sc := range s.Configured {
 		if _, ok := s.Streams.Get(sc.Name); !ok {
 			reason := "not running yet"
-			if j, err := store.Get(r.Context(), sc.Name); err == nil {
+			if j := byID[sc.Name]; j != nil {
 				reason = string(j.State)
 				if j.Reason != "" {
 					reason += ": " + j.Reason

@@ -29,6 +29,7 @@ const maxResponse = 16 << 20
 // node's JSON as it sent it.
 type Client struct {
 	Server string       // the node's base URL, e.g. http://localhost:8080
+	Token  string       // a bearer token or JWT, when the node requires one
 	HTTP   *http.Client // default: 30 s timeout
 }
 
@@ -73,8 +74,11 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	if err != nil {
 		return nil, err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if method != http.MethodGet {
+		req.Header.Set("Content-Type", "application/json") // the API refuses other types for changes
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

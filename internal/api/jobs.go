@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/queue/jobs"
 )
 
@@ -31,7 +32,7 @@ func (s *Server) jobInfo(j *jobs.Job) JobInfo {
 // (GET, DELETE = stop), /api/v1/jobs/{id}/stop (POST), /api/v1/nodes.
 func (s *Server) jobRoutes(mux *http.ServeMux) {
 	store := s.Node.Store()
-	mux.HandleFunc("GET /api/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /api/v1/jobs", s.guarded(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		list, err := store.List(r.Context())
 		if err != nil {
 			apiError(w, err)
@@ -39,11 +40,13 @@ func (s *Server) jobRoutes(mux *http.ServeMux) {
 		}
 		out := make([]JobInfo, 0, len(list))
 		for _, j := range list {
-			out = append(out, s.jobInfo(j))
+			if p.Permits(auth.ActionAPIRead, j.Spec.ID) == nil {
+				out = append(out, s.jobInfo(j))
+			}
 		}
 		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("POST /api/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("POST /api/v1/jobs", s.guardedSubmit(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		var spec jobs.Spec
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSpecBody))
 		dec.DisallowUnknownFields()
@@ -56,39 +59,47 @@ func (s *Server) jobRoutes(mux *http.ServeMux) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "job spec: " + err.Error()})
 			return
 		}
+		if err := p.Permits(auth.ActionAPIWrite, spec.ID); err != nil {
+			refuse(w, http.StatusForbidden, err.Error())
+			return
+		}
+		if spec.Signed() && !s.Auth.Enabled() {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "play: signed needs auth.tokens or auth.jwt on the node to verify tokens"})
+			return
+		}
 		j, err := store.Submit(r.Context(), spec)
 		if err != nil {
 			apiError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusCreated, s.jobInfo(j))
-	})
-	mux.HandleFunc("GET /api/v1/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET /api/v1/jobs/{id}", s.guarded(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
 		j, err := store.Get(r.Context(), r.PathValue("id"))
 		if err != nil {
 			apiError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, s.jobInfo(j))
-	})
-	stop := func(w http.ResponseWriter, r *http.Request) {
+	}))
+	stop := s.guarded(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
 		j, err := store.Stop(r.Context(), r.PathValue("id"))
 		if err != nil {
 			apiError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, s.jobInfo(j))
-	}
+	})
 	mux.HandleFunc("DELETE /api/v1/jobs/{id}", stop)
 	mux.HandleFunc("POST /api/v1/jobs/{id}/stop", stop)
-	mux.HandleFunc("GET /api/v1/nodes", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /api/v1/nodes", s.guarded(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
 		nodes, err := store.Nodes(r.Context())
 		if err != nil {
 			apiError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, nodes)
-	})
+	}))
 }
 
 // apiError maps job store errors to HTTP status codes.
@@ -99,8 +110,11 @@ func apiError(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	case errors.Is(err, jobs.ErrJobNotFound):
 		code = http.StatusNotFound
-	case errors.Is(err, jobs.ErrJobExists), errors.Is(err, jobs.ErrJobActive), errors.Is(err, jobs.ErrConflict):
+	case errors.Is(err, jobs.ErrJobExists), errors.Is(err, jobs.ErrJobActive), errors.Is(err, jobs.ErrConflict),
+		errors.Is(err, jobs.ErrCorruptJob):
 		code = http.StatusConflict
+	case errors.Is(err, jobs.ErrTooManyJobs):
+		code = http.StatusTooManyRequests
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/pipeline"
 )
 
@@ -83,5 +84,25 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 			m(c.stageLatency, prometheus.GaugeValue, st.LatencyP50.Seconds(), name, st.Name, "0.5")
 			m(c.stageLatency, prometheus.GaugeValue, st.LatencyP95.Seconds(), name, st.Name, "0.95")
 		}
+	}
+}
+
+// authCollector counts refused credentials per action (never the
+// credentials themselves).
+type authCollector struct {
+	auth    *auth.Authorizer
+	refused *prometheus.Desc
+}
+
+func newAuthCollector(a *auth.Authorizer) *authCollector {
+	return &authCollector{auth: a, refused: prometheus.NewDesc("prism_auth_refused_total",
+		"Requests refused for a missing, invalid or insufficient credential, per action.", []string{"action"}, nil)}
+}
+
+func (c *authCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.refused }
+
+func (c *authCollector) Collect(ch chan<- prometheus.Metric) {
+	for action, n := range c.auth.Failures() {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(n), string(action))
 	}
 }

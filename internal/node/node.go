@@ -185,6 +185,27 @@ func (n *Node) ID() string { return n.id }
 // Store is the cluster's job store.
 func (n *Node) Store() *jobs.Store { return n.store }
 
+// KnownJobs returns every job as this node's agent last saw it in the
+// store, without a NATS round trip; ok is false until its view is loaded
+// (jobs.Node.KnownJobs), or before Start.
+func (n *Node) KnownJobs() (known []*jobs.Job, ok bool) {
+	if n.agent == nil {
+		return nil, false
+	}
+	return n.agent.KnownJobs()
+}
+
+// PlaySigned reports whether playing stream needs a credential: its job
+// says play: signed. A stream this node does not know (yet) counts as
+// signed when failClosed is set, so a check never lets through what it
+// cannot look up.
+func (n *Node) PlaySigned(stream string, failClosed bool) bool {
+	if j, ok := n.agent.KnownJob(stream); ok {
+		return j.Spec.Signed()
+	}
+	return failClosed
+}
+
 // WorkerPID returns the worker process of a job running on this node, or 0.
 func (n *Node) WorkerPID(job string) int {
 	if n.workers == nil {
@@ -198,7 +219,7 @@ func (n *Node) WorkerPID(job string) int {
 // A job of that name with another spec (the configuration changed) is
 // stopped and submitted again.
 func (n *Node) SubmitStream(ctx context.Context, sc config.Stream) error {
-	spec := jobs.Spec{ID: sc.Name, Input: sc.Input, Ladder: sc.Ladder, Restart: true, Realtime: sc.Realtime, Outputs: sc.Outputs}
+	spec := jobs.Spec{ID: sc.Name, Input: sc.Input, Ladder: sc.Ladder, Restart: true, Realtime: sc.Realtime, Outputs: sc.Outputs, Play: sc.Play}
 	for _, p := range sc.Publish {
 		spec.Publish = append(spec.Publish, jobs.PublishTarget{URL: p.URL, Token: p.Token})
 	}

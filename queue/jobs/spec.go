@@ -10,6 +10,12 @@ import (
 	"github.com/prism-streaming/prism/pipeline"
 )
 
+// Playback policies (Spec.Play).
+const (
+	PlayPublic = "public"
+	PlaySigned = "signed"
+)
+
 // Output names a delivery a job feeds.
 const (
 	OutputHLS    = pipeline.OutputHLS
@@ -23,6 +29,10 @@ var encoders = []string{"auto", "x264", "nvenc", "qsv", "vaapi"}
 // maxInputLen bounds Input: URLs longer than this are mistakes, and every
 // job record is rewritten on each lease renewal.
 const maxInputLen = 4096
+
+// MaxPublishTargets bounds Spec.Publish: each target is a WebRTC session
+// (an encoder's worth of packets, a connection) held by the job's node.
+const MaxPublishTargets = 8
 
 // Spec is what a client asks for: one input transcoded with one ladder.
 // The ID is also the stream name under which its media is published.
@@ -39,8 +49,12 @@ type Spec struct {
 	Constraints Constraints `json:"constraints,omitzero"`
 	// Restart keeps a live stream up: when its input ends or cannot be
 	// reached, the owner starts it again (backing off) instead of ending
-	// the job. Crashes still count as failed attempts.
+	// the job. Crashes still count as failed attempts, and so does an input
+	// that never came up in DefaultMaxAttempts tries in a row.
 	Restart bool `json:"restart,omitempty"`
+	// Play is who may watch the stream: PlayPublic (the default) or
+	// PlaySigned (a credential granting play on it).
+	Play string `json:"play,omitempty"`
 	// Realtime paces file and lavfi inputs at 1x, as a live source would
 	// (network inputs are paced by their sender). Unset means true.
 	Realtime *bool `json:"realtime,omitempty"`
@@ -81,6 +95,9 @@ func (s *Spec) Validate() error {
 	if s.Ladder == "" && s.LadderYAML == "" {
 		return fmt.Errorf("%w: %s: ladder: required (a shipped ladder name, a file path, or ladder_yaml)", ErrInvalidSpec, s.ID)
 	}
+	if s.Play != "" && s.Play != PlayPublic && s.Play != PlaySigned {
+		return fmt.Errorf("%w: %s: play: %q is not %q or %q", ErrInvalidSpec, s.ID, s.Play, PlayPublic, PlaySigned)
+	}
 	for i, o := range s.Outputs {
 		if o != OutputHLS && o != OutputWebRTC {
 			return fmt.Errorf("%w: %s: outputs[%d]: %q is not %q or %q", ErrInvalidSpec, s.ID, i, o, OutputHLS, OutputWebRTC)
@@ -88,6 +105,9 @@ func (s *Spec) Validate() error {
 		if slices.Contains(s.Outputs[:i], o) {
 			return fmt.Errorf("%w: %s: outputs[%d]: %q listed twice", ErrInvalidSpec, s.ID, i, o)
 		}
+	}
+	if len(s.Publish) > MaxPublishTargets {
+		return fmt.Errorf("%w: %s: publish: %d targets, at most %d", ErrInvalidSpec, s.ID, len(s.Publish), MaxPublishTargets)
 	}
 	for i, p := range s.Publish {
 		if !strings.HasPrefix(p.URL, "http://") && !strings.HasPrefix(p.URL, "https://") {
@@ -105,8 +125,11 @@ func (s *Spec) Validate() error {
 func (s *Spec) equal(o *Spec) bool {
 	return s.ID == o.ID && s.Input == o.Input && s.Ladder == o.Ladder && s.LadderYAML == o.LadderYAML &&
 		slices.Equal(s.Outputs, o.Outputs) && s.Constraints == o.Constraints && s.Restart == o.Restart &&
-		slices.Equal(s.Publish, o.Publish) && s.Paced() == o.Paced()
+		slices.Equal(s.Publish, o.Publish) && s.Paced() == o.Paced() && s.Signed() == o.Signed()
 }
+
+// Signed reports whether playing the stream needs a credential.
+func (s *Spec) Signed() bool { return s.Play == PlaySigned }
 
 // Serves reports whether the named output delivers the job's stream.
 func (s *Spec) Serves(output string) bool {
