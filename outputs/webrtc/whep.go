@@ -71,7 +71,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // splitWHEPPath returns the stream and session of /…/whep/<stream>[/<session>],
 // wherever the handler is mounted.
 func splitWHEPPath(path string) (stream, session string) {
-	if i := strings.LastIndex(path, "/whep/"); i >= 0 {
+	// The first /whep/ is the mount point: with the last one, a stream
+	// named "whep" would lose its sessions, and /whep/a/whep/b would name
+	// stream b to the server while a guard in front of it saw stream a.
+	if i := strings.Index(path, "/whep/"); i >= 0 {
 		path = path[i+len("/whep/"):]
 	}
 	parts := strings.Split(strings.Trim(path, "/"), "/")
