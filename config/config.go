@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/prism-streaming/prism/internal/auth"
+	"github.com/prism-streaming/prism/internal/inputs"
 	"github.com/prism-streaming/prism/internal/yamlfile"
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
@@ -38,6 +39,8 @@ type Config struct {
 	WebRTC webrtc.Config `yaml:"webrtc"`
 	// Auth says who may use the API, play signed streams and publish.
 	Auth auth.Config `yaml:"auth"`
+	// Inputs is what jobs submitted over the API may read.
+	Inputs inputs.Config `yaml:"inputs"`
 
 	file  string
 	lines yamlfile.Lines // field path -> line, for validation messages
@@ -149,6 +152,7 @@ func (c *Config) Defaults() {
 	}
 	c.HLS.Defaults()
 	c.Auth.Defaults()
+	c.Inputs.Defaults()
 	if c.Node.Workers == nil {
 		t := true
 		c.Node.Workers = &t
@@ -263,5 +267,6 @@ func (c *Config) Validate() error {
 	errs.AddSection("hls", c.HLS.Validate())
 	errs.AddSection("webrtc", c.WebRTC.Validate())
 	errs.AddSection("auth", c.Auth.Validate())
+	errs.AddSection("inputs", c.Inputs.Validate())
 	return yamlfile.Locate[invalidConfig](c.file, c.lines, &errs).Err()
 }

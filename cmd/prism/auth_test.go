@@ -255,3 +255,63 @@ func TestDefaultAPIIsLoopbackOnly(t *testing.T) {
 		t.Errorf("loopback API: %d, want 200", code)
 	}
 }
+
+// TestAPIInputPolicy: what a job submitted over the API may read. Every
+// refusal is a 400 naming the rule, answered at once (no file is read,
+// no address dialled).
+func TestAPIInputPolicy(t *testing.T) {
+	n := startNode(t, "policy", "  capacity: -1\n", "inputs:\n  allow_lavfi: false\n")
+	for _, c := range []struct{ name, body, want string }{
+		{"ladder path (a file oracle)", `{"id":"a","input":"rtmp://192.0.2.1/live/x","ladder":"/dev/zero"}`, "file path is not accepted"},
+		{"lavfi", `{"id":"b","input":"lavfi:testsrc2","ladder":"default"}`, "allow_lavfi"},
+		{"local file", `{"id":"c","input":"/etc/passwd","ladder":"default"}`, "allow_files"},
+		{"listening socket", `{"id":"d","input":"tcp://0.0.0.0:9000?listen=1","ladder":"default"}`, "scheme"},
+		{"rtmp listen", `{"id":"e","input":"rtmp://0.0.0.0/live/x?listen=1","ladder":"default"}`, "listen"},
+		{"metadata address", `{"id":"f","input":"http://169.254.169.254/latest/meta-data","ladder":"default"}`, "denied range"},
+		{"concat", `{"id":"g","input":"concat:/etc/passwd|/etc/hosts","ladder":"default"}`, "scheme"},
+		{"WHIP target at the metadata address", `{"id":"h","input":"rtmp://192.0.2.1/live/x","ladder":"default","publish":[{"url":"http://169.254.169.254/whip"}]}`, "denied range"},
+		{"huge inline ladder", `{"id":"i","input":"rtmp://192.0.2.1/live/x","ladder_yaml":"` + strings.Repeat("#", 70<<10) + `"}`, "max_ladder_yaml"},
+	} {
+		start := time.Now()
+		code, body := request(t, "POST", n.base+"/api/v1/jobs", "", c.body)
+		if code != 400 || !strings.Contains(body, c.want) {
+			t.Errorf("%s: %d %s, want 400 naming %q", c.name, code, strings.TrimSpace(body), c.want)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%s: answered after %s", c.name, d)
+		}
+	}
+	if code, body := request(t, "POST", n.base+"/api/v1/jobs", "", `{"id":"ok","input":"rtmp://192.0.2.1/live/x","ladder":"default"}`); code != 201 {
+		t.Errorf("an allowed input: %d %s", code, body)
+	}
+	// A form post (text/plain) cannot submit: no CSRF from a web page.
+	resp, err := http.Post(n.base+"/api/v1/jobs", "text/plain", strings.NewReader(`{"id":"csrf","input":"rtmp://192.0.2.1/x","ladder":"default"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain submission: %d, want 415", resp.StatusCode)
+	}
+}
+
+// TestEndedJobKeepsItsSpec: a stopped job's id cannot be taken over by
+// another spec (another input under the same stream name) without an
+// explicit replace.
+func TestEndedJobKeepsItsSpec(t *testing.T) {
+	n := startNode(t, "keeper", "  capacity: -1\n", "")
+	first := `{"id":"cam","input":"rtmp://192.0.2.1/live/a","ladder":"default"}`
+	other := `{"id":"cam","input":"rtmp://192.0.2.66/live/evil","ladder":"default"}`
+	if code, body := request(t, "POST", n.base+"/api/v1/jobs", "", first); code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	if code, body := request(t, "POST", n.base+"/api/v1/jobs/cam/stop", "", ""); code != 200 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	if code, body := request(t, "POST", n.base+"/api/v1/jobs", "", other); code != 409 {
+		t.Errorf("another spec under a stopped job's id: %d %s, want 409", code, body)
+	}
+	if code, body := request(t, "POST", n.base+"/api/v1/jobs?replace=true", "", other); code != 201 || !strings.Contains(body, "192.0.2.66") {
+		t.Errorf("explicit replace: %d %s", code, body)
+	}
+}

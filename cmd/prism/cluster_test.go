@@ -48,6 +48,10 @@ func startNode(t *testing.T, name, nodeConfig, extra string) *nodeProcess {
 func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProcess {
 	t.Helper()
 	dir := t.TempDir()
+	if !strings.Contains(extra, "inputs:") {
+		// The tests' jobs come over the API and read lavfi test sources.
+		extra += "inputs:\n  allow_lavfi: true\n"
+	}
 	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
 	_, port, _ := net.SplitHostPort(addr)
 	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}

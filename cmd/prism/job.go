@@ -25,12 +25,14 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	token := fs.String("token", os.Getenv("PRISM_TOKEN"), "API token or JWT (default $PRISM_TOKEN); needed once the node has auth configured")
 	var spec jobs.Spec
 	var ladderFile string
+	var replace bool
 	if sub == "submit" {
 		fs.StringVar(&spec.ID, "id", "", "job id, also the stream name (letters, digits, '-', '_')")
 		fs.StringVar(&spec.Input, "input", "", "input URL")
 		fs.StringVar(&spec.Ladder, "ladder", "default", "shipped ladder name")
 		fs.StringVar(&ladderFile, "ladder-file", "", "ladder YAML file, sent inline (nodes need not have it)")
 		fs.BoolVar(&spec.Restart, "restart", false, "restart when the input ends or drops (live sources)")
+		fs.BoolVar(&replace, "replace", false, "give an ended job's id this new spec (without it, an ended job keeps its spec)")
 		fs.BoolVar(&spec.Constraints.NeedsGPU, "gpu", false, "run only on a node with a GPU")
 		fs.BoolFunc("realtime", "pace file and lavfi inputs at 1x (default true; --realtime=false runs them as fast as possible)", func(v string) error {
 			b, err := strconv.ParseBool(v)
@@ -69,7 +71,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			}
 			spec.Ladder, spec.LadderYAML = ladderFile, string(data)
 		}
-		answer, err = client.Submit(ctx, spec)
+		answer, err = client.Submit(ctx, spec, replace)
 	case "list":
 		list, err := client.List(ctx)
 		if err != nil {

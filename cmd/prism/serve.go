@@ -18,6 +18,7 @@ import (
 	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/auth"
+	"github.com/prism-streaming/prism/internal/inputs"
 	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
@@ -88,6 +89,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	if !authz.Enabled() {
 		log.Warn("no authentication configured: the API and /metrics answer on loopback only (set auth.tokens or auth.jwt); public streams play for anyone")
 	}
+	policy, err := inputs.New(cfg.Inputs)
+	if err != nil {
+		return fmt.Errorf("inputs: %w", err)
+	}
 	streams := &pipeline.Registry{}
 	nd := &node.Node{Config: cfg, Streams: streams, Log: log}
 	if err := nd.Start(ctx); err != nil {
@@ -105,7 +110,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rtc.Close()
 
-	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, Auth: authz}
+	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, Auth: authz, Inputs: policy}
 	mux := apiSrv.Handler()
 	mux.Handle("/hls/", apiSrv.GuardPlay("/hls/", hlsSrv))
 	mux.Handle("/whep/", apiSrv.GuardPlay("/whep/", rtc))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/internal/auth"
+	"github.com/prism-streaming/prism/internal/inputs"
 	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/jobs"
@@ -34,6 +35,9 @@ type Server struct {
 	// Auth decides who may call the API, scrape /metrics and play signed
 	// streams (guard.go); nil means nothing is configured.
 	Auth *auth.Authorizer
+	// Inputs is what jobs submitted here may read; nil allows anything
+	// (tests of trusted callers only).
+	Inputs *inputs.Policy
 	// HLSLatency reports ingest-to-part-downloadable for a stream, when
 	// the HLS output serves it.
 	HLSLatency func(stream string) (p50, p95 time.Duration, ok bool)

@@ -33,13 +33,18 @@ type Client struct {
 	HTTP   *http.Client // default: 30 s timeout
 }
 
-// Submit posts a job spec and returns the job as created.
-func (c *Client) Submit(ctx context.Context, spec jobs.Spec) ([]byte, error) {
+// Submit posts a job spec and returns the job as created; replace gives an
+// ended job's id the new spec.
+func (c *Client) Submit(ctx context.Context, spec jobs.Spec, replace bool) ([]byte, error) {
 	body, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
-	return c.do(ctx, http.MethodPost, "", body)
+	path := ""
+	if replace {
+		path = "?replace=true"
+	}
+	return c.do(ctx, http.MethodPost, path, body)
 }
 
 // Get returns one job.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 // maxSpecBody bounds a job submission: specs are small, inline ladders too.
@@ -63,11 +64,19 @@ func (s *Server) jobRoutes(mux *http.ServeMux) {
 			refuse(w, http.StatusForbidden, err.Error())
 			return
 		}
+		if err := s.checkSources(r, &spec); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("job %s: %v", spec.ID, err)})
+			return
+		}
 		if spec.Signed() && !s.Auth.Enabled() {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "play: signed needs auth.tokens or auth.jwt on the node to verify tokens"})
 			return
 		}
-		j, err := store.Submit(r.Context(), spec)
+		var opts []jobs.SubmitOption
+		if r.URL.Query().Get("replace") == "true" {
+			opts = append(opts, jobs.Replace()) // give an ended job's id new work
+		}
+		j, err := store.Submit(r.Context(), spec, opts...)
 		if err != nil {
 			apiError(w, err)
 			return
@@ -117,4 +126,24 @@ func apiError(w http.ResponseWriter, err error) {
 		code = http.StatusTooManyRequests
 	}
 	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// checkSources applies the input policy to what a submitted job would read
+// and where it would post: its input, its ladder, its WHIP targets.
+func (s *Server) checkSources(r *http.Request, spec *jobs.Spec) error {
+	if s.Inputs == nil {
+		return nil
+	}
+	if err := s.Inputs.CheckInput(r.Context(), spec.Input); err != nil {
+		return fmt.Errorf("input: %w", err)
+	}
+	if err := s.Inputs.CheckLadder(spec.Ladder, spec.LadderYAML, ladder.IsPath); err != nil {
+		return err
+	}
+	for i, p := range spec.Publish {
+		if err := s.Inputs.CheckPublishTarget(r.Context(), p.URL); err != nil {
+			return fmt.Errorf("publish[%d]: %w", i, err)
+		}
+	}
+	return nil
 }

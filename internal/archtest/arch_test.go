@@ -28,6 +28,7 @@ var rank = map[string]int{
 	"gpu":               1,
 	"transcode/ladder":  1,
 	"internal/testutil": 1,
+	"internal/inputs":   1, // what API jobs may read
 	"internal/auth":     1, // who may do what: asked by the API, outputs' guards and ingest
 	"transcode":         2,
 	"outputs":           2,

@@ -244,7 +244,7 @@ func (n *Node) SubmitStream(ctx context.Context, sc config.Stream) error {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		_, err = n.store.Submit(ctx, spec)
+		_, err = n.store.Submit(ctx, spec, jobs.Replace()) // the configuration is the owner of its streams' ids
 	}
 	return err
 }

@@ -19,7 +19,21 @@ import (
 // started again with the submitted spec. A new id when the store holds
 // StoreConfig.MaxJobs jobs fails with ErrTooManyJobs; an id whose record
 // is corrupt fails with ErrCorruptJob until it is deleted.
-func (s *Store) Submit(ctx context.Context, spec Spec) (*Job, error) {
+// SubmitOption tunes Submit.
+type SubmitOption func(*submitOptions)
+
+type submitOptions struct{ replace bool }
+
+// Replace lets Submit give an ended job's id to a different spec. Without
+// it the id of a stopped or failed job keeps its spec (ErrJobExists), so
+// nobody takes over a stream's name, and its viewers, by resubmitting it.
+func Replace() SubmitOption { return func(o *submitOptions) { o.replace = true } }
+
+func (s *Store) Submit(ctx context.Context, spec Spec, opts ...SubmitOption) (*Job, error) {
+	var o submitOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	if len(spec.Outputs) == 0 {
 		spec.Outputs = nil // an empty and a missing list are the same request
 	}
@@ -39,7 +53,7 @@ func (s *Store) Submit(ctx context.Context, spec Spec) (*Job, error) {
 		cost = c
 	}
 	for {
-		j, err := s.submitOnce(ctx, spec, cost)
+		j, err := s.submitOnce(ctx, spec, cost, o)
 		if errors.Is(err, ErrConflict) && ctx.Err() == nil {
 			continue // the job changed while we looked at it: look again
 		}
@@ -56,7 +70,7 @@ func recordSize(spec Spec) int {
 	return len(data)
 }
 
-func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64) (*Job, error) {
+func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64, o submitOptions) (*Job, error) {
 	fresh := &Job{Spec: spec, State: StatePending, Cost: cost}
 	fresh.Reason = s.pendingReason(ctx, fresh)
 	fresh.UpdatedAt = time.Now().UTC()
@@ -93,6 +107,9 @@ func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64) (*Job, 
 			return cur, s.dispatch(ctx, cur)
 		}
 		return cur, nil
+	}
+	if !cur.Spec.equal(&spec) && !o.replace {
+		return nil, fmt.Errorf("%w: %s has %s with another spec: submit it with replace to give its id new work", ErrJobExists, spec.ID, cur.State)
 	}
 	// Ended: start it again from a clean slate.
 	fresh.Revision = cur.Revision

@@ -236,7 +236,7 @@ func TestMaxJobs(t *testing.T) {
 	}
 	other := tinySpec("a")
 	other.Outputs = []string{OutputWebRTC}
-	if _, err := s.Submit(ctx, other); err != nil {
+	if _, err := s.Submit(ctx, other, Replace()); err != nil {
 		t.Fatalf("restart an ended job: %v", err)
 	}
 	// A corrupt record takes room too: it holds space in the bucket.

@@ -145,11 +145,15 @@ func TestSubmitIsIdempotent(t *testing.T) {
 		t.Fatalf("nil vs empty outputs: %v", err)
 	}
 
-	// Once ended, the id can be submitted again, with new work.
+	// Once ended, the id keeps its spec: other work needs an explicit
+	// replace (nobody takes over a stream's name by resubmitting it).
 	if _, err := s.Stop(ctx, "same"); err != nil {
 		t.Fatal(err)
 	}
-	re, err := s.Submit(ctx, other)
+	if _, err := s.Submit(ctx, other); !errors.Is(err, ErrJobExists) {
+		t.Fatalf("other work under an ended job's id without replace: %v, want ErrJobExists", err)
+	}
+	re, err := s.Submit(ctx, other, Replace())
 	if err != nil {
 		t.Fatal(err)
 	}
