@@ -14,6 +14,7 @@ import (
 
 	"github.com/asticode/go-astiav"
 
+	"github.com/prism-streaming/prism/internal/redact"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -197,7 +198,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		t.apackets = make(chan demuxedPacket, 128)
 	}
 	t.launch()
-	log.Info("transcode started", "input", opts.Input, "ladder", opts.Ladder.Name,
+	log.Info("transcode started", "input", redact.URL(opts.Input), "ladder", opts.Ladder.Name,
 		"source", fmt.Sprintf("%dx%d@%.3g", cp.Width(), cp.Height(), srcFPS), "rungs", len(rungs), "audio", t.in.audio != nil)
 	return t, nil
 }
@@ -308,7 +309,7 @@ func (t *Transcoder) demux() error {
 			}
 			if t.in.live {
 				// A network source that errors has gone away: the input ended.
-				t.log.Info("input closed", "input", t.opts.Input, "reason", err)
+				t.log.Info("input closed", "input", redact.URL(t.opts.Input), "reason", redact.Text(err.Error()))
 				return nil
 			}
 			errs++

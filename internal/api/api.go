@@ -59,7 +59,7 @@ func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
 	info := StreamInfo{Name: name, Tracks: []pipeline.Track{}}
 	job, err := s.Node.Store().Get(ctx, name)
 	if err == nil {
-		info.Job, info.State = job, string(job.State)
+		info.Job, info.State = redacted(job), string(job.State)
 	}
 	if src, ok := s.Streams.Get(name); ok {
 		info.Tracks, info.Stats = src.Tracks(), src.Stats()

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/prism-streaming/prism/internal/auth"
+	"github.com/prism-streaming/prism/internal/redact"
 	"github.com/prism-streaming/prism/queue/jobs"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -22,7 +24,7 @@ type JobInfo struct {
 }
 
 func (s *Server) jobInfo(j *jobs.Job) JobInfo {
-	info := JobInfo{Job: j}
+	info := JobInfo{Job: redacted(j)}
 	if j.Owner == s.Node.ID() {
 		info.WorkerPID = s.Node.WorkerPID(j.Spec.ID)
 	}
@@ -146,4 +148,20 @@ func (s *Server) checkSources(r *http.Request, spec *jobs.Spec) error {
 		}
 	}
 	return nil
+}
+
+// redacted is a copy of j for showing: passwords and key-like parameters
+// in its URLs and reason masked, WHIP tokens removed.
+func redacted(j *jobs.Job) *jobs.Job {
+	c := *j
+	c.Spec.Input = redact.URL(c.Spec.Input)
+	c.Spec.Publish = slices.Clone(c.Spec.Publish)
+	for i := range c.Spec.Publish {
+		c.Spec.Publish[i].URL = redact.URL(c.Spec.Publish[i].URL)
+		if c.Spec.Publish[i].Token != "" {
+			c.Spec.Publish[i].Token = redact.Mask
+		}
+	}
+	c.Reason = redact.Text(c.Reason)
+	return &c
 }

@@ -29,6 +29,7 @@ var rank = map[string]int{
 	"transcode/ladder":  1,
 	"internal/testutil": 1,
 	"internal/inputs":   1, // what API jobs may read
+	"internal/redact":   0, // masks secrets in what is shown
 	"internal/auth":     1, // who may do what: asked by the API, outputs' guards and ingest
 	"transcode":         2,
 	"outputs":           2,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prism-streaming/prism/internal/redact"
 )
 
 // Names of the JetStream resources. Every node opens them idempotently.
@@ -400,7 +401,10 @@ func decodeJob(e jetstream.KeyValueEntry) (*Job, error) {
 // clipReason bounds a reason (often a runner's error, which may quote a
 // whole FFmpeg message), so that the record stays within recordSlack of
 // what was submitted.
+// Secrets in the URLs a reason quotes are masked: reasons are shown by the
+// API and logged.
 func clipReason(r string) string {
+	r = redact.Text(r)
 	if len(r) <= maxReasonLen {
 		return r
 	}

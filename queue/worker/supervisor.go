@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prism-streaming/prism/internal/redact"
 	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/jobs"
 )
@@ -173,7 +174,7 @@ func (s *Supervisor) PID(job string) int {
 func relog(log *slog.Logger, line []byte) {
 	var rec map[string]any
 	if json.Unmarshal(line, &rec) != nil {
-		log.Error("worker: " + string(line))
+		log.Error("worker: " + redact.Text(string(line)))
 		return
 	}
 	var level slog.Level
@@ -186,9 +187,13 @@ func relog(log *slog.Logger, line []byte) {
 		switch k {
 		case "time", "level", "msg", "job":
 		default:
+			if s, ok := v.(string); ok {
+				v = redact.Text(s) // input URLs and FFmpeg's messages quoting them
+			}
 			attrs = append(attrs, k, v)
 		}
 	}
+	msg = redact.Text(msg)
 	log.Log(context.Background(), level, msg, attrs...)
 }
 

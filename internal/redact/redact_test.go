@@ -1,0 +1,35 @@
+package redact
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"rtmp://user:hunter2@cam.example/live/x":                "rtmp://user:REDACTED@cam.example/live/x",
+		"srt://10.0.0.1:9000?passphrase=abcdefghij&latency=200": "srt://10.0.0.1:9000?latency=200&passphrase=REDACTED",
+		"https://cdn.example/hls/x.m3u8?token=abc&sig=def":      "https://cdn.example/hls/x.m3u8?sig=REDACTED&token=REDACTED",
+		"https://sfu.example/whip?api_key=k":                    "https://sfu.example/whip?api_key=REDACTED",
+		"rtsp://user@cam.example/stream1":                       "rtsp://user@cam.example/stream1",
+		"lavfi:testsrc2":                                        "lavfi:testsrc2",
+		"/srv/media/x.mp4":                                      "/srv/media/x.mp4",
+	} {
+		if got := URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestText(t *testing.T) {
+	in := `cannot open input: rtmp://u:s3cr3t@cam.example/live/x: Connection refused (Cannot open connection tcp://cam.example:1935?tcp_nodelay=0); also srt://h:1?passphrase=p4ssphr4se`
+	got := Text(in)
+	for _, secret := range []string{"s3cr3t", "p4ssphr4se"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("%q still holds %q", got, secret)
+		}
+	}
+	if !strings.Contains(got, "Connection refused") || !strings.Contains(got, "tcp://cam.example:1935?tcp_nodelay=0") {
+		t.Errorf("lost the message: %q", got)
+	}
+}
