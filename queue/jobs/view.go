@@ -251,9 +251,26 @@ func (n *Node) observed(j *Job) {
 
 // stopWatcher stops a KV watcher and drains it: the watcher's callback
 // blocks on a full Updates channel while holding its lock, so it must be
-// emptied for the subscription's goroutine to end.
+// emptied for the subscription's goroutine to end. The channel is closed
+// by the subscription's close handler, which never runs when the
+// connection is already gone: draining stops once nothing came for a while.
 func stopWatcher(w jetstream.KeyWatcher) {
 	_ = w.Stop()
-	for range w.Updates() {
+	idle := time.NewTimer(watcherDrainIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case _, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			idle.Reset(watcherDrainIdle)
+		case <-idle.C:
+			return
+		}
 	}
 }
+
+// watcherDrainIdle is how long stopWatcher waits for a stopped watcher's
+// channel to close.
+const watcherDrainIdle = 500 * time.Millisecond
