@@ -202,12 +202,7 @@ func schemeLike(s string) bool {
 	if i <= 0 {
 		return false
 	}
-	for _, r := range s[:i] {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.') {
-			return false
-		}
-	}
-	return true
+	return strings.Trim(s[:i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.") == ""
 }
 
 // maxLadderDepth bounds how deeply an inline ladder may nest.
