@@ -37,18 +37,144 @@ type input struct {
 	live        bool           // network or device source: never paced
 }
 
-func isNetworkURL(u string) bool {
-	for _, p := range []string{"rtmp://", "rtmps://", "rtsp://", "rtsps://", "srt://", "udp://", "tcp://", "http://", "https://"} {
-		if strings.HasPrefix(u, p) {
-			return true
+// inputScheme is how Prism opens one kind of input URL.
+type inputScheme struct {
+	// protocols is FFmpeg's protocol_whitelist for the open and for every
+	// open nested in it (HLS variant playlists, segments and keys; RTSP's
+	// RTP transports; the TCP and TLS under HTTP and RTMP). Empty only for
+	// lavfi, a device that opens no protocol.
+	protocols string
+	// network: pulled from a peer, a live source with timeouts, never
+	// listening.
+	network bool
+}
+
+// inputSchemes is every kind of input Prism reads, by URL scheme, and all
+// that each may reach. Any other scheme (tcp, udp, rtp, concat, subfile,
+// data, pipe, crypto, hls+http, ftp, ...) is refused before FFmpeg sees it.
+// "crypto" is there for AES-128 HLS: the demuxer opens such a segment as
+// crypto+http(s)://.
+var inputSchemes = map[string]inputScheme{
+	"http":  {protocols: "http,https,tcp,tls,crypto", network: true},
+	"https": {protocols: "http,https,tcp,tls,crypto", network: true},
+	"rtmp":  {protocols: "rtmp,rtmps,tcp,tls", network: true},
+	"rtmps": {protocols: "rtmp,rtmps,tcp,tls", network: true},
+	"rtsp":  {protocols: "rtsp,rtsps,rtp,srtp,udp,tcp,tls", network: true},
+	"rtsps": {protocols: "rtsp,rtsps,rtp,srtp,udp,tcp,tls", network: true},
+	"srt":   {protocols: "srt,udp", network: true},
+	"file":  {protocols: "file"}, // a path, or a file: URL
+	"lavfi": {},                  // LavfiPrefix: a device, not a protocol
+}
+
+// errListen is why an input that would wait for a peer is refused.
+const errListen = "inputs are pulled: listen is not allowed"
+
+// urlScheme returns the scheme FFmpeg picks a URL's protocol by (the
+// letters, digits and "+-." before the first ":"), or "file" for a path.
+func urlScheme(u string) string {
+	if strings.HasPrefix(u, "subfile,") { // FFmpeg's subfile,,start,N,end,M,,:url
+		return "subfile"
+	}
+	const schemeChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-." // FFmpeg's URL_SCHEME_CHARS
+	n := strings.IndexFunc(u, func(r rune) bool { return !strings.ContainsRune(schemeChars, r) })
+	if n < 0 || u[n] != ':' {
+		return "file"
+	}
+	return u[:n]
+}
+
+// inputPolicy checks url and the caller's options against inputSchemes and
+// returns the scheme's entry and the protocol_whitelist to open it with:
+// the scheme's own, narrowed by a protocol_whitelist among options, never
+// widened. The error is the reason for refusing the input.
+func inputPolicy(url string, options map[string]string) (inputScheme, string, error) {
+	scheme := urlScheme(url)
+	sc, ok := inputSchemes[scheme]
+	if !ok {
+		if scheme == "" {
+			return sc, "", errors.New("no scheme before the colon")
 		}
+		return sc, "", fmt.Errorf("scheme %s is not an input Prism reads", scheme)
+	}
+	if sc.network {
+		if _, query, ok := strings.Cut(url, "?"); ok {
+			for _, kv := range strings.Split(query, "&") {
+				k, v, _ := strings.Cut(kv, "=")
+				if listens(scheme, k, v, true) {
+					return sc, "", fmt.Errorf("%s (%s in the URL)", errListen, kv)
+				}
+			}
+		}
+	}
+	whitelist := sc.protocols
+	for k, v := range options {
+		switch lk := strings.ToLower(k); {
+		case listens(scheme, lk, v, false):
+			hint := ""
+			if lk == "timeout" {
+				hint = "; for RTMP, timeout is how long to wait for a publisher: use rw_timeout"
+			}
+			return sc, "", fmt.Errorf("%s (option %s=%s%s)", errListen, k, v, hint)
+		case lk == "protocol_whitelist": // any spelling: AVDictionary keys ignore case
+			if sc.protocols == "" {
+				return sc, "", fmt.Errorf("option %s: a %s input opens no protocol", k, scheme)
+			}
+			whitelist = narrow(whitelist, v)
+			if whitelist == "" {
+				return sc, "", fmt.Errorf("option %s=%s leaves none of %s, all a %s input may use", k, v, sc.protocols, scheme)
+			}
+		}
+	}
+	return sc, whitelist, nil
+}
+
+// listens reports whether the URL query key or option k=v makes a protocol
+// wait for a peer instead of dialling it: tcp, tls, http and rtmp's listen,
+// rtmp_listen, listen_timeout (RTSP: implies listening), SRT's listener and
+// rendezvous modes, rtsp_flags=listen, and RTMP's timeout (implies
+// listening).
+func listens(scheme, k, v string, inURL bool) bool {
+	k, v = strings.ToLower(k), strings.ToLower(strings.TrimSpace(v))
+	switch k {
+	case "listen", "rtmp_listen", "listen_timeout":
+		return true
+	case "mode": // SRT: caller (0), listener (1), rendezvous (2)
+		if inURL {
+			return v == "listener" || v == "rendezvous"
+		}
+		return v != "caller" && v != "0"
+	case "rtsp_flags": // flags: by name, or a number with 0x2 set
+		return !inURL && (strings.Contains(v, "listen") || strings.ContainsAny(v, "0123456789"))
+	case "timeout":
+		return !inURL && (scheme == "rtmp" || scheme == "rtmps")
 	}
 	return false
 }
 
+// narrow returns the protocols of allowed that are also in the
+// comma-separated list asked, in allowed's order.
+func narrow(allowed, asked string) string {
+	want := map[string]bool{}
+	for _, p := range strings.Split(asked, ",") {
+		want[strings.TrimSpace(p)] = true
+	}
+	var out []string
+	for _, p := range strings.Split(allowed, ",") {
+		if want[p] {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 // openInput opens url and finds its video and audio streams. Blocking network
-// I/O is interrupted when ctx ends.
+// I/O is interrupted when ctx ends. Only the schemes of inputSchemes are
+// opened, each with its protocol_whitelist, and nothing that listens.
 func openInput(ctx context.Context, url string, options map[string]string) (_ *input, err error) {
+	sc, whitelist, perr := inputPolicy(url, options)
+	if perr != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrOpenInput, url, perr)
+	}
 	initFFmpeg()
 	in := &input{url: url, fc: astiav.AllocFormatContext(), interrupter: astiav.NewIOInterrupter()}
 	if in.fc == nil {
@@ -72,7 +198,7 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		if format == nil {
 			return nil, fmt.Errorf("%w: %s: this FFmpeg has no lavfi input device", ErrOpenInput, url)
 		}
-	case isNetworkURL(url):
+	case sc.network:
 		in.live = true
 		// Give up on a silent peer instead of hanging the job (µs).
 		_ = dict.Set("rw_timeout", "10000000", 0)
@@ -81,8 +207,6 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		// AVFMT_FLAG_NOBUFFER they would be lost, and with them the first
 		// keyframe.)
 		_ = dict.Set("analyzeduration", "1000000", 0)
-	case strings.Contains(url, "://"):
-		// Some other protocol: FFmpeg knows it, or says it does not.
 	default:
 		path := strings.TrimPrefix(url, "file:")
 		st, serr := os.Stat(path)
@@ -96,8 +220,18 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 		}
 	}
 	for k, v := range options {
+		if strings.EqualFold(k, "protocol_whitelist") {
+			continue // narrowed into whitelist by inputPolicy
+		}
 		if err := dict.Set(k, v, 0); err != nil {
 			return nil, fmt.Errorf("%w: %s: option %s=%s: %w", ErrOpenInput, url, k, v, err)
+		}
+	}
+	// Last, so that no option can replace it: an AVDictionary matches keys
+	// regardless of case, FFmpeg's option lookup does not.
+	if whitelist != "" {
+		if err := dict.Set("protocol_whitelist", whitelist, 0); err != nil {
+			return nil, fmt.Errorf("%w: %s: protocol_whitelist: %w", ErrOpenInput, url, err)
 		}
 	}
 	var openErr error
