@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/asticode/go-astiav"
 )
@@ -15,7 +16,10 @@ import (
 var (
 	once     sync.Once
 	mu       sync.Mutex
-	captures map[*capture]struct{}
+	captures = map[*capture]struct{}{}
+	// external: a C log callback that calls Line is installed (transcode
+	// installs a bounded one), so Init must not replace it.
+	external atomic.Bool
 )
 
 type capture struct {
@@ -23,40 +27,53 @@ type capture struct {
 	quiet bool
 }
 
-// Init installs the callback once. FFmpeg logs below warning level per frame,
-// from encoder threads, so those lines are not routed at all.
+// UseExternalCallback tells Init that FFmpeg's log callback is already a
+// C function calling Line, and must stay.
+func UseExternalCallback() { external.Store(true) }
+
+// Init installs the callback once (go-astiav's, unless an external one is
+// in place). FFmpeg logs below warning level per frame, from encoder
+// threads, so those lines are not routed at all.
 func Init() {
 	once.Do(func() {
-		captures = map[*capture]struct{}{}
 		astiav.SetLogLevel(astiav.LogLevelWarning)
+		if external.Load() {
+			return
+		}
 		astiav.SetLogCallback(func(c astiav.Classer, l astiav.LogLevel, _, msg string) {
-			msg = strings.TrimSpace(msg)
-			if msg == "" {
-				return
-			}
-			mu.Lock()
-			quiet := false
-			for c := range captures {
-				c.lines = append(c.lines, msg)
-				quiet = quiet || c.quiet
-			}
-			mu.Unlock()
-			if quiet {
-				return
-			}
 			src := ""
 			if c != nil {
 				if cl := c.Class(); cl != nil {
 					src = cl.Name()
 				}
 			}
-			lvl := slog.LevelWarn
-			if l <= astiav.LogLevelError {
-				lvl = slog.LevelError
-			}
-			slog.Default().Log(context.Background(), lvl, "ffmpeg: "+msg, "component", src)
+			Line(l, src, msg)
 		})
 	})
+}
+
+// Line routes one FFmpeg log line: to every running capture, and to slog
+// unless a quiet capture wants it kept out. It runs on FFmpeg's threads.
+func Line(l astiav.LogLevel, component, msg string) {
+	msg = strings.TrimSpace(msg)
+	if msg == "" {
+		return
+	}
+	mu.Lock()
+	quiet := false
+	for c := range captures {
+		c.lines = append(c.lines, msg)
+		quiet = quiet || c.quiet
+	}
+	mu.Unlock()
+	if quiet {
+		return
+	}
+	lvl := slog.LevelWarn
+	if l <= astiav.LogLevelError {
+		lvl = slog.LevelError
+	}
+	slog.Default().Log(context.Background(), lvl, "ffmpeg: "+msg, "component", component)
 }
 
 // Capture runs fn and returns the lines FFmpeg logged meanwhile (from any
