@@ -34,6 +34,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"output section", "hls:\n  part_target: 10ms\n", "prism.yaml:2: hls.part_target: must be between 100ms and 2s"},
 		{"webrtc section", "webrtc:\n  udp_port: 70000\n", "prism.yaml:2: webrtc.udp_port: must be 0..65535"},
 		{"unknown output", "streams:\n  - name: a\n    input: x\n    outputs: [hls, rtmp]\n", `prism.yaml:4: streams[0].outputs[1]: "rtmp" is not "hls" or "webrtc"`},
+		{"bad duration", "hls:\n  ready_timeout: A\n", `prism.yaml:2: hls.ready_timeout: time: invalid duration "A"`},
 		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {

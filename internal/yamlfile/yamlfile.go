@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -176,11 +177,43 @@ func (w *walker[K]) decodeError(err error) *Error[K] {
 		e.Field = field
 		return e
 	}
+	if line == 0 {
+		// goccy reports some errors with no token (a bad duration, a merge
+		// of an unknown anchor): find the value the message quotes.
+		e.Line, e.Field = w.locateValue(msg)
+		return e
+	}
 	for p, l := range w.lines {
 		deeper := len(p) > len(e.Field) || len(p) == len(e.Field) && p < e.Field
-		if l == line && line > 0 && deeper {
+		if l == line && deeper {
 			e.Field = p
 		}
 	}
 	return e
+}
+
+// quotedRE finds the values an error message quotes ("A", or the last
+// word after "name").
+var quotedRE = regexp.MustCompile(`"([^"]*)"|name (\S+)$`)
+
+// locateValue returns the line and field of the first scalar whose value
+// the message quotes, else the document's first line: an error always
+// says where to look.
+func (w *walker[K]) locateValue(msg string) (int, string) {
+	for _, m := range quotedRE.FindAllStringSubmatch(msg, -1) {
+		want := m[1] + m[2]
+		if want == "" {
+			continue
+		}
+		best, field := 0, ""
+		for tk, path := range w.tokens {
+			if tk.Value == want && tk.Position != nil && (best == 0 || tk.Position.Line < best) {
+				best, field = tk.Position.Line, path
+			}
+		}
+		if best > 0 {
+			return best, field
+		}
+	}
+	return max(w.lines[""], 1), ""
 }

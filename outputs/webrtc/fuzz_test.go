@@ -339,9 +339,6 @@ func FuzzWHEPPath(f *testing.F) {
 			}
 			return
 		}
-		if stream == "whep" {
-			return
-		}
 		for _, mount := range []string{"/whep/", "/api/v1/whep/"} {
 			again := mount + stream
 			if session != "" {
