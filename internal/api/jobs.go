@@ -136,11 +136,19 @@ func (s *Server) checkSources(r *http.Request, spec *jobs.Spec) error {
 	if s.Inputs == nil {
 		return nil
 	}
-	if err := s.Inputs.CheckInput(r.Context(), spec.Input); err != nil {
-		return fmt.Errorf("input: %w", err)
+	// The spec's own faults first, then its ladder, then what it reads:
+	// the answer names the first thing to fix.
+	if err := spec.Validate(); err != nil {
+		return err
 	}
 	if err := s.Inputs.CheckLadder(spec.Ladder, spec.LadderYAML, ladder.IsPath); err != nil {
 		return err
+	}
+	if _, err := ladder.Check(spec.Ladder, spec.LadderYAML); err != nil {
+		return fmt.Errorf("ladder: %w", err)
+	}
+	if err := s.Inputs.CheckInput(r.Context(), spec.Input); err != nil {
+		return fmt.Errorf("input: %w", err)
 	}
 	for i, p := range spec.Publish {
 		if err := s.Inputs.CheckPublishTarget(r.Context(), p.URL); err != nil {
