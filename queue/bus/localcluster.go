@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -17,7 +18,22 @@ import (
 // its store under dataDir/s<i>. It is how tests (and anyone trying a
 // cluster on one machine) get a real NATS cluster without installing one.
 // URLs returns the client URLs; stop them with Close on each.
+//
+// The route ports are picked free and released before the servers bind
+// them, so another process may take one in between: a start that fails
+// that way is tried again on new ports.
 func StartLocalCluster(n int, dataDir, token string) ([]*Embedded, error) {
+	var err error
+	for range 3 {
+		var servers []*Embedded
+		if servers, err = startLocalCluster(n, dataDir, token); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return servers, err
+		}
+	}
+	return nil, err
+}
+
+func startLocalCluster(n int, dataDir, token string) ([]*Embedded, error) {
 	ports, err := freeLoopbackPorts(n)
 	if err != nil {
 		return nil, err
