@@ -174,7 +174,12 @@ func TestAuthMatrix(t *testing.T) {
 // fetches everything below it with the token it carries; without it, 401.
 func TestSignedHLSCarriesTheToken(t *testing.T) {
 	n := authNode(t, freePort(t))
-	tok := mint(t, auth.Claims{ExpiresAt: time.Now().Add(time.Hour).Unix(), Streams: []string{"signedcam"}, Actions: []auth.Action{auth.ActionPlay}})
+	// Minted as the README shows, with prism token.
+	code, out, errOut := prism(t, "token", "--secret", jwtSecret, "--streams", "signedcam", "--actions", "play", "--ttl", "10m")
+	if code != 0 {
+		t.Fatalf("prism token: %d %s", code, errOut)
+	}
+	tok := strings.TrimSpace(out)
 	base := n.base + "/hls/signedcam/"
 	code, index := request(t, "GET", base+"index.m3u8?token="+tok, "", "")
 	if code != 200 {

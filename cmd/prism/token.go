@@ -2,8 +2,6 @@ package main
 
 import (
 	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
@@ -43,7 +41,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case *keyFile != "":
 		var key crypto.Signer
-		if key, err = readPrivateKey(*keyFile); err != nil {
+		if key, err = auth.ReadPrivateKey(*keyFile); err != nil {
 			return err
 		}
 		tok, err = auth.Sign(key, *kid, c)
@@ -65,27 +63,4 @@ func cmdToken(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintln(stdout, tok)
 	return err
-}
-
-func readPrivateKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("%s: no PEM block", path)
-	}
-	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok {
-			return s, nil
-		}
-	}
-	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
-		return k, nil
-	}
-	return nil, fmt.Errorf("%s: not an RSA or EC private key (PKCS#8, PKCS#1 or SEC 1)", path)
 }

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -11,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"os"
 	"strings"
 )
 
@@ -264,4 +266,29 @@ func ecJWK(k *jwk) (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("invalid P-256 point: %w", err)
 	}
 	return pub, nil
+}
+
+// ReadPrivateKey reads a PEM private key (PKCS#8, PKCS#1 or SEC 1) for
+// Sign: RSA signs RS256, P-256 ES256.
+func ReadPrivateKey(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		if s, ok := k.(crypto.Signer); ok {
+			return s, nil
+		}
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("%s: not an RSA or EC private key (PKCS#8, PKCS#1 or SEC 1)", path)
 }
