@@ -92,21 +92,6 @@ func TestBlockingPerClient(t *testing.T) {
 	}
 }
 
-func TestClientKey(t *testing.T) {
-	for addr, want := range map[string]string{
-		"192.0.2.1:5000":             "192.0.2.1",
-		"[::ffff:192.0.2.1]:5000":    "192.0.2.1",
-		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
-		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
-		"[2001:db8:1:3::1%eth0]:443": "2001:db8:1:3::/64",
-		"@":                          "@",
-	} {
-		if got := clientKey(addr); got != want {
-			t.Errorf("clientKey(%q) = %q, want %q", addr, got, want)
-		}
-	}
-}
-
 // clientFrom is an HTTP client whose connections come from ip, a loopback
 // address: the server sees a different client per address.
 func clientFrom(t *testing.T, ip string) *http.Client {

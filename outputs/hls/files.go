@@ -5,13 +5,15 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // serveMedia answers an init file, a segment or a part. A request for the
 // part being written (the preload hint) waits here until it is complete;
 // gohlslib would wait too, but without noticing a client that went away.
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *stream, rg *rung, file, prefix, partID string) {
-	cur, err := s.awaitReady(r.Context(), clientKey(r.RemoteAddr), rg.prog)
+	cur, err := s.awaitReady(r.Context(), pipeline.ClientKey(r.RemoteAddr), rg.prog)
 	if err != nil {
 		waitFailed(w, st, err, fmt.Sprintf("starting, no complete segment yet after %s; retry", s.Config.ReadyTimeout))
 		return
@@ -27,7 +29,7 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request, st *stream, 
 			httpError(w, http.StatusNotFound, fmt.Sprintf("part %s does not exist yet (the next part is %d)", partID, cur.nextPart))
 			return
 		case id == cur.nextPart:
-			_, err := s.await(r.Context(), clientKey(r.RemoteAddr), rg.prog, st.blockLimit(), func(ps playlistState) bool { return ps.nextPart > id })
+			_, err := s.await(r.Context(), pipeline.ClientKey(r.RemoteAddr), rg.prog, st.blockLimit(), func(ps playlistState) bool { return ps.nextPart > id })
 			if err != nil {
 				waitFailed(w, st, err, fmt.Sprintf("part %d did not arrive in time", id))
 				return

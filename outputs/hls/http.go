@@ -249,7 +249,7 @@ func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request, st *stream) 
 	deadline := time.Now().Add(s.Config.ReadyTimeout)
 	for _, rg := range st.rungs {
 		ctx, cancel := context.WithDeadline(r.Context(), deadline)
-		_, err := s.awaitReady(ctx, clientKey(r.RemoteAddr), rg.prog)
+		_, err := s.awaitReady(ctx, pipeline.ClientKey(r.RemoteAddr), rg.prog)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
 			err = errTimeout

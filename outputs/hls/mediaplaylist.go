@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // advancePartLimit is how many parts past the last one a blocking request
@@ -62,7 +64,7 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	client := clientKey(r.RemoteAddr)
+	client := pipeline.ClientKey(r.RemoteAddr)
 	cur, err := s.awaitReady(r.Context(), client, rg.prog)
 	if err != nil {
 		waitFailed(w, st, err, fmt.Sprintf("starting, no complete segment yet after %s; retry", s.Config.ReadyTimeout))

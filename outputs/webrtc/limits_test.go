@@ -338,23 +338,6 @@ func TestCandidateFilter(t *testing.T) {
 	}
 }
 
-func TestClientKey(t *testing.T) {
-	for addr, want := range map[string]string{
-		"192.0.2.1:5000":                  "192.0.2.1",
-		"[::ffff:192.0.2.1]:5000":         "192.0.2.1",
-		"[2001:db8:1:2:3:4:5:6]:443":      "2001:db8:1:2::/64",
-		"[2001:db8:1:2:ffff::1]:443":      "2001:db8:1:2::/64",
-		"[fe80::1%eth0]:80":               "fe80::/64",
-		"pipe":                            "pipe",
-		"[2001:db8:1:3:3:4:5:6]:443":      "2001:db8:1:3::/64",
-		"[2001:db8:1:2:3:4:5:6%zone]:443": "2001:db8:1:2::/64",
-	} {
-		if got := clientKey(addr); got != want {
-			t.Errorf("clientKey(%q) = %q, want %q", addr, got, want)
-		}
-	}
-}
-
 // withCandidates inserts candidate lines into the first media section of an
 // offer (with "\n" line ends, before crlf).
 func withCandidates(offer, lines string) string {

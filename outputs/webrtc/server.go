@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -251,22 +250,6 @@ func (s *Server) removeSession(sess *session) {
 		s.unclaimLocked(sess.slot)
 	}
 	s.mu.Unlock()
-}
-
-// clientKey is what the per-client cap counts by: the peer's IP address as
-// the connection shows it (X-Forwarded-For could be forged), IPv6 by /64,
-// since a single host commonly holds a whole /64.
-func clientKey(remoteAddr string) string {
-	ap, err := netip.ParseAddrPort(remoteAddr)
-	if err != nil {
-		return remoteAddr // not an IP connection (tests, unix sockets): one client
-	}
-	a := ap.Addr().Unmap().WithZone("")
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.String()
-	}
-	return a.String()
 }
 
 func (s *Server) session(stream, id string) (*session, error) {

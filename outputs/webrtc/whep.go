@@ -13,6 +13,8 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // maxOfferBytes caps a WHEP POST or PATCH body. Browser offers are 3–10 KB.
@@ -114,7 +116,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		}
 		pin = i
 	}
-	sl := slot{client: clientKey(r.RemoteAddr), stream: st.name}
+	sl := slot{client: pipeline.ClientKey(r.RemoteAddr), stream: st.name}
 	if err := s.admissible(sl); err != nil {
 		w.Header().Set("Retry-After", "5")
 		s.failErr(w, err)
