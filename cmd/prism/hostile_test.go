@@ -288,12 +288,14 @@ func TestHostileInputs(t *testing.T) {
 	})
 
 	t.Run("trailing data after the JSON spec", func(t *testing.T) {
-		// Finding: internal/api/jobs.go decodes one JSON value and ignores
-		// what follows, so `{spec}{spec}` or `{spec}garbage` is accepted
-		// (201) and the first spec submitted; a strict API would answer
-		// 400. Not run, so that no stray job is submitted.
-		report(t, "trailing data after the JSON spec", "skipped: accepted with 201 (internal/api/jobs.go ignores data after the first JSON value)")
-		t.Skip("known leniency: POST /api/v1/jobs accepts trailing data after the spec (201), see internal/api/jobs.go decoding one value")
+		for _, body := range []string{`{"id":"x","input":"lavfi:testsrc2","ladder":"default"}{"id":"other"}`, `{"id":"x","input":"lavfi:testsrc2","ladder":"default"} garbage`} {
+			code, answer := submit(t, "application/json", body)
+			report(t, "trailing data after the JSON spec", fmt.Sprintf("%d %q", code, short(answer)))
+			if code != 400 {
+				t.Errorf("trailing data: %d %s, want 400", code, answer)
+			}
+		}
+		stillPlays(t)
 	})
 
 	t.Run("NUL and .. in paths", func(t *testing.T) {

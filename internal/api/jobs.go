@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 
@@ -60,6 +61,10 @@ func (s *Server) jobRoutes(mux *http.ServeMux) {
 				return
 			}
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "job spec: " + err.Error()})
+			return
+		}
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "job spec: one JSON object, with nothing after it"})
 			return
 		}
 		if err := p.Permits(auth.ActionAPIWrite, spec.ID); err != nil {
