@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/prism-streaming/prism/internal/redact"
 	"github.com/prism-streaming/prism/queue/worker"
 )
 
@@ -43,7 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// fields intact on the way.
 		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel()})
 	}
-	slog.SetDefault(slog.New(handler))
+	// Secrets in URLs (passwords, tokens, SRT passphrases) never reach a log.
+	slog.SetDefault(slog.New(redact.Handler(handler)))
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2

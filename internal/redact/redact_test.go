@@ -1,6 +1,8 @@
 package redact
 
 import (
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -31,5 +33,21 @@ func TestText(t *testing.T) {
 	}
 	if !strings.Contains(got, "Connection refused") || !strings.Contains(got, "tcp://cam.example:1935?tcp_nodelay=0") {
 		t.Errorf("lost the message: %q", got)
+	}
+}
+
+func TestHandlerMasksLogs(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(Handler(slog.NewTextHandler(&buf, nil))).With("input", "rtmp://u:pw1@h/live")
+	log.Warn("cannot open srt://h:1?passphrase=pw2", "error", errors.New("dial rtsp://a:pw3@h/x: refused"),
+		slog.Group("g", "url", "https://h/x?token=pw4"), "n", 3)
+	out := buf.String()
+	for _, secret := range []string{"pw1", "pw2", "pw3", "pw4"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log line holds %s: %s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "n=3") || !strings.Contains(out, "refused") {
+		t.Errorf("lost content: %s", out)
 	}
 }
