@@ -83,6 +83,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 		n.workers = &worker.Supervisor{Exe: exe, NATSURL: natsURL, Connect: connect, Log: n.Log}
+		if e := n.embedded; e != nil {
+			// Each worker gets a user limited to its own stream's media
+			// subjects, not the node's token (jobs, every stream).
+			n.workers.Credentials = func(job string) (bus.ConnectOptions, func(), error) {
+				token, revoke, err := e.IssueWorkerToken(job)
+				return bus.ConnectOptions{Token: token}, revoke, err
+			}
+		}
 		runner = n.workers
 	} else {
 		runner = &worker.InProcess{NC: n.nc, Log: n.Log}

@@ -64,6 +64,7 @@ type ClusterConfig struct {
 type Embedded struct {
 	ns    *server.Server
 	token string
+	auth  *tokenAuth // nil when Configure replaced the token authentication
 	log   *serverLog
 	once  sync.Once
 }
@@ -75,6 +76,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
+	auth := installTokenAuth(opts, token)
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEmbedded, err)
@@ -87,7 +89,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	ns.SetLoggerV2(sl, false, false, false)
 	go ns.Start() // returns at once; the server runs its own goroutines until Shutdown
 
-	e := &Embedded{ns: ns, token: token, log: sl}
+	e := &Embedded{ns: ns, token: token, auth: auth, log: sl}
 	timeout := cfg.ReadyTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -174,6 +176,21 @@ func serverOptions(cfg EmbeddedConfig) (*server.Options, string, error) {
 		cfg.Configure(opts)
 	}
 	return opts, token, nil
+}
+
+// installTokenAuth replaces nats-server's token check with tokenAuth, which
+// also knows the workers' tokens (IssueWorkerToken). Options whose
+// authentication Configure changed (users, NKeys, its own authenticator)
+// are left as they are, without worker tokens.
+func installTokenAuth(opts *server.Options, token string) *tokenAuth {
+	if opts.Authorization != token || opts.CustomClientAuthentication != nil || opts.Username != "" ||
+		len(opts.Users) > 0 || len(opts.Nkeys) > 0 || len(opts.TrustedOperators) > 0 || len(opts.TrustedKeys) > 0 {
+		return nil
+	}
+	auth := &tokenAuth{node: token}
+	opts.CustomClientAuthentication = auth
+	opts.Authorization = "" // tokenAuth checks it, in constant time
+	return auth
 }
 
 // splitListen parses "host:port"; port 0 means any free port, which

@@ -35,8 +35,14 @@ type Supervisor struct {
 	Exe     string // the prism binary
 	NATSURL string
 	Connect bus.ConnectOptions // for the worker; Log and Name are its own
-	Retry   jobs.RetryPolicy   // pacing of a live input's restarts
-	Log     *slog.Logger
+	// Credentials, if set, gives each worker process its own connection
+	// options instead of Connect (the embedded server's per-stream token,
+	// bus.Embedded.IssueWorkerToken); revoke is called when the worker
+	// exits. With an external cluster workers use Connect: per-worker
+	// users are for its operator to configure there.
+	Credentials func(job string) (opts bus.ConnectOptions, revoke func(), err error)
+	Retry       jobs.RetryPolicy // pacing of a live input's restarts
+	Log         *slog.Logger
 
 	mu   sync.Mutex
 	pids map[string]int // job -> worker process, for the API and operators
@@ -69,12 +75,20 @@ func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()
 	if err != nil {
 		return ExitFailed, err
 	}
-	connect, err := json.Marshal(s.Connect)
+	opts := s.Connect
+	if s.Credentials != nil {
+		var revoke func()
+		if opts, revoke, err = s.Credentials(spec.ID); err != nil {
+			return ExitFailed, fmt.Errorf("worker credentials: %w", err)
+		}
+		defer revoke()
+	}
+	connect, err := json.Marshal(opts)
 	if err != nil {
 		return ExitFailed, err
 	}
 	cmd := exec.Command(s.Exe, "worker", "--nats", s.NATSURL)
-	cmd.Env = append(os.Environ(), ConnectEnv+"="+string(connect))
+	cmd.Env = append(workerEnv(os.Environ()), ConnectEnv+"="+string(connect))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -147,6 +161,36 @@ func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()
 	default:
 		return ExitFailed, fmt.Errorf("worker crashed (%w): %s", werr, tail.reason())
 	}
+}
+
+// workerEnvNames and workerEnvPrefixes are what a worker inherits from the
+// node's environment: what FFmpeg, the GPU libraries and TLS need, and
+// Prism's own settings. The rest (a cloud key, the node's NATS
+// credentials) stays with the node.
+var (
+	workerEnvNames = map[string]bool{"PATH": true, "HOME": true, "TMPDIR": true, "LANG": true, "TZ": true,
+		"LD_LIBRARY_PATH": true, "SSL_CERT_FILE": true, "SSL_CERT_DIR": true}
+	workerEnvPrefixes = []string{"LC_", "PRISM_", "CUDA_", "NVIDIA_"}
+)
+
+// workerEnv keeps the entries of env ("NAME=value") a worker needs, except
+// ConnectEnv, which the supervisor sets itself.
+func workerEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == ConnectEnv {
+			continue
+		}
+		keep := workerEnvNames[name]
+		for _, p := range workerEnvPrefixes {
+			keep = keep || strings.HasPrefix(name, p)
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func (s *Supervisor) setPID(job string, pid int) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/jobs"
 	"github.com/prism-streaming/prism/transcode"
 )
@@ -263,5 +264,55 @@ func TestExitCodes(t *testing.T) {
 	}
 	if inputGone(ExitFailed) {
 		t.Fatal("a failure is not the input going away")
+	}
+}
+
+func TestWorkerGetsMinimalEnvironmentAndItsOwnCredentials(t *testing.T) {
+	testutil.LeakCheck(t)
+	t.Setenv("SECRET_FOR_TEST", "do-not-pass")
+	t.Setenv("PRISM_LOG", "debug")
+	t.Setenv("LC_ALL", "C")
+	t.Setenv(ConnectEnv, `{"Token":"node-token"}`) // the node's own, if it had one
+	envFile := filepath.Join(t.TempDir(), "env")
+	exe := fakeWorker(t, "env > "+envFile)
+	var issued, revoked []string
+	s := &Supervisor{Exe: exe, Log: testutil.Logger(t), Connect: bus.ConnectOptions{Token: "node-token"},
+		Credentials: func(job string) (bus.ConnectOptions, func(), error) {
+			issued = append(issued, job)
+			return bus.ConnectOptions{Token: "worker-token-" + job}, func() { revoked = append(revoked, job) }, nil
+		}}
+	if code, err := s.runOnce(context.Background(), jobs.Spec{ID: "cam"}, func() {}); code != ExitInputEnded || err != nil {
+		t.Fatalf("runOnce = %d, %v", code, err)
+	}
+	b, err := os.ReadFile(envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(strings.TrimSuffix(line, "\n"), "=")
+		env[k] = v
+	}
+	if _, ok := env["SECRET_FOR_TEST"]; ok {
+		t.Error("SECRET_FOR_TEST reached the worker")
+	}
+	for k, want := range map[string]string{"PATH": os.Getenv("PATH"), "PRISM_LOG": "debug", "LC_ALL": "C"} {
+		if env[k] != want {
+			t.Errorf("worker %s = %q, want %q", k, env[k], want)
+		}
+	}
+	if got := env[ConnectEnv]; !strings.Contains(got, `"Token":"worker-token-cam"`) || strings.Contains(got, "node-token") {
+		t.Errorf("worker %s = %s, want the worker's own token only", ConnectEnv, got)
+	}
+	if fmt.Sprint(issued) != "[cam]" || fmt.Sprint(revoked) != "[cam]" {
+		t.Errorf("credentials issued %v, revoked %v; want cam once each", issued, revoked)
+	}
+
+	// Without credentials the worker does not start.
+	s.Credentials = func(string) (bus.ConnectOptions, func(), error) {
+		return bus.ConnectOptions{}, nil, errors.New("no tokens")
+	}
+	if code, err := s.runOnce(context.Background(), jobs.Spec{ID: "cam"}, func() {}); code != ExitFailed || err == nil || !strings.Contains(err.Error(), "no tokens") {
+		t.Fatalf("runOnce without credentials = %d, %v", code, err)
 	}
 }

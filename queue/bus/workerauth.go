@@ -1,0 +1,92 @@
+package bus
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/prism-streaming/prism/pipeline"
+)
+
+// workerResponseExpiry bounds how long a worker may answer a request on
+// its tracks subject; it answers at once.
+const workerResponseExpiry = 30 * time.Second
+
+// tokenAuth is the embedded server's client authentication: the node's
+// token with full rights, and per-worker tokens limited to one stream's
+// media subjects. nats-server calls Check instead of its own token check
+// once it is installed.
+type tokenAuth struct {
+	node string
+
+	mu      sync.RWMutex
+	workers map[[sha256.Size]byte]*server.User // by the token's hash
+}
+
+var _ server.Authentication = (*tokenAuth)(nil)
+
+func (a *tokenAuth) Check(c server.ClientAuthentication) bool {
+	got := c.GetOpts().Token
+	if subtle.ConstantTimeCompare([]byte(got), []byte(a.node)) == 1 {
+		c.RegisterUser(&server.User{Username: "prism-node"}) // nil Permissions: everything
+		return true
+	}
+	// Looking up the hash leaks nothing useful about the token through
+	// timing: an attacker cannot steer the hash of a guess.
+	a.mu.RLock()
+	u := a.workers[sha256.Sum256([]byte(got))]
+	a.mu.RUnlock()
+	if u == nil || got == "" {
+		return false
+	}
+	c.RegisterUser(u)
+	return true
+}
+
+// workerPermissions let a worker publish its stream's media, stats and
+// answers, and hear only the two subjects relay.Publish serves: no other
+// stream, no JetStream, no jobs.
+func workerPermissions(stream string) *server.Permissions {
+	prefix := "media." + stream + "."
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{prefix + ">"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{prefix + "tracks", prefix + "ctl"}},
+		// The tracks request's reply subject: one answer per request.
+		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: workerResponseExpiry},
+	}
+}
+
+// IssueWorkerToken returns a token for the worker process of stream's job:
+// its connection may publish media.<stream>.> and subscribe only to
+// media.<stream>.tracks and media.<stream>.ctl (answering requests there).
+// The token is valid until revoke is called; revoking refuses new
+// connections (and reconnections), it does not close one that is open.
+func (e *Embedded) IssueWorkerToken(stream string) (token string, revoke func(), err error) {
+	if e.auth == nil {
+		return "", nil, fmt.Errorf("%w: worker tokens: the server's authentication was replaced (Configure)", ErrEmbedded)
+	}
+	if err := pipeline.ValidStreamName(stream); err != nil {
+		return "", nil, fmt.Errorf("%w: worker token: %w", ErrEmbedded, err)
+	}
+	token = randomHex(16)
+	key := sha256.Sum256([]byte(token))
+	a := e.auth
+	a.mu.Lock()
+	if a.workers == nil {
+		a.workers = map[[sha256.Size]byte]*server.User{}
+	}
+	a.workers[key] = &server.User{Username: "prism-worker-" + stream, Permissions: workerPermissions(stream)}
+	a.mu.Unlock()
+	var once sync.Once
+	return token, func() {
+		once.Do(func() {
+			a.mu.Lock()
+			delete(a.workers, key)
+			a.mu.Unlock()
+		})
+	}, nil
+}
