@@ -81,6 +81,9 @@ type NATSCluster struct {
 	Name   string   `yaml:"name"`
 	Listen string   `yaml:"listen"`
 	Routes []string `yaml:"routes"`
+	// Token is the route credential, the same on every peer: routes
+	// without it are refused. Empty accepts any peer that reaches Listen.
+	Token string `yaml:"token"`
 }
 
 // Node is this process in the cluster.
@@ -223,6 +226,11 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.Cluster.Listen != "" && c.NATS.Cluster.Name == "" {
 		errs.Addf("nats.cluster.name", "is required with cluster.listen")
+	}
+	// 16 as in bus.MinRouteToken, which config does not import (it would
+	// pull in nats-server).
+	if t := c.NATS.Cluster.Token; t != "" && len(t) < 16 {
+		errs.Addf("nats.cluster.token", "at least 16 characters")
 	}
 	if c.Node.ID != "" && pipeline.ValidStreamName(c.Node.ID) != nil {
 		errs.Addf("node.id", "%q: use letters, digits, '-' and '_'", c.Node.ID)

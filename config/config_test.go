@@ -71,3 +71,15 @@ func TestSectionErrorsAreLocated(t *testing.T) {
 		t.Errorf("Validate = %v, want %q", err, want)
 	}
 }
+
+func TestClusterTokenLength(t *testing.T) {
+	c := New()
+	c.NATS.Cluster = NATSCluster{Name: "prism", Listen: "0.0.0.0:6222", Token: "short"}
+	if err, want := c.Validate(), "nats.cluster.token: at least 16 characters"; err == nil || err.Error() != want {
+		t.Errorf("Validate = %v, want %q", err, want)
+	}
+	c.NATS.Cluster.Token = "0123456789abcdef"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate with a 16-character token = %v", err)
+	}
+}

@@ -129,8 +129,9 @@ func (n *Node) connect(cfg *config.Config) (url string, opts bus.ConnectOptions,
 	dontListen := !*cfg.Node.Workers && cfg.NATS.Listen == "" && cfg.NATS.Cluster.Listen == ""
 	n.embedded, err = bus.StartEmbedded(bus.EmbeddedConfig{
 		Name: n.id, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen, DontListen: dontListen,
-		Cluster: bus.ClusterConfig{Name: cfg.NATS.Cluster.Name, Listen: cfg.NATS.Cluster.Listen, Routes: cfg.NATS.Cluster.Routes},
-		Log:     n.Log.With("component", "nats"),
+		Cluster: bus.ClusterConfig{Name: cfg.NATS.Cluster.Name, Listen: cfg.NATS.Cluster.Listen, Routes: cfg.NATS.Cluster.Routes,
+			Token: cfg.NATS.Cluster.Token},
+		Log: n.Log.With("component", "nats"),
 	})
 	if err != nil {
 		return "", opts, err

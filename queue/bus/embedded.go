@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -58,7 +59,17 @@ type ClusterConfig struct {
 	Name   string   // the same on every peer
 	Listen string   // "host:port" for routes
 	Routes []string // peers' route URLs, "nats://host:port"; may include this server's own
+	// Token, the same on every peer, is the route credential: peers without
+	// it are refused, and routes to Routes present it (a route URL that
+	// has its own user:password@ keeps it). "" accepts any peer.
+	Token string
 }
+
+// routeUser is the user name routes present with ClusterConfig.Token.
+const routeUser = "prism"
+
+// MinRouteToken is the shortest ClusterConfig.Token accepted.
+const MinRouteToken = 16
 
 // Embedded is a running in-process nats-server with JetStream.
 type Embedded struct {
@@ -165,10 +176,21 @@ func serverOptions(cfg EmbeddedConfig) (*server.Options, string, error) {
 			return nil, "", fmt.Errorf("%w: Cluster.Listen: %w", ErrEmbedded, err)
 		}
 		opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port}
+		if c.Token != "" {
+			if len(c.Token) < MinRouteToken {
+				return nil, "", fmt.Errorf("%w: Cluster.Token: at least %d characters", ErrEmbedded, MinRouteToken)
+			}
+			opts.Cluster.Username, opts.Cluster.Password = routeUser, c.Token
+		}
 		if len(c.Routes) > 0 {
 			opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
 			if len(opts.Routes) != len(c.Routes) {
 				return nil, "", fmt.Errorf("%w: Cluster.Routes: %q has an invalid URL", ErrEmbedded, c.Routes)
+			}
+			for _, r := range opts.Routes {
+				if c.Token != "" && r.User == nil {
+					r.User = url.UserPassword(routeUser, c.Token)
+				}
 			}
 		}
 	}

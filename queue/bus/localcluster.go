@@ -42,6 +42,9 @@ func startLocalCluster(n int, dataDir, token string) ([]*Embedded, error) {
 	for _, p := range ports {
 		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
 	}
+	// Routes take a credential even on loopback: another local user could
+	// otherwise join the cluster and read every job.
+	routeToken := randomHex(16)
 	servers := make([]*Embedded, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -49,7 +52,8 @@ func startLocalCluster(n int, dataDir, token string) ([]*Embedded, error) {
 		wg.Go(func() { // each server waits for its peers to become ready
 			servers[i], errs[i] = StartEmbedded(EmbeddedConfig{
 				Name: fmt.Sprintf("s%d", i+1), DataDir: filepath.Join(dataDir, fmt.Sprintf("s%d", i+1)), Token: token,
-				Cluster:      ClusterConfig{Name: "prism-local", Listen: "127.0.0.1:" + strconv.Itoa(ports[i]), Routes: routes},
+				Cluster: ClusterConfig{Name: "prism-local", Listen: "127.0.0.1:" + strconv.Itoa(ports[i]), Routes: routes,
+					Token: routeToken},
 				ReadyTimeout: 20 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 		})
