@@ -21,7 +21,9 @@ log() { echo "ffmpeg.sh: $*" >&2; }
 if [[ -n "${PRISM_FFMPEG:-}" ]]; then echo "$PRISM_FFMPEG"; exit 0; fi
 if pkg-config --exists 'libavcodec >= 61' 'libavcodec < 62' 2>/dev/null \
    && command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then
-  log "using system FFmpeg $(pkg-config --modversion libavcodec)"; echo "/usr"; exit 0
+  # The prefix pkg-config found it under: /usr for Debian's, or a build
+  # already on PKG_CONFIG_PATH (a shell that sourced build/env.sh).
+  log "using FFmpeg $(pkg-config --modversion libavcodec) found by pkg-config"; pkg-config --variable=prefix libavcodec; exit 0
 fi
 
 DECODERS=(h264 hevc vp8 vp9 av1 libdav1d mpeg2video mpeg4 mjpeg png rawvideo wrapped_avframe

@@ -4,12 +4,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/prism-streaming/prism/pipeline"
 )
 
 // workerResponseExpiry bounds how long a worker may answer a request on
@@ -69,8 +68,10 @@ func (e *Embedded) IssueWorkerToken(stream string) (token string, revoke func(),
 	if e.auth == nil {
 		return "", nil, fmt.Errorf("%w: worker tokens: the server's authentication was replaced (Configure)", ErrEmbedded)
 	}
-	if err := pipeline.ValidStreamName(stream); err != nil {
-		return "", nil, fmt.Errorf("%w: worker token: %w", ErrEmbedded, err)
+	// One literal subject token: a dot or a wildcard would widen the grant.
+	// (bus stays below pipeline: the stream-name rule itself lives there.)
+	if stream == "" || strings.ContainsAny(stream, ".*> \t\r\n") {
+		return "", nil, fmt.Errorf("%w: worker token: stream %q is not one subject token", ErrEmbedded, stream)
 	}
 	token = randomHex(16)
 	key := sha256.Sum256([]byte(token))
