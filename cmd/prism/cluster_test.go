@@ -32,7 +32,7 @@ type nodeProcess struct {
 	name   string
 	base   string
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr testutil.SyncBuffer // written by the process while the test reads it
 	killed bool
 }
 
@@ -41,6 +41,14 @@ type nodeProcess struct {
 func startNode(t *testing.T, name, nodeConfig, extra string) *nodeProcess {
 	t.Helper()
 	return startNodeOn(t, freePort(t), name, nodeConfig, extra)
+}
+
+// exited reports whether the node's process has ended (and how), without
+// waiting for it.
+func (n *nodeProcess) exited() bool {
+	var ws syscall.WaitStatus
+	pid, err := syscall.Wait4(n.cmd.Process.Pid, &ws, syscall.WNOHANG, nil)
+	return err == nil && pid == n.cmd.Process.Pid
 }
 
 // startNodeOn is startNode with its HTTP listener on addr (base stays a
@@ -66,11 +74,32 @@ func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProces
 			_ = n.cmd.Wait()
 		}
 	})
-	testutil.Eventually(t, 20*time.Second, name+" to answer /healthz", func() bool {
-		code, _ := n.get("/healthz")
-		return code == 200
-	})
-	return n
+	// A free port can be taken by another process before the node binds
+	// it: then the node exits at once, and it starts again on another.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := n.get("/healthz"); code == 200 {
+			return n
+		}
+		if n.exited() {
+			n.killed = true
+			if strings.Contains(n.stderr.String(), "address already in use") && time.Now().Before(deadline) {
+				return startNodeOn(t, retryAddr(t, addr), name, nodeConfig, extra)
+			}
+			t.Fatalf("%s exited before answering /healthz:\n%s", name, n.stderr.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer /healthz within 30 s:\n%s", name, n.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// retryAddr is another free port on addr's host.
+func retryAddr(t *testing.T, addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	_, port, _ := net.SplitHostPort(freePort(t))
+	return net.JoinHostPort(host, port)
 }
 
 func (n *nodeProcess) get(path string) (int, []byte) {
