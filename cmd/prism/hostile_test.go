@@ -21,48 +21,6 @@ import (
 	"github.com/prism-streaming/prism/internal/testutil"
 )
 
-// hostileChromeOffer is the shape of a Chrome WHEP offer (as in
-// outputs/webrtc's tests): the node answers it and keeps the session until
-// its handshake times out, which is all a PATCH flood needs.
-const hostileChromeOffer = `v=0
-o=- 4611731400430051336 2 IN IP4 127.0.0.1
-s=-
-t=0 0
-a=group:BUNDLE 0 1 2
-a=extmap-allow-mixed
-a=msid-semantic: WMS
-m=video 9 UDP/TLS/RTP/SAVPF 96 102 106 112 113
-c=IN IP4 0.0.0.0
-a=rtcp:9 IN IP4 0.0.0.0
-a=ice-ufrag:Zm9v
-a=ice-pwd:YmFyYmFyYmFyYmFyYmFyYmFyYmFy
-a=ice-options:trickle
-a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF
-a=setup:actpass
-a=mid:0
-a=recvonly
-a=rtcp-mux
-a=rtpmap:96 VP8/90000
-a=rtpmap:102 H264/90000
-a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f
-a=rtpmap:106 H264/90000
-a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f
-a=rtpmap:112 H264/90000
-a=fmtp:112 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f
-a=rtpmap:113 H264/90000
-a=fmtp:113 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=4d001f
-m=audio 9 UDP/TLS/RTP/SAVPF 111
-c=IN IP4 0.0.0.0
-a=mid:1
-a=recvonly
-a=rtpmap:111 opus/48000/2
-a=fmtp:111 minptime=10;useinbandfec=1
-m=application 9 UDP/DTLS/SCTP webrtc-datachannel
-c=IN IP4 0.0.0.0
-a=mid:2
-a=sctp-port:5000
-`
-
 func crlfSDP(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 
 // freeUDPTCPPort returns a port number free for both TCP and UDP on every
@@ -350,7 +308,7 @@ func TestHostileInputs(t *testing.T) {
 	})
 
 	t.Run("10 MB SDP", func(t *testing.T) {
-		body := strings.NewReader(crlfSDP(hostileChromeOffer) + strings.Repeat("a=x-junk:"+strings.Repeat("z", 1000)+"\r\n", 10<<10))
+		body := strings.NewReader(crlfSDP(testutil.ChromeOffer) + strings.Repeat("a=x-junk:"+strings.Repeat("z", 1000)+"\r\n", 10<<10))
 		code, msg, err := rawRequest("POST", n.base+"/whep/"+stream, "application/sdp", body)
 		answer := fmt.Sprintf("%d %q", code, short(msg))
 		if err != nil {
@@ -364,7 +322,7 @@ func TestHostileInputs(t *testing.T) {
 	})
 
 	t.Run("5000 PATCHes", func(t *testing.T) {
-		resp, err := http.Post(n.base+"/whep/"+stream, "application/sdp", strings.NewReader(crlfSDP(hostileChromeOffer)))
+		resp, err := http.Post(n.base+"/whep/"+stream, "application/sdp", strings.NewReader(crlfSDP(testutil.ChromeOffer)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -432,7 +390,7 @@ func TestHostileInputs(t *testing.T) {
 		}
 		started := time.Now()
 		// A normal offer is answered meanwhile.
-		resp, err := http.Post(n.base+"/whep/"+stream, "application/sdp", strings.NewReader(crlfSDP(hostileChromeOffer)))
+		resp, err := http.Post(n.base+"/whep/"+stream, "application/sdp", strings.NewReader(crlfSDP(testutil.ChromeOffer)))
 		if err != nil {
 			t.Fatal(err)
 		}
