@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -67,6 +68,9 @@ type Publisher struct {
 	once     sync.Once
 	mu       sync.Mutex
 	err      error
+	// connected is set once DTLS is up: pion drops what is written before
+	// SRTP is ready, which would cut a frame in half.
+	connected atomic.Bool
 }
 
 // Start negotiates with the WHIP endpoint and starts sending. It returns
@@ -191,6 +195,7 @@ func (p *Publisher) negotiate(ctx context.Context, rungs []pipeline.Track, opus 
 	p.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateConnected:
+			p.connected.Store(true)
 			p.kf.request(keyReasonJoin) // the receiver's first frames need an IDR on every RID
 		case webrtc.PeerConnectionStateFailed:
 			p.fail(errors.New("ICE connection failed"))
@@ -298,6 +303,9 @@ func (p *Publisher) post(ctx context.Context, offer string) (string, error) {
 func (p *Publisher) run(ctx context.Context) {
 	defer p.wg.Done()
 	defer p.kf.stop()
+	// A RID starts at a keyframe after the connection is up, so the
+	// receiver's first packet begins a decodable frame.
+	started := make([]bool, len(p.tracks))
 	for {
 		pkt, err := p.reader.Read(ctx)
 		if err != nil {
@@ -307,8 +315,14 @@ func (p *Publisher) run(ctx context.Context) {
 			return
 		}
 		u := p.pk.packetize(pkt)
-		if u == nil {
+		if u == nil || !p.connected.Load() {
 			continue
+		}
+		if u.video && !started[u.rung] {
+			if !u.keyframe {
+				continue
+			}
+			started[u.rung] = true
 		}
 		if !u.video {
 			for _, rp := range u.packets {
