@@ -9,6 +9,9 @@ type Kind int
 const (
 	KindVideo Kind = iota + 1
 	KindAudio
+	// KindContainer is a track of multiplexed bytes (an ingest's MPEG-TS),
+	// demuxed by the worker.
+	KindContainer
 )
 
 func (k Kind) String() string {
@@ -17,6 +20,8 @@ func (k Kind) String() string {
 		return "video"
 	case KindAudio:
 		return "audio"
+	case KindContainer:
+		return "container"
 	}
 	return "unknown"
 }
@@ -26,6 +31,13 @@ const (
 	CodecH264 = "h264"
 	CodecAAC  = "aac"
 	CodecOpus = "opus"
+	// Source codecs a publisher may push (pipeline/ingest).
+	CodecH265   = "h265"
+	CodecAV1    = "av1"
+	CodecVP8    = "vp8"
+	CodecVP9    = "vp9"
+	CodecMP3    = "mp3"
+	CodecMPEGTS = "mpegts" // KindContainer: MPEG-TS bytes
 )
 
 // Video tracks carry timestamps in 90 kHz units, audio tracks in samples at

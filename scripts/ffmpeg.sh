@@ -30,7 +30,7 @@ DECODERS=(h264 hevc vp8 vp9 av1 libdav1d mpeg2video mpeg4 mjpeg png rawvideo wra
   aac aac_fixed aac_latm mp3 mp3float opus libopus flac vorbis ac3
   pcm_s16le pcm_s16be pcm_s24le pcm_s32le pcm_f32le pcm_f64le pcm_u8 pcm_mulaw pcm_alaw
   h264_cuvid hevc_cuvid h264_qsv hevc_qsv)
-ENCODERS=(libx264 h264_nvenc hevc_nvenc av1_nvenc h264_qsv hevc_qsv h264_vaapi hevc_vaapi
+ENCODERS=(libx264 libx265 libvpx_vp8 h264_nvenc hevc_nvenc av1_nvenc h264_qsv hevc_qsv h264_vaapi hevc_vaapi
   aac libopus opus rawvideo wrapped_avframe png mjpeg pcm_s16le flac)
 HWACCELS=(h264_nvdec hevc_nvdec vp9_nvdec av1_nvdec h264_vaapi hevc_vaapi vp9_vaapi av1_vaapi)
 PARSERS=(h264 hevc aac aac_latm opus mpegaudio vp8 vp9 av1 mpegvideo mpeg4video mjpeg png flac ac3)
@@ -50,7 +50,7 @@ BSFS=(h264_mp4toannexb hevc_mp4toannexb aac_adtstoasc extract_extradata dump_ext
 join() { local IFS=,; echo "$*"; }
 FLAGS=(--enable-gpl --enable-version3 --enable-shared --disable-static --disable-doc
   --disable-ffplay --disable-debug --disable-everything --enable-avdevice --enable-indev=lavfi
-  --enable-libx264 --enable-libopus --enable-libdav1d --enable-gnutls --enable-libsrt
+  --enable-libx264 --enable-libx265 --enable-libvpx --enable-libopus --enable-libdav1d --enable-gnutls --enable-libsrt
   --enable-ffnvcodec --enable-nvenc --enable-nvdec --enable-cuvid --enable-cuda-llvm
   --enable-libvpl --enable-vaapi
   --enable-decoder="$(join "${DECODERS[@]}")" --enable-encoder="$(join "${ENCODERS[@]}")"

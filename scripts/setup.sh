@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential pkg-config nasm clang curl ca-certificates xz-utils
-  libx264-dev libopus-dev libdav1d-dev libvpl-dev libva-dev libdrm-dev
+  libx264-dev libx265-dev libvpx-dev libopus-dev libdav1d-dev libvpl-dev libva-dev libdrm-dev
   libgnutls28-dev libsrt-gnutls-dev)
 # Browser tests (LL-HLS, WebRTC) drive Debian's Chromium; hls.js comes from npm.
 PACKAGES+=(chromium)

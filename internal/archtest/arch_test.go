@@ -18,29 +18,33 @@ const module = "github.com/prism-streaming/prism/"
 // packages of a lower rank. Each entry is a package path prefix (relative to
 // the module); the longest match wins.
 var rank = map[string]int{
-	"pipeline":          0, // plain Go plumbing: imports no Prism package
-	"internal/avlog":    0,
-	"internal/yamlfile": 0,
-	"deploy":            0,
-	"benchmarks":        1, // reads pipeline statistics
-	"queue":             0, // the package doc only
-	"queue/bus":         0,
-	"gpu":               1,
-	"transcode/ladder":  1,
-	"internal/testutil": 1,
-	"internal/inputs":   1, // what API jobs may read
-	"internal/redact":   0, // masks secrets in what is shown
-	"internal/auth":     1, // who may do what: asked by the API, outputs' guards and ingest
-	"transcode":         2,
-	"outputs":           2,
-	"config":            3,
-	"queue/jobs":        3,
-	"queue/relay":       3,
-	"queue/worker":      4,
-	"internal/node":     5,
-	"internal/api":      6,
-	"cmd":               7,
-	"internal/archtest": 0,
+	"pipeline":             0, // plain Go plumbing: imports no Prism package
+	"pipeline/ingest":      1, // the push listeners' shared request, refusals and Session
+	"pipeline/ingest/rtmp": 2,
+	"pipeline/ingest/srt":  2,
+	"pipeline/ingest/whip": 2,
+	"internal/avlog":       0,
+	"internal/yamlfile":    0,
+	"deploy":               0,
+	"benchmarks":           1, // reads pipeline statistics
+	"queue":                0, // the package doc only
+	"queue/bus":            0,
+	"gpu":                  1,
+	"transcode/ladder":     1,
+	"internal/testutil":    1,
+	"internal/inputs":      1, // what API jobs may read
+	"internal/redact":      0, // masks secrets in what is shown
+	"internal/auth":        1, // who may do what: asked by the API, outputs' guards and ingest
+	"transcode":            2,
+	"outputs":              2,
+	"config":               3,
+	"queue/jobs":           3,
+	"queue/relay":          3,
+	"queue/worker":         4,
+	"internal/node":        5,
+	"internal/api":         6,
+	"cmd":                  7,
+	"internal/archtest":    0,
 }
 
 // forbidden are imports that the ranks alone would allow but the flow does
