@@ -35,6 +35,34 @@ type input struct {
 	video       *astiav.Stream
 	audio       *astiav.Stream // nil when the input has none
 	live        bool           // network or device source: never paced
+	push        *pushInput     // a pushed source (pushinput.go), else nil
+	unopened    bool           // fc only holds streams: never opened, not demuxed
+}
+
+// readPacket reads the next packet and when its data entered Prism.
+func (in *input) readPacket(pkt *astiav.Packet) (time.Time, error) {
+	if in.push != nil && in.unopened {
+		return in.push.readPacket(pkt)
+	}
+	err := in.fc.ReadFrame(pkt)
+	return time.Now(), err
+}
+
+// pickStreams chooses the first decodable video and audio streams.
+func (in *input) pickStreams() {
+	for _, s := range in.fc.Streams() {
+		cp := s.CodecParameters()
+		switch cp.MediaType() {
+		case astiav.MediaTypeVideo:
+			if in.video == nil && cp.Width() > 0 && cp.Height() > 0 && astiav.FindDecoder(cp.CodecID()) != nil {
+				in.video = s
+			}
+		case astiav.MediaTypeAudio:
+			if in.audio == nil && cp.SampleRate() > 0 && astiav.FindDecoder(cp.CodecID()) != nil {
+				in.audio = s
+			}
+		}
+	}
 }
 
 // inputScheme is how Prism opens one kind of input URL.
@@ -248,19 +276,7 @@ func openInput(ctx context.Context, url string, options map[string]string) (_ *i
 	if openErr != nil {
 		return nil, fmt.Errorf("%w: %s: reading stream information: %w%s", ErrOpenInput, url, openErr, detail(lines))
 	}
-	for _, s := range in.fc.Streams() {
-		cp := s.CodecParameters()
-		switch cp.MediaType() {
-		case astiav.MediaTypeVideo:
-			if in.video == nil && cp.Width() > 0 && cp.Height() > 0 && astiav.FindDecoder(cp.CodecID()) != nil {
-				in.video = s
-			}
-		case astiav.MediaTypeAudio:
-			if in.audio == nil && cp.SampleRate() > 0 && astiav.FindDecoder(cp.CodecID()) != nil {
-				in.audio = s
-			}
-		}
-	}
+	in.pickStreams()
 	if in.video == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNoVideo, url)
 	}
@@ -296,6 +312,9 @@ func (in *input) frameRate() astiav.Rational {
 // originSeconds is subtracted from every timestamp so outputs start near zero
 // while audio and video keep their relative offset.
 func (in *input) originSeconds() float64 {
+	if in.unopened {
+		return 0 // a pushed source is rebased by pushInput
+	}
 	if st := in.fc.StartTime(); st != astiav.NoPtsValue {
 		return float64(st) / float64(astiav.TimeBase)
 	}
@@ -306,10 +325,18 @@ func (in *input) close() {
 	if in.stopWatch != nil {
 		in.stopWatch()
 	}
+	if in.push != nil {
+		in.push.close()
+	}
 	if in.fc != nil {
-		in.fc.CloseInput()
+		if !in.unopened {
+			in.fc.CloseInput()
+		}
 		in.fc.Free()
 		in.fc = nil
+	}
+	if in.push != nil {
+		in.push.freeIO() // after CloseInput: the demuxer used it
 	}
 	if in.interrupter != nil {
 		in.interrupter.Free()

@@ -39,6 +39,10 @@ type Options struct {
 	DirectScaling bool
 	// Logger receives the job's logs (default: slog.Default()).
 	Logger *slog.Logger
+	// Source, when set, is the input instead of Input: a pushed stream's
+	// source packets (pipeline/ingest, over queue/relay.FollowSource).
+	// Input then only names it.
+	Source pipeline.Source
 }
 
 // Transcoder runs one ladder over one input: demux, decode once, split and
@@ -104,7 +108,11 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		}
 	}()
 
-	t.in, err = openInput(ctx, opts.Input, opts.InputOptions)
+	if opts.Source != nil {
+		t.in, err = openPushInput(ctx, opts.Source, opts.Input)
+	} else {
+		t.in, err = openInput(ctx, opts.Input, opts.InputOptions)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -191,6 +199,9 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	t.videoPTS.Store(-1)
 	t.audioPTS.Store(-1)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if p := t.in.push; p != nil {
+		context.AfterFunc(t.ctx, p.cancel) // unblocks a demux waiting for the publisher
+	}
 	t.started = time.Now()
 	t.vpackets = make(chan demuxedPacket, 64)
 	t.vframes = make(chan videoFrame, 4)
@@ -297,8 +308,11 @@ func (t *Transcoder) demux() error {
 	errs := 0
 	for {
 		pkt := astiav.AllocPacket()
-		err := t.in.fc.ReadFrame(pkt)
+		ingest, err := t.in.readPacket(pkt)
 		now := time.Now()
+		if t.in.push == nil {
+			ingest = now
+		}
 		if err != nil {
 			pkt.Free()
 			if t.ctx.Err() != nil || errors.Is(err, astiav.ErrEof) || errors.Is(err, io.EOF) {
@@ -355,12 +369,13 @@ func (t *Transcoder) demux() error {
 						return nil
 					}
 					now = time.Now()
+					ingest = now
 				}
 			}
 		}
 		t.demuxSt.Done(time.Time{}, time.Since(now))
 		select {
-		case out <- demuxedPacket{pkt: pkt, ingest: now}:
+		case out <- demuxedPacket{pkt: pkt, ingest: ingest}:
 		case <-t.ctx.Done():
 			pkt.Free()
 			return nil

@@ -88,7 +88,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			// subjects, not the node's token (jobs, every stream).
 			n.workers.Credentials = func(job string) (bus.ConnectOptions, func(), error) {
 				token, revoke, err := e.IssueWorkerToken(job)
-				return bus.ConnectOptions{Token: token}, revoke, err
+				return bus.ConnectOptions{Token: token, InboxPrefix: bus.WorkerInboxPrefix(job)}, revoke, err
 			}
 		}
 		runner = n.workers

@@ -21,6 +21,9 @@ type ConnectOptions struct {
 	// TLS: a CA to verify the server, and a client certificate (both files
 	// or neither).
 	TLSCAFile, TLSCertFile, TLSKeyFile string
+	// InboxPrefix replaces "_INBOX" for this connection's request replies
+	// (a worker's, WorkerInboxPrefix, so that its permissions can name them).
+	InboxPrefix string `json:",omitempty"`
 	// MaxReconnectDelay caps the reconnect backoff (default 2 s). The
 	// client reconnects forever: a node without its store cannot do
 	// anything useful, and giving up would strand its running jobs.
@@ -106,6 +109,9 @@ func (o ConnectOptions) natsOptions() ([]nats.Option, error) {
 		opts = append(opts, nats.Token(o.Token))
 	}
 
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	}
 	if o.TLSCAFile != "" {
 		if err := readable(o.TLSCAFile, "TLSCAFile"); err != nil {
 			return nil, err

@@ -52,12 +52,20 @@ func (a *tokenAuth) Check(c server.ClientAuthentication) bool {
 func workerPermissions(stream string) *server.Permissions {
 	prefix := "media." + stream + "."
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{prefix + ">"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{prefix + "tracks", prefix + "ctl"}},
+		Publish: &server.SubjectPermission{Allow: []string{prefix + ">"}},
+		// A pushed stream's worker also reads the publisher's source
+		// (media.<stream>.source.*), asking for its tracks with replies on
+		// its own inbox prefix.
+		Subscribe: &server.SubjectPermission{Allow: []string{prefix + "tracks", prefix + "ctl",
+			prefix + "source.*", WorkerInboxPrefix(stream) + ".>"}},
 		// The tracks request's reply subject: one answer per request.
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: workerResponseExpiry},
 	}
 }
+
+// WorkerInboxPrefix is the inbox prefix of stream's worker connection
+// (ConnectOptions.InboxPrefix): its replies are the only ones it may hear.
+func WorkerInboxPrefix(stream string) string { return "_INBOX." + stream }
 
 // IssueWorkerToken returns a token for the worker process of stream's job:
 // its connection may publish media.<stream>.> and subscribe only to

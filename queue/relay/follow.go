@@ -51,10 +51,22 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // appears within the publisher wait (WithPublisherWait). It fails with
 // ErrStreamNotFound when no publisher answers now.
 func Follow(ctx context.Context, nc *nats.Conn, stream string, opts ...Option) (*Stream, error) {
+	return follow(ctx, nc, stream, false, opts)
+}
+
+// FollowSource is Follow for a pushed stream's source (PublishSource): the
+// worker running the stream's job reads the publisher's access units from
+// it, across publisher reconnects within the publisher wait.
+func FollowSource(ctx context.Context, nc *nats.Conn, stream string, opts ...Option) (*Stream, error) {
+	return follow(ctx, nc, stream, true, opts)
+}
+
+func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts []Option) (*Stream, error) {
 	o := defaultOptions()
 	for _, f := range opts {
 		f(&o)
 	}
+	o.source = source
 	if o.log == nil {
 		o.log = slog.Default()
 	}
@@ -177,6 +189,17 @@ func (s *timeShift) restart() {
 func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track) *pipeline.Packet {
 	if s.lastDTS == nil {
 		s.lastDTS = map[int]int64{}
+	}
+	if tr.Kind == pipeline.KindContainer {
+		// Multiplexed bytes carry their own timestamps (the worker's demuxer
+		// and timeline handle the jump); mark the change only.
+		q := *p
+		if s.fresh != nil && !s.fresh[p.Track] {
+			s.fresh[p.Track] = true
+			q.Discontinuity = true
+		}
+		s.pending = false
+		return &q
 	}
 	rate := float64(tr.ClockRate)
 	if s.pending {

@@ -24,7 +24,23 @@ import (
 //	media.<stream>.stats    StreamStatus (JSON) every StatsInterval, and a
 //	                        last one with Ended set when the publisher stops
 //	media.<stream>.ctl      "keyframe": ask the job for an IDR on every rung
+//
+// A pushed stream's source (a publisher's compressed media, on its way from
+// the node that accepted the publisher to the worker that transcodes it)
+// has the same subjects one level down, under media.<stream>.source.: the
+// job's own subscribers (media.<stream>.*) never see it.
 func mediaPrefix(stream string) string { return "media." + stream + "." }
+
+// sourcePrefix is the subject prefix of stream's pushed source.
+func sourcePrefix(stream string) string { return "media." + stream + ".source." }
+
+// prefixFor is the subject prefix of stream on the plane o selects.
+func (o options) prefixFor(stream string) string {
+	if o.source {
+		return sourcePrefix(stream)
+	}
+	return mediaPrefix(stream)
+}
 
 const (
 	subjTracks = "tracks"
@@ -61,6 +77,18 @@ type StreamStatus struct {
 // reader: when NATS cannot keep up, that reader drops (and video resumes at
 // a keyframe it asks for), and the job itself never waits.
 func Publish(ctx context.Context, nc *nats.Conn, stream string, job pipeline.Source) error {
+	return publish(ctx, nc, stream, mediaPrefix(stream), job)
+}
+
+// PublishSource is Publish for a pushed stream's source: src's packets are
+// the publisher's own access units (pipeline/ingest), published under
+// media.<stream>.source. for the worker that runs the stream's job
+// (FollowSource).
+func PublishSource(ctx context.Context, nc *nats.Conn, stream string, src pipeline.Source) error {
+	return publish(ctx, nc, stream, sourcePrefix(stream), src)
+}
+
+func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipeline.Source) error {
 	if err := pipeline.ValidStreamName(stream); err != nil {
 		return err
 	}
@@ -70,7 +98,6 @@ func Publish(ctx context.Context, nc *nats.Conn, stream string, job pipeline.Sou
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", stream, err)
 	}
-	prefix := mediaPrefix(stream)
 	// Subscribe to the job before announcing the stream, so that every
 	// packet from the first answer on reaches NATS.
 	reader := job.Subscribe(pipeline.WithName("nats:"+stream), pipeline.WithKeyframeRequest(func(int) { job.RequestKeyframe() }))

@@ -25,6 +25,7 @@ type options struct {
 	buffer         int
 	publisherWait  time.Duration
 	log            *slog.Logger
+	source         bool // follow the stream's pushed source (FollowSource)
 }
 
 func defaultOptions() options {
@@ -78,7 +79,7 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 		return nil, err
 	}
 	s := &subscription{nc: nc, stream: stream, opts: o, msgs: make(chan *nats.Msg, o.buffer)}
-	prefix := mediaPrefix(stream)
+	prefix := o.prefixFor(stream)
 	// Ask first, subscribe after: subscribed to media.<stream>.*, we would
 	// answer "tracks" ourselves as far as NATS is concerned, and a missing
 	// publisher would show as a timeout instead of "no responders". The
@@ -248,5 +249,5 @@ func (s *subscription) requestKeyframe() {
 	}
 	s.lastKey = now
 	s.mu.Unlock()
-	_ = s.nc.Publish(mediaPrefix(s.stream)+subjCtl, []byte(ctlKeyframe))
+	_ = s.nc.Publish(s.opts.prefixFor(s.stream)+subjCtl, []byte(ctlKeyframe))
 }

@@ -43,6 +43,9 @@ func NewSource(tracks ...pipeline.Track) *Source {
 // Publish hands p to every reader.
 func (s *Source) Publish(p *pipeline.Packet) { s.fanout.Publish(p, s.tracks[p.Track].Kind) }
 
+// Readers is how many readers are subscribed.
+func (s *Source) Readers() int { return s.fanout.Readers() }
+
 // Keyframes counts RequestKeyframe calls.
 func (s *Source) Keyframes() int { return int(s.keyframes.Load()) }
 
