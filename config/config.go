@@ -41,6 +41,8 @@ type Config struct {
 	Auth auth.Config `yaml:"auth"`
 	// Inputs is what jobs submitted over the API may read.
 	Inputs inputs.Config `yaml:"inputs"`
+	// Ingest is push ingest: RTMP(S), SRT and WHIP listeners.
+	Ingest Ingest `yaml:"ingest"`
 
 	file  string
 	lines yamlfile.Lines // field path -> line, for validation messages
@@ -135,6 +137,7 @@ func New() *Config {
 	c := &Config{}
 	c.HLS.Defaults()
 	c.WebRTC.Defaults()
+	c.Ingest.listenDefaults()
 	c.Defaults()
 	return c
 }
@@ -156,6 +159,7 @@ func (c *Config) Defaults() {
 	c.HLS.Defaults()
 	c.Auth.Defaults()
 	c.Inputs.Defaults()
+	c.Ingest.Defaults()
 	if c.Node.Workers == nil {
 		t := true
 		c.Node.Workers = &t
@@ -276,5 +280,6 @@ func (c *Config) Validate() error {
 	errs.AddSection("webrtc", c.WebRTC.Validate())
 	errs.AddSection("auth", c.Auth.Validate())
 	errs.AddSection("inputs", c.Inputs.Validate())
+	errs.AddSection("ingest", c.Ingest.validate(c.Auth.Enabled(), seen).Err())
 	return yamlfile.Locate[invalidConfig](c.file, c.lines, &errs).Err()
 }
