@@ -79,6 +79,10 @@ func (i *Ingest) Defaults() {
 	if i.SRTLatency == 0 {
 		i.SRTLatency = 120 * time.Millisecond
 	}
+	if i.WHIP == nil {
+		t := true
+		i.WHIP = &t
+	}
 	if i.Grace == 0 {
 		i.Grace = 10 * time.Second
 	}
