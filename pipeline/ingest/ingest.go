@@ -14,6 +14,7 @@ import (
 	"errors"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,19 @@ type Request struct {
 	// Query holds the extra parameters the publisher sent (RTMP URL query,
 	// SRT streamid fields), without the credential.
 	Query url.Values
+}
+
+// InputPrefix starts the job input of a pushed stream: "ingest://<stream>".
+// It is no URL FFmpeg opens: the worker reads the stream's source from NATS.
+const InputPrefix = "ingest://"
+
+// Input is the job input of the pushed stream.
+func Input(stream string) string { return InputPrefix + stream }
+
+// StreamOfInput returns the pushed stream a job input names, if it does.
+func StreamOfInput(input string) (string, bool) {
+	s, ok := strings.CutPrefix(input, InputPrefix)
+	return s, ok && pipeline.ValidName(s)
 }
 
 // Handler admits publishers. Publish authorises req and returns the session

@@ -61,6 +61,16 @@ type Spec struct {
 	// Publish pushes the ladder to other WebRTC servers over WHIP, one
 	// simulcast track with a RID per rung, from the node that runs the job.
 	Publish []PublishTarget `json:"publish,omitempty"`
+	// Ingest is set on a pushed stream's job (Input "ingest://<stream>"):
+	// the worker follows the publisher's source over NATS.
+	Ingest *IngestSpec `json:"ingest,omitempty"`
+}
+
+// IngestSpec is what a pushed stream's job knows of its publisher.
+type IngestSpec struct {
+	Protocol string `json:"protocol"` // rtmp, srt, whip (of the first publisher)
+	// Grace is how long the job waits for a publisher that dropped.
+	Grace time.Duration `json:"grace_ns"`
 }
 
 // Paced reports whether file and lavfi inputs are read at 1x (Realtime).

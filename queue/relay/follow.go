@@ -115,7 +115,7 @@ func (s *Stream) run(sub *subscription) {
 			s.end(err)
 			return
 		}
-		if !sameTracks(s.tracks, next.info.Tracks) {
+		if !sameTracks(s.tracks, next.info.Tracks) && !(s.opts.source && sameCodecs(s.tracks, next.info.Tracks)) {
 			_ = next.sub.Unsubscribe()
 			s.end(fmt.Errorf("%s: %w", s.stream, ErrTracksChanged))
 			return
@@ -165,6 +165,15 @@ func sameTracks(a, b []pipeline.Track) bool {
 	return slices.EqualFunc(a, b, func(x, y pipeline.Track) bool {
 		return x.Name == y.Name && x.Kind == y.Kind && x.Codec == y.Codec && x.Width == y.Width &&
 			x.Height == y.Height && x.ClockRate == y.ClockRate
+	})
+}
+
+// sameCodecs: a pushed source may come back at another size (the decoder
+// follows in-band parameter sets, the scaler rebuilds its graph); another
+// codec or track layout ends the stream.
+func sameCodecs(a, b []pipeline.Track) bool {
+	return slices.EqualFunc(a, b, func(x, y pipeline.Track) bool {
+		return x.Kind == y.Kind && x.Codec == y.Codec && x.ClockRate == y.ClockRate
 	})
 }
 

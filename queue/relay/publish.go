@@ -48,7 +48,24 @@ const (
 	subjCtl    = "ctl"
 
 	ctlKeyframe = "keyframe"
+	// ctlStop (source plane only) disconnects the publisher: a newer one
+	// of the same stream takes over (ingest takeover: newest).
+	ctlStop = "stop"
 )
+
+// StopSource asks the node holding stream's publisher to disconnect it.
+func StopSource(nc *nats.Conn, stream string) error {
+	return nc.Publish(sourcePrefix(stream)+subjCtl, []byte(ctlStop))
+}
+
+// SourceLive reports whether stream's source has a publisher now (one
+// answered its track request within timeout).
+func SourceLive(ctx context.Context, nc *nats.Conn, stream string, timeout time.Duration) bool {
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := nc.RequestWithContext(rctx, sourcePrefix(stream)+subjTracks, nil)
+	return err == nil
+}
 
 // StatsInterval is how often a publisher sends its job's statistics. They
 // double as its liveness signal for subscribers.
@@ -111,8 +128,13 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 	}
 	defer func() { _ = tracksSub.Unsubscribe() }()
 	ctlSub, err := nc.Subscribe(prefix+subjCtl, func(m *nats.Msg) {
-		if string(m.Data) == ctlKeyframe {
+		switch string(m.Data) {
+		case ctlKeyframe:
 			job.RequestKeyframe()
+		case ctlStop:
+			if prefix == sourcePrefix(stream) {
+				_ = job.Close() // an ingest session's Close only closes its connection
+			}
 		}
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/pipeline/ingest"
 	"github.com/prism-streaming/prism/queue/jobs"
 	"github.com/prism-streaming/prism/queue/relay"
 	"github.com/prism-streaming/prism/transcode"
@@ -22,7 +24,19 @@ import (
 // ends (nil), it fails, or ctx ends (nil). running is called once the
 // transcoder runs.
 func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder, log *slog.Logger, running func()) error {
-	src, err := transcode.Start(ctx, transcode.Options{Input: spec.Input, Ladder: l, Realtime: spec.Paced(), Logger: log})
+	opts := transcode.Options{Input: spec.Input, Ladder: l, Realtime: spec.Paced(), Logger: log}
+	if stream, ok := ingest.StreamOfInput(spec.Input); ok {
+		source, err := followSource(ctx, nc, stream, spec.Ingest, log)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		defer source.Close()
+		opts.Source = source
+	}
+	src, err := transcode.Start(ctx, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -43,6 +57,35 @@ func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder
 		return nil // stopped by the node
 	}
 	return errors.Join(perr, jerr)
+}
+
+// sourceWait is how long a pushed stream's worker waits for the source on
+// NATS: the ingest node publishes it as the job is submitted.
+const sourceWait = 15 * time.Second
+
+// followSource follows a pushed stream's source, waiting for it to appear.
+// Across a publisher reconnect within the grace period the same stream
+// continues (relay.FollowSource).
+func followSource(ctx context.Context, nc *nats.Conn, stream string, is *jobs.IngestSpec, log *slog.Logger) (*relay.Stream, error) {
+	grace := 10 * time.Second
+	if is != nil {
+		grace = is.Grace
+	}
+	deadline := time.Now().Add(sourceWait)
+	for {
+		s, err := relay.FollowSource(ctx, nc, stream, relay.WithPublisherWait(grace), relay.WithLogger(log))
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, relay.ErrStreamNotFound) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: %s: the publisher's source: %w", transcode.ErrOpenInput, stream, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // publishWHIP keeps the job published to one WHIP target until ctx ends,
