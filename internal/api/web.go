@@ -16,11 +16,18 @@ var web embed.FS
 
 func webRoutes(mux *http.ServeMux) {
 	index, _ := fs.ReadFile(web, "web/index.html")
+	publish, _ := fs.ReadFile(web, "web/publish.html")
 	hlsJS, hlsErr := fs.ReadFile(web, "web/hls.min.js")
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(index)
+	})
+	// The browser publisher: camera and microphone over WHIP.
+	mux.HandleFunc("GET /publish", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(publish)
 	})
 	mux.HandleFunc("GET /hls.js", func(w http.ResponseWriter, r *http.Request) {
 		if hlsErr != nil {

@@ -38,9 +38,10 @@ type Browser struct {
 // StartBrowser opens url in headless Chromium with the flags this machine
 // needs (no sandbox as root, no background networking, which the closed
 // network refuses), a fresh profile, autoplay allowed and timers and media
-// running at full speed in a window nobody sees. It fails the test when
+// running at full speed in a window nobody sees; flags are added (e.g. a
+// fake camera: --use-fake-device-for-media-stream). It fails the test when
 // Chromium is missing: `make test` installs it.
-func StartBrowser(t testing.TB, url string) *Browser {
+func StartBrowser(t testing.TB, url string, flags ...string) *Browser {
 	t.Helper()
 	chromium := ""
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -58,8 +59,8 @@ func StartBrowser(t testing.TB, url string) *Browser {
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--disable-dev-shm-usage", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
 		"--disable-background-timer-throttling", "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
-		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--enable-logging=stderr",
-		url)
+		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--enable-logging=stderr")
+	b.cmd.Args = append(append(b.cmd.Args, flags...), url)
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
 	// Its own process group, so that Close ends the renderer and GPU
 	// processes too.
