@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build run test test-unit lint vet bench bench-go fuzz clean
+.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -109,6 +109,11 @@ fuzz: setup ## Run every fuzz target (FUZZ_TARGETS) for FUZZTIME (10s) each
 
 clean: ## Remove bin/ and build/
 	rm -rf bin build
+
+# Push ingest latency: the FFmpeg CLI pushes 720p30 RTMP to bin/prism
+# (default ladder); publisher AU in -> LL-HLS part and -> WebRTC viewer.
+bench-ingest: build ## Push ingest latency (RTMP 720p30, default ladder): p50/p95 to LL-HLS and WebRTC
+	$(ENV) PRISM_BENCH_INGEST=1 go test -count=1 -v -run TestIngestLatency ./benchmarks/
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI

@@ -1,6 +1,8 @@
 package webrtc
 
 import (
+	"time"
+
 	"github.com/pion/rtp"
 )
 
@@ -21,6 +23,9 @@ const paddingSize = 255
 type forwarder struct {
 	video, audio rtpWriter
 	onSwitch     func(from, to int) // called when a switch takes effect
+	// onFrameSent gets the ingest time of each video frame once its last
+	// packet is handed to the viewer's track (nil: not measured).
+	onFrameSent func(ingest time.Time)
 
 	cur, want int  // rung being sent (-1: none yet) and rung asked for
 	waitKey   bool // lost frames of cur: skip to its next keyframe
@@ -118,6 +123,9 @@ func (f *forwarder) sendVideo(u *unit) error {
 		f.bytes += uint64(len(p.Payload))
 	}
 	f.frames++
+	if f.onFrameSent != nil && !u.ingest.IsZero() {
+		f.onFrameSent(u.ingest)
+	}
 	f.sentVideo, f.lastPTS = true, u.pts
 	f.lastTS = u.packets[0].Timestamp
 	return nil

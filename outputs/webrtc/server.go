@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
@@ -120,6 +121,22 @@ func (s *Server) Close() {
 
 // UDPAddr is the UDP address all sessions share (useful when udp_port is 0).
 func (s *Server) UDPAddr() net.Addr { return s.net.udpAddr() }
+
+// Latency reports, for a stream this server delivers, the time from ingest
+// to a video frame's last RTP packet being handed to a viewer's track
+// (p50, p95 over every viewer since the stream started).
+func (s *Server) Latency(stream string) (p50, p95 time.Duration, ok bool) {
+	st, err := s.stream(stream)
+	if err != nil || st.latency.Count() == 0 {
+		return 0, 0, false
+	}
+	return st.latency.Quantile(0.5), st.latency.Quantile(0.95), true
+}
+
+// SettingEngine returns the ICE settings of the server's peer connections
+// (its UDP and ICE-TCP mux, candidate filter), for another WebRTC endpoint
+// on the same ports: WHIP ingest.
+func (s *Server) SettingEngine() webrtc.SettingEngine { return s.net.settings }
 
 // onStreamEvent runs on the registry's goroutine: it must not block.
 func (s *Server) onStreamEvent(ev pipeline.StreamEvent) {

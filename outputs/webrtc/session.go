@@ -144,6 +144,7 @@ func (srv *Server) newSession(ctx context.Context, st *stream, offer string, inf
 	}
 	s.fwd = newForwarder(s.videoTrack, s.audioTrack, initial)
 	s.fwd.onSwitch = s.onSwitch
+	s.fwd.onFrameSent = func(ingest time.Time) { st.latency.Observe(time.Since(ingest)) }
 	s.interest.Store(s.fwd.interest())
 	return s, nil
 }

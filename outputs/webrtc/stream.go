@@ -40,6 +40,11 @@ type stream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// latency: ingest (the source frame entering Prism: the publisher's
+	// access unit for a pushed stream) to the frame's last RTP packet
+	// handed to a viewer's track, over every viewer.
+	latency pipeline.Histogram
+
 	mu       sync.RWMutex
 	sessions map[*session]struct{}
 	closed   bool
