@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 type outPkt struct {
@@ -269,4 +272,37 @@ func TestParseSDPFrag(t *testing.T) {
 	if _, err := parseSDPFrag("hello"); err == nil {
 		t.Fatal("garbage accepted")
 	}
+}
+
+// An IDR sent without its parameter sets (they came in an earlier access
+// unit) gets them prepended, and the track is described from the SPS.
+func TestH264KeyframeGetsParameterSets(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
+	aus := readH264(t, h264Clip(t, 320, 180, 0))
+	var sps, pps, idr []byte
+	for _, n := range aus[0].nalus {
+		switch n[0] & 0x1f {
+		case 7:
+			sps = n
+		case 8:
+			pps = n
+		case 5:
+			idr = n
+		}
+	}
+	v := &videoReceiver{codec: pipeline.CodecH264}
+	if _, _, ok := v.h264(frame{data: annexB(idr), keyframe: true}); ok {
+		t.Fatal("an IDR without any parameter sets was accepted")
+	}
+	if _, _, ok := v.h264(frame{data: annexB(sps, pps, aus[1].nalus[0])}); !ok {
+		t.Fatal("a P picture with parameter sets refused")
+	}
+	data, track, ok := v.h264(frame{data: annexB(idr), keyframe: true})
+	if !ok || !bytes.Equal(data, annexB(sps, pps, idr)) {
+		t.Fatalf("keyframe not completed: ok %v, % x...", ok, data[:min(16, len(data))])
+	}
+	if track.Width != 320 || track.Height != 180 || track.Codec != pipeline.CodecH264 || !bytes.Equal(track.Extradata, annexB(sps, pps)) {
+		t.Fatalf("track %+v", track)
+	}
+	testutil.Report(t, "IDR without SPS/PPS: %d bytes in, %d out; track %dx%d at %.0f fps", len(annexB(idr)), len(data), track.Width, track.Height, track.FPS)
 }
