@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +38,17 @@ import (
 	"github.com/prism-streaming/prism/pipeline/ingest"
 )
 
-func TestMain(m *testing.M) { testutil.QuietMain(m) }
+// TestMain is testutil.QuietMain plus removing the clips made for the run.
+func TestMain(m *testing.M) {
+	if os.Getenv("PRISM_TEST_LOG") == "" {
+		slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	code := m.Run()
+	if mediaCache.dir != "" {
+		_ = os.RemoveAll(mediaCache.dir)
+	}
+	os.Exit(code)
+}
 
 // framePace is how often the test publishers send a video frame: twice
 // real time (RTP timestamps still say 30 fps), to keep the suite short.
