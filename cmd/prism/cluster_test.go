@@ -60,6 +60,10 @@ func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProces
 		// The tests' jobs come over the API and read lavfi test sources.
 		extra += "inputs:\n  allow_lavfi: true\n"
 	}
+	if !strings.Contains(extra, "ingest:") {
+		// Several nodes run on one machine: no fixed ingest ports.
+		extra += "ingest:\n  rtmp: \"\"\n  srt: \"\"\n"
+	}
 	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
 	_, port, _ := net.SplitHostPort(addr)
 	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}

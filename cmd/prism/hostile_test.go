@@ -57,7 +57,7 @@ func startNodeWithWebRTCPort(t *testing.T, name, extra string, rtcPort int) (*no
 	_, port, _ := net.SplitHostPort(addr)
 	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}
 	n.cmd = exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--stats-interval", "0",
-		"--webrtc-port", strconv.Itoa(rtcPort))
+		"--webrtc-port", strconv.Itoa(rtcPort), "--rtmp", "off", "--srt", "off")
 	stdout := &testutil.SyncBuffer{}
 	n.cmd.Stdout = stdout
 	n.cmd.Stderr = &n.stderr

@@ -180,7 +180,7 @@ func freePort(t *testing.T) string {
 // demo ladder runs at real time, stats are printed, SIGTERM stops it cleanly.
 func TestServeDemo(t *testing.T) {
 	addr := freePort(t)
-	cmd := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--stats-interval", "1s", "--data-dir", t.TempDir(), "--webrtc-port", "0",
+	cmd := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--stats-interval", "1s", "--data-dir", t.TempDir(), "--webrtc-port", "0", "--rtmp", freePort(t), "--srt", "127.0.0.1:0",
 		"--demo-input", "lavfi:testsrc2=size=640x360:rate=30[out0];sine=sample_rate=48000[out1]")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -246,7 +246,8 @@ func TestServeDemo(t *testing.T) {
 		t.Fatal("no exit within 10 s of SIGTERM")
 	}
 	out := stdout.String()
-	for _, want := range []string{`stream "demo" submitted`, `stream "demo" is running`, "360p", "fps", "kbit/s", "shutting down"} {
+	for _, want := range []string{`stream "demo" submitted`, `stream "demo" is running`, "360p", "fps", "kbit/s", "shutting down",
+		"RTMP ingest on", "SRT ingest on UDP", "WHIP ingest at"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
@@ -281,7 +282,7 @@ func TestServeRestartsEndedStream(t *testing.T) {
     ladder: `+writeFile(t, dir, "l.yaml", smallLadder)+`
 `)
 	addr := freePort(t)
-	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0")
+	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0", "--rtmp", "off", "--srt", "off")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -309,7 +310,7 @@ func TestServeRestartsEndedStream(t *testing.T) {
 // LL-HLS ladder with every rung as a level.
 func TestPlayerPage(t *testing.T) {
 	addr := freePort(t)
-	srv := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0",
+	srv := exec.Command(prismBin, "serve", "--demo", "--http", addr, "--data-dir", t.TempDir(), "--webrtc-port", "0", "--rtmp", "off", "--srt", "off",
 		"--stats-interval", "0", "--demo-input", "lavfi:testsrc2=size=854x480:rate=30[out0];sine=sample_rate=48000[out1]")
 	var srvErr bytes.Buffer
 	srv.Stderr = &srvErr
@@ -385,7 +386,7 @@ func TestServeTLSSpeaksHTTP2(t *testing.T) {
 	keyFile := writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
 	cfg := writeFile(t, dir, "prism.yaml", "http:\n  tls_cert: "+cert+"\n  tls_key: "+keyFile+"\n")
 	addr := freePort(t)
-	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--webrtc-port", "0")
+	cmd := exec.Command(prismBin, "serve", "--config", cfg, "--http", addr, "--data-dir", dir, "--webrtc-port", "0", "--rtmp", "off", "--srt", "off")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +423,7 @@ func TestBenchCalibratesCapacity(t *testing.T) {
 		t.Fatalf("calibration: %v %v", saved, err)
 	}
 	addr := freePort(t)
-	cmd := exec.Command(prismBin, "serve", "--http", addr, "--data-dir", data, "--webrtc-port", "0")
+	cmd := exec.Command(prismBin, "serve", "--http", addr, "--data-dir", data, "--webrtc-port", "0", "--rtmp", "off", "--srt", "off")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

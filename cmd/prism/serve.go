@@ -42,6 +42,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", "", "join an external NATS cluster at this URL instead of running an embedded server")
 	nodeID := fs.String("node-id", "", "this node's name in the cluster (default: the host name)")
 	rtcPort := fs.Int("webrtc-port", -1, "UDP (and ICE-TCP) port for WebRTC media (overrides the configuration; default 8189; 0: any free port)")
+	rtmpAddr := fs.String("rtmp", "", `RTMP ingest listen address (overrides the configuration; default :1935; "off" turns it off)`)
+	srtAddr := fs.String("srt", "", `SRT ingest listen address, UDP (overrides the configuration; default :8890; "off" turns it off)`)
 	ladderRef := fs.String("ladder", "default", "ladder for the demo stream: a YAML file or a shipped ladder name")
 	demoInput := fs.String("demo-input", DemoInput, "input URL of the demo stream")
 	statsEvery := fs.Duration("stats-interval", 5*time.Second, "how often to print per-rung stats (0: never)")
@@ -57,6 +59,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	for flagValue, field := range map[*string]*string{httpAddr: &cfg.HTTP.Address, dataDir: &cfg.DataDir, natsURL: &cfg.NATS.URL, nodeID: &cfg.Node.ID} {
 		if *flagValue != "" {
+			*field = *flagValue
+		}
+	}
+	for flagValue, field := range map[*string]*string{rtmpAddr: &cfg.Ingest.RTMP, srtAddr: &cfg.Ingest.SRT} {
+		switch *flagValue {
+		case "":
+		case "off":
+			*field = ""
+		default:
 			*field = *flagValue
 		}
 	}
@@ -110,8 +121,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rtc.Close()
 
-	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, Auth: authz, Inputs: policy}
+	ing := &node.Ingest{Node: nd, Config: cfg.Ingest, Pulled: cfg.Streams, Auth: authz, WebRTC: rtc.SettingEngine(), Log: log}
+	if err := ing.Initialize(); err != nil {
+		return err
+	}
+	defer ing.Close() // before the node: publishers go first, their jobs wait out the grace period
+
+	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, WebRTCLatency: rtc.Latency, Auth: authz, Inputs: policy, Ingest: ing}
 	mux := apiSrv.Handler()
+	if h := ing.WHIPHandler(); h != nil {
+		mux.Handle("/whip/", h)
+	}
 	mux.Handle("/hls/", apiSrv.GuardPlay("/hls/", hlsSrv))
 	mux.Handle("/whep/", apiSrv.GuardPlay("/whep/", rtc))
 	mux.Handle("GET /whep-player", webrtc.PlayerHandler())
@@ -147,6 +167,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "prism: node %s, HTTP on %s (player page /, /healthz, /readyz, /metrics, /api/v1/streams, /api/v1/jobs)\n", nd.ID(), base)
 	fmt.Fprintf(stdout, "prism: WebRTC media on UDP %s\n", rtc.UDPAddr())
+	if a := ing.RTMPAddr(); a != nil {
+		fmt.Fprintf(stdout, "prism: RTMP ingest on %s (rtmp://<host>:%s/live/<stream>)\n", a, portOf(a))
+	}
+	if a := ing.SRTAddr(); a != nil {
+		fmt.Fprintf(stdout, "prism: SRT ingest on UDP %s (srt://<host>:%s?streamid=publish:<stream>)\n", a, portOf(a))
+	}
+	if ing.WHIPHandler() != nil {
+		fmt.Fprintf(stdout, "prism: WHIP ingest at %s/whip/<stream>\n", base)
+	}
 	stopAnnouncing := streams.Watch(announcer(stdout))
 	defer stopAnnouncing()
 
@@ -186,6 +215,15 @@ loop:
 		runErr = nil
 	}
 	return runErr
+}
+
+// portOf is the port of a listener's address.
+func portOf(a net.Addr) string {
+	_, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return port
 }
 
 // announcer prints a stream's tracks when it appears in the registry. It

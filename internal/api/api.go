@@ -41,6 +41,11 @@ type Server struct {
 	// HLSLatency reports ingest-to-part-downloadable for a stream, when
 	// the HLS output serves it.
 	HLSLatency func(stream string) (p50, p95 time.Duration, ok bool)
+	// WebRTCLatency reports ingest to a frame handed to a WebRTC viewer.
+	WebRTCLatency func(stream string) (p50, p95 time.Duration, ok bool)
+	// Ingest is the node's push ingest (nil: none): its publishers show in
+	// /api/v1/streams and its metrics on /metrics.
+	Ingest *node.Ingest
 }
 
 // StreamInfo is a stream as /api/v1/streams shows it.
@@ -53,6 +58,8 @@ type StreamInfo struct {
 	// restarts and failovers to other nodes.
 	Restarts int       `json:"restarts"`
 	Job      *jobs.Job `json:"job,omitempty"`
+	// Publisher is the stream's publisher, when it is pushed to this node.
+	Publisher *node.PublisherInfo `json:"publisher,omitempty"`
 }
 
 func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
@@ -60,6 +67,11 @@ func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
 	job, err := s.Node.Store().Get(ctx, name)
 	if err == nil {
 		info.Job, info.State = redacted(job), string(job.State)
+	}
+	if s.Ingest != nil {
+		if p, ok := s.Ingest.Publisher(name); ok {
+			info.Publisher = &p
+		}
 	}
 	if src, ok := s.Streams.Get(name); ok {
 		info.Tracks, info.Stats = src.Tracks(), src.Stats()
@@ -106,7 +118,10 @@ func (s *Server) Handler() *http.ServeMux {
 	}))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newStreamCollector(s.Streams, s.HLSLatency), newAuthCollector(s.Auth))
+		newStreamCollector(s.Streams, s.HLSLatency, s.WebRTCLatency), newAuthCollector(s.Auth))
+	if s.Ingest != nil {
+		reg.MustRegister(s.Ingest.Collectors()...)
+	}
 	mux.Handle("GET /metrics", s.metricsGuard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	s.jobRoutes(mux)
 	webRoutes(mux)

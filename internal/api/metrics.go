@@ -17,6 +17,10 @@ type streamCollector struct {
 	// HLS output serves it.
 	hlsLatency func(stream string) (p50, p95 time.Duration, ok bool)
 	hlsPart    *prometheus.Desc
+	// rtcLatency reports ingest to a frame's last RTP packet handed to a
+	// viewer, when the WebRTC output serves the stream.
+	rtcLatency func(stream string) (p50, p95 time.Duration, ok bool)
+	rtcSent    *prometheus.Desc
 
 	speed, mediaTime          *prometheus.Desc
 	trackFrames, trackBytes   *prometheus.Desc
@@ -25,13 +29,15 @@ type streamCollector struct {
 	stageBusy, stageLatency   *prometheus.Desc
 }
 
-func newStreamCollector(streams *pipeline.Registry, hlsLatency func(string) (time.Duration, time.Duration, bool)) *streamCollector {
+func newStreamCollector(streams *pipeline.Registry, hlsLatency, rtcLatency func(string) (time.Duration, time.Duration, bool)) *streamCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("prism_"+name, help, labels, nil)
 	}
 	return &streamCollector{
 		streams:      streams,
 		hlsLatency:   hlsLatency,
+		rtcLatency:   rtcLatency,
+		rtcSent:      d("webrtc_send_latency_seconds", "Time from ingest to a video frame's last RTP packet handed to a viewer's track.", "stream", "quantile"),
 		hlsPart:      d("hls_part_latency_seconds", "Time from ingest to the LL-HLS part being downloadable.", "stream", "quantile"),
 		speed:        d("stream_speed", "Media time encoded per wall-clock second (1 = real time).", "stream"),
 		mediaTime:    d("stream_media_seconds", "Newest video timestamp encoded.", "stream"),
@@ -48,7 +54,7 @@ func newStreamCollector(streams *pipeline.Registry, hlsLatency func(string) (tim
 
 func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.speed, c.mediaTime, c.trackFrames, c.trackBytes, c.trackFPS,
-		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart} {
+		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart, c.rtcSent} {
 		ch <- d
 	}
 }
@@ -67,6 +73,12 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 			if p50, p95, ok := c.hlsLatency(name); ok {
 				m(c.hlsPart, prometheus.GaugeValue, p50.Seconds(), name, "0.5")
 				m(c.hlsPart, prometheus.GaugeValue, p95.Seconds(), name, "0.95")
+			}
+		}
+		if c.rtcLatency != nil {
+			if p50, p95, ok := c.rtcLatency(name); ok {
+				m(c.rtcSent, prometheus.GaugeValue, p50.Seconds(), name, "0.5")
+				m(c.rtcSent, prometheus.GaugeValue, p95.Seconds(), name, "0.95")
 			}
 		}
 		m(c.speed, prometheus.GaugeValue, s.Speed, name)
