@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -51,12 +52,17 @@ func ingestNode(t *testing.T, name, nodeConfig, extra string) (n *nodeProcess, r
     cam: %s
     srtcam: %s-srt
     webcam: %s-web
+    hevccam: %s-hevc
+    takecam: %s-take
+    relaycam: %s-relay
 ingest:
   rtmp: %q
   srt: %q
   grace: 4s
   ladder: %s
-%s`, adminToken, jwtSecret, publishKey, publishKey, publishKey, rtmpAddr, srtAddr, ladder, extra)
+  streams:
+    - {name: takecam, takeover: newest}
+%s`, adminToken, jwtSecret, publishKey, publishKey, publishKey, publishKey, publishKey, publishKey, rtmpAddr, srtAddr, ladder, extra)
 	return startNode(t, name, nodeConfig, cfg), rtmpAddr, srtAddr
 }
 
@@ -70,8 +76,13 @@ type publisher struct {
 
 func startPublisher(t *testing.T, seconds int, vcodec []string, format, url string) *publisher {
 	t.Helper()
+	return startPublisherSized(t, "640x360", seconds, vcodec, format, url)
+}
+
+func startPublisherSized(t *testing.T, size string, seconds int, vcodec []string, format, url string) *publisher {
+	t.Helper()
 	args := []string{"-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-f", "lavfi", "-i", "testsrc2=size=" + size + ":rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", fmt.Sprint(seconds)}
 	args = append(args, vcodec...)
 	args = append(args, "-c:a", "aac", "-b:a", "64k", "-f", format, url)
@@ -90,19 +101,20 @@ var x264 = []string{"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolat
 func (p *publisher) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	select {
-	case <-p.done:
+	case err := <-p.done:
+		p.done <- err // exitWithin may read it again
 	case <-time.After(5 * time.Second):
 	}
 }
 
 // exitWithin returns the publisher's exit error and true if it ended in d.
-func (p *publisher) exitWithin(d time.Duration) (error, bool) {
+func (p *publisher) exitWithin(d time.Duration) (ended bool, err error) {
 	select {
 	case err := <-p.done:
 		p.done <- err // stop may read it again
-		return err, true
+		return true, err
 	case <-time.After(d):
-		return nil, false
+		return false, nil
 	}
 }
 
@@ -233,19 +245,20 @@ func TestPushRTMPAndSRT(t *testing.T) {
 
 	// Wrong key, then a second publisher with the right one: both refused.
 	bad := startPublisher(t, 10, x264, "flv", "rtmp://"+rtmpAddr+"/live/cam?key=wrong-key-0000000000")
-	if err, ended := bad.exitWithin(15 * time.Second); !ended || err == nil {
+	if ended, err := bad.exitWithin(15 * time.Second); !ended || err == nil {
 		t.Errorf("a wrong key was not refused (ended %v, %v): %s", ended, err, bad.stderr.String())
 	}
 	second := startPublisher(t, 10, x264, "flv", rtmpURL)
-	if err, ended := second.exitWithin(15 * time.Second); !ended || err == nil {
+	if ended, err := second.exitWithin(15 * time.Second); !ended || err == nil {
 		t.Errorf("a second publisher was not refused (ended %v, %v): %s", ended, err, second.stderr.String())
 	}
 	pid1 := workerPID(t, n, "cam")
 
-	// Drop the publisher and come back within the grace period.
+	// Drop the publisher and come back within the grace period, at another
+	// size (a source change: the decoder follows the new parameter sets).
 	pub.stop()
 	before := viewer.video.Load()
-	pub = startPublisher(t, 60, x264, "flv", rtmpURL)
+	pub = startPublisherSized(t, "480x270", 60, x264, "flv", rtmpURL)
 	testutil.Eventually(t, 20*time.Second, "the reconnected publisher's media on the same WHEP session", func() bool {
 		s, ok := streamInfo(t, n, "cam")
 		return ok && s.Publisher != nil && s.Publisher.Reconnects == 1 && viewer.video.Load() > before+100
@@ -268,15 +281,41 @@ func TestPushRTMPAndSRT(t *testing.T) {
 	srtViewer := startWHEPViewer(t, n, "srtcam")
 	testutil.Eventually(t, 15*time.Second, "WHEP video from the SRT push", func() bool { return srtViewer.video.Load() > 50 })
 	badSRT := startPublisher(t, 10, x264, "mpegts", "srt://"+srtAddr+"?streamid=publish:srtcam2:wrong-key-000000&latency=120000")
-	if err, ended := badSRT.exitWithin(15 * time.Second); !ended || err == nil {
+	if ended, err := badSRT.exitWithin(15 * time.Second); !ended || err == nil {
 		t.Errorf("SRT with a wrong key was not refused (ended %v, %v)", ended, err)
 	}
 	srtPub.stop()
 
+	// HEVC over Enhanced RTMP, decoded by the worker.
+	hevc := startPublisher(t, 60, []string{"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error:keyint=30", "-b:v", "600k"},
+		"flv", "rtmp://"+rtmpAddr+"/live/hevccam?key="+publishKey+"-hevc")
+	testutil.Eventually(t, 30*time.Second, "the HEVC push running", func() bool {
+		s, ok := streamInfo(t, n, "hevccam")
+		return ok && s.State == string(jobs.StateRunning) && s.Stats.MediaTime > time.Second && s.Publisher != nil &&
+			len(s.Publisher.Tracks) > 0 && strings.HasPrefix(s.Publisher.Tracks[0], "h265")
+	})
+	hevc.stop()
+
+	// takeover: newest lets a second publisher replace the first.
+	takeURL := "rtmp://" + rtmpAddr + "/live/takecam?key=" + publishKey + "-take"
+	first := startPublisher(t, 60, x264, "flv", takeURL)
+	testutil.Eventually(t, 30*time.Second, "takecam running", func() bool {
+		s, ok := streamInfo(t, n, "takecam")
+		return ok && s.Stats.MediaTime > time.Second
+	})
+	newer := startPublisher(t, 60, x264, "flv", takeURL)
+	if ended, _ := first.exitWithin(15 * time.Second); !ended {
+		t.Error("takeover: newest: the first publisher was not disconnected")
+	}
+	if ended, err := newer.exitWithin(2 * time.Second); ended {
+		t.Errorf("takeover: newest: the newer publisher ended: %v %s", err, newer.stderr.String())
+	}
+	newer.stop()
+
 	// The metrics count sessions and refusals by protocol only.
 	code, body := request(t, "GET", n.base+"/metrics", adminToken, "")
-	for _, want := range []string{`prism_ingest_sessions{protocol="rtmp"} 1`, `prism_ingest_rejects_total{protocol="rtmp",reason="unauthorized"} 1`,
-		`prism_ingest_rejects_total{protocol="rtmp",reason="conflict"} 1`, `prism_ingest_reconnects_total{protocol="rtmp"} 1`} {
+	for _, want := range []string{`prism_ingest_sessions{protocol="rtmp"}`, `prism_ingest_rejects_total{protocol="rtmp",reason="unauthorized"} 1`,
+		`prism_ingest_rejects_total{protocol="rtmp",reason="conflict"} 1`, `prism_ingest_reconnects_total{protocol="rtmp"} `} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
@@ -350,4 +389,131 @@ func TestPushWHIPFromChromium(t *testing.T) {
 		t.Errorf("LL-HLS of the browser's publish: no video")
 	}
 	testutil.Report(t, "Chromium WHIP publish: source %v, played over WHEP (%d video packets) and LL-HLS", info.Publisher.Tracks, viewer.video.Load())
+}
+
+// TestJobPublishesToPrismOverWHIP: a job's simulcast WHIP publish (Prism's
+// own WHIP client, one RID per rung) into another Prism node's /whip: the
+// receiving node ingests the top layer and transcodes it again.
+func TestJobPublishesToPrismOverWHIP(t *testing.T) {
+	receiver, _, _ := ingestNode(t, "whiprecv", "", "")
+	sender := startNode(t, "whipsend", "", "")
+	spec := tinyJob("origin")
+	spec.Publish = []jobs.PublishTarget{{URL: receiver.base + "/whip/relaycam", Token: publishKey + "-relay"}}
+	if code, body := sender.post("/api/v1/jobs", spec); code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	var info api.StreamInfo
+	testutil.Eventually(t, 40*time.Second, "the relayed stream running on the receiver", func() bool {
+		var ok bool
+		info, ok = streamInfo(t, receiver, "relaycam")
+		return ok && info.State == string(jobs.StateRunning) && info.Stats.MediaTime > time.Second && info.Publisher != nil
+	})
+	if info.Publisher.Protocol != "whip" || len(info.Publisher.Tracks) == 0 || info.Publisher.Tracks[0] != "h264 320x180" {
+		t.Errorf("publisher %+v: want WHIP with the top rung (h264 320x180)", info.Publisher)
+	}
+	viewer := startWHEPViewer(t, receiver, "relaycam")
+	testutil.Eventually(t, 15*time.Second, "WHEP video of the relayed stream", func() bool { return viewer.video.Load() > 50 })
+	testutil.Report(t, "simulcast WHIP into Prism: source %v, re-transcoded and played over WHEP (%d video packets)", info.Publisher.Tracks, viewer.video.Load())
+}
+
+// TestPushHostile: garbage on the RTMP and SRT ports, a half handshake, 200
+// idle connections and a publisher whose H.264 is corrupt: none of it
+// stops the node or the stream already being pushed to it.
+func TestPushHostile(t *testing.T) {
+	testutil.NeedsFFmpeg(t)
+	n, rtmpAddr, srtAddr := ingestNode(t, "hostilenode", "", "")
+	good := startPublisher(t, 90, x264, "flv", "rtmp://"+rtmpAddr+"/live/cam?key="+publishKey)
+	defer good.stop()
+	media := func() time.Duration {
+		s, _ := streamInfo(t, n, "cam")
+		return s.Stats.MediaTime
+	}
+	testutil.Eventually(t, 30*time.Second, "the good stream running", func() bool { return media() > time.Second })
+	start := media()
+
+	junk := make([]byte, 64<<10)
+	for i := range junk {
+		junk[i] = byte(i*131 + i>>7)
+	}
+	for range 8 { // random bytes on the RTMP port
+		c, err := net.Dial("tcp", rtmpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write(junk)
+		_ = c.Close()
+	}
+	half, err := net.Dial("tcp", rtmpAddr) // C0+C1, then silence
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = half.Write(append([]byte{3}, junk[:1536]...))
+	defer half.Close()
+	var idle []net.Conn
+	for range 200 {
+		if c, err := net.Dial("tcp", rtmpAddr); err == nil {
+			idle = append(idle, c)
+		}
+	}
+	defer func() {
+		for _, c := range idle {
+			_ = c.Close()
+		}
+	}()
+	udp, err := net.Dial("udp", srtAddr) // random datagrams on the SRT port
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		_, _ = udp.Write(junk[i*100 : i*100+64+i*10])
+	}
+	_ = udp.Close()
+
+	// A publisher whose H.264 NAL units are corrupt: a TS with bytes
+	// flipped inside its packets' payloads, sent as is over SRT.
+	dir := t.TempDir()
+	clean, corrupt := dir+"/clean.ts", dir+"/corrupt.ts"
+	testutil.FFmpeg(t, "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-f", "mpegts", clean)
+	corruptTS(t, clean, corrupt)
+	bad := exec.Command(testutil.Tool(t, "ffmpeg"), "-hide_banner", "-loglevel", "quiet", "-re", "-i", corrupt, "-c", "copy", "-f", "mpegts",
+		"srt://"+srtAddr+"?streamid=publish:srtcam:"+publishKey+"-srt&latency=120000")
+	if err := bad.Run(); err != nil {
+		t.Logf("corrupt publisher: %v", err)
+	}
+	after := media()
+	if code, _ := n.get("/healthz"); code != 200 || n.exited() {
+		t.Fatalf("the node is down after the hostile inputs: %d\n%s", code, n.stderr.String())
+	}
+	if after-start < 5*time.Second {
+		t.Errorf("the good stream stalled: media %s → %s over the hostile inputs", start, after)
+	}
+	// A new publisher still gets in.
+	again := startPublisher(t, 30, x264, "mpegts", "srt://"+srtAddr+"?streamid=publish:srtcam:"+publishKey+"-srt&latency=120000")
+	defer again.stop()
+	testutil.Eventually(t, 30*time.Second, "a clean SRT publish after the corrupt one", func() bool {
+		s, ok := streamInfo(t, n, "srtcam")
+		return ok && s.Publisher != nil && s.Stats.MediaTime > time.Second
+	})
+	testutil.Report(t, "push hostile: random bytes on RTMP (8 conns) and SRT (60 datagrams), a half RTMP handshake, 200 idle RTMP connections, an SRT publisher with corrupt H.264: node up, the RTMP stream advanced %s meanwhile",
+		(after - start).Round(100*time.Millisecond))
+}
+
+// corruptTS copies a transport stream, flipping one byte in every
+// seventeenth packet's payload (the 4-byte header and the PES header stay
+// intact, so the demuxer carries the damage to the decoder).
+func corruptTS(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+188 <= len(b); i += 188 {
+		if (i/188)%17 == 5 && b[i+1]&0x40 == 0 { // not a payload unit start
+			b[i+100] ^= 0x5a
+			b[i+150] ^= 0xff
+		}
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -115,7 +115,7 @@ func (s *Stream) run(sub *subscription) {
 			s.end(err)
 			return
 		}
-		if !sameTracks(s.tracks, next.info.Tracks) && !(s.opts.source && sameCodecs(s.tracks, next.info.Tracks)) {
+		if changed := !sameTracks(s.tracks, next.info.Tracks); changed && (!s.opts.source || !sameCodecs(s.tracks, next.info.Tracks)) {
 			_ = next.sub.Unsubscribe()
 			s.end(fmt.Errorf("%s: %w", s.stream, ErrTracksChanged))
 			return

@@ -62,7 +62,10 @@ func TestSourcePlane(t *testing.T) {
 	// The publisher reconnects: a new PublishSource of the same stream.
 	_ = StopSource(ingestConn, "cam")
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the stopped publisher: %v", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("StopSource did not end the publisher")
 	}
@@ -75,5 +78,7 @@ func TestSourcePlane(t *testing.T) {
 	src.Publish(&pipeline.Packet{Track: 0, Data: []byte("more")})
 	read([]byte("more"), false)
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
