@@ -91,6 +91,16 @@ FUZZ_TARGETS ?= \
   ./outputs/webrtc:FuzzInspectOffer \
   ./outputs/webrtc:FuzzTrickleFragment \
   ./outputs/webrtc:FuzzWHEPPath \
+  ./pipeline/ingest/rtmp:FuzzParseURL \
+  ./pipeline/ingest/rtmp:FuzzAccessUnit \
+  ./pipeline/ingest/rtmp:FuzzMetadataFPS \
+  ./pipeline/ingest/rtmp:FuzzConn \
+  ./pipeline/ingest/srt:FuzzParseStreamID \
+  ./pipeline/ingest/srt:FuzzAligner \
+  ./pipeline/ingest/whip:FuzzDepacketize \
+  ./pipeline/ingest/whip:FuzzVP8Size \
+  ./pipeline/ingest/whip:FuzzInspectOffer \
+  ./pipeline/ingest/whip:FuzzParseSDPFrag \
   ./outputs/webrtc:FuzzDataChannelMessage
 
 fuzz: setup ## Run every fuzz target (FUZZ_TARGETS) for FUZZTIME (10s) each

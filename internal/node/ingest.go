@@ -369,7 +369,9 @@ func (in *Ingest) run(p *published, sc config.IngestStream) {
 	if err := in.ensureJob(ctx, sc, proto); err != nil {
 		in.Log.Error("pushed stream: cannot start its job", "stream", name, "error", err)
 		cancel()
-		_ = <-relayed
+		if err := <-relayed; err != nil {
+			in.Log.Debug("relay of a refused stream", "stream", name, "error", err)
+		}
 		return
 	}
 	in.Log.Info("publishing", "stream", name, "protocol", proto, "tracks", len(sess.Tracks()), "reconnect", p.resumed)
