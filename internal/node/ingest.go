@@ -366,7 +366,7 @@ func (in *Ingest) run(p *published, sc config.IngestStream) {
 	defer stop()
 	relayed := make(chan error, 1)
 	go func() { relayed <- relay.PublishSource(ctx, in.Node.nc, name, sess) }() // owned here: waited for below
-	if err := in.ensureJob(ctx, sc, proto); err != nil {
+	if err := in.ensureJob(ctx, sc, proto, sess.Tracks()); err != nil {
 		in.Log.Error("pushed stream: cannot start its job", "stream", name, "error", err)
 		cancel()
 		if err := <-relayed; err != nil {
@@ -404,9 +404,16 @@ func (in *Ingest) countBytes(ctx context.Context, sess *ingest.Session) {
 
 // ensureJob submits the pushed stream's job, unless it runs already (a
 // reconnect within the grace period: the same job continues).
-func (in *Ingest) ensureJob(ctx context.Context, sc config.IngestStream, proto string) error {
+func (in *Ingest) ensureJob(ctx context.Context, sc config.IngestStream, proto string, tracks []pipeline.Track) error {
 	spec := jobs.Spec{ID: sc.Name, Input: ingest.Input(sc.Name), Ladder: sc.Ladder, Outputs: sc.Outputs, Play: sc.Play,
 		Ingest: &jobs.IngestSpec{Protocol: proto, Grace: in.Config.Grace}}
+	for _, t := range tracks {
+		if t.Kind == pipeline.KindVideo && t.Width > 0 {
+			// Priced for this source, not for the ladder's nominal 1080p.
+			spec.Ingest.Width, spec.Ingest.Height, spec.Ingest.FPS = t.Width, t.Height, t.FPS
+			break
+		}
+	}
 	if ladder.IsPath(sc.Ladder) {
 		data, err := os.ReadFile(sc.Ladder)
 		if err != nil {

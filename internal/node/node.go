@@ -72,7 +72,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if n.store, err = jobs.OpenStore(openCtx, n.nc, jobs.StoreConfig{Replicas: cfg.NATS.Replicas, CheckLadder: ladder.Check}); err != nil {
+	if n.store, err = jobs.OpenStore(openCtx, n.nc, jobs.StoreConfig{Replicas: cfg.NATS.Replicas, CheckLadder: ladder.Check, SourceCost: ladder.SourceCost}); err != nil {
 		return err
 	}
 

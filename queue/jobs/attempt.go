@@ -61,6 +61,19 @@ func (n *Node) reserve(j *Job) *attempt {
 	return a
 }
 
+// reprice replaces the capacity the attempt holds with its real cost.
+func (a *attempt) reprice(c float64) {
+	n := a.node
+	n.mu.Lock()
+	if n.attempts[a.id] == a {
+		n.used += c - a.cost
+	}
+	a.cost = c
+	n.mu.Unlock()
+	n.poke(n.wake)
+	n.poke(n.beatCh)
+}
+
 // release gives the attempt's capacity back.
 func (a *attempt) release() {
 	n := a.node
@@ -150,6 +163,14 @@ func (a *attempt) run() {
 	defer cancelRun()
 	runningCh := make(chan struct{})
 	var runningOnce sync.Once
+	costCh := make(chan float64, 1)
+	runCtx = WithCostReporter(runCtx, func(c float64) {
+		select { // the latest report wins
+		case <-costCh:
+		default:
+		}
+		costCh <- c
+	})
 	result := make(chan error, 1)
 	spec := a.job.Spec
 	go func() { // owned by this attempt: run waits for result before returning
@@ -183,6 +204,15 @@ loop:
 				break loop
 			}
 			log.Info("job running", "revision", a.job.Revision)
+		case c := <-costCh:
+			a.reprice(c)
+			next := *a.job
+			next.State, next.Cost = state, c
+			if e, ok := a.renewWith(&next, &lastRenew); !ok {
+				end = e
+				break loop
+			}
+			log.Info("job repriced for its source", "cost", formatRate(c))
 		case <-renew.C:
 			next := *a.job
 			next.State = state // a failed write of "running" is repeated here

@@ -71,6 +71,10 @@ type IngestSpec struct {
 	Protocol string `json:"protocol"` // rtmp, srt, whip (of the first publisher)
 	// Grace is how long the job waits for a publisher that dropped.
 	Grace time.Duration `json:"grace_ns"`
+	// The publisher's video, which prices the job (StoreConfig.SourceCost).
+	Width  int     `json:"width,omitempty"`
+	Height int     `json:"height,omitempty"`
+	FPS    float64 `json:"fps,omitempty"`
 }
 
 // Paced reports whether file and lavfi inputs are read at 1x (Realtime).

@@ -74,6 +74,9 @@ type StoreConfig struct {
 	// CheckLadder validates ladder references at submission and gives the
 	// job's cost. Nil accepts any non-empty reference at cost 0.
 	CheckLadder LadderCheck
+	// SourceCost prices a pushed stream's job from its publisher's source
+	// (Spec.Ingest) instead of the nominal cost; nil keeps the nominal one.
+	SourceCost SourceCost
 	// OpTimeout bounds each JetStream request (default 5 s).
 	OpTimeout time.Duration
 	// MaxJobs bounds the jobs in the store, ended ones included (default

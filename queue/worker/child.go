@@ -17,6 +17,10 @@ import (
 // runningLine is what a worker prints on stdout once media flows.
 const runningLine = "running"
 
+// costPrefix starts the line on which a worker reports its job's real cost
+// (pixels per second, jobs.ReportCost) once the transcoder planned it.
+const costPrefix = "cost "
+
 // Child is a worker process's whole life (the hidden `prism worker`
 // command): it reads the job spec as one JSON line from stdin, connects to
 // natsURL with the options in ConnectEnv, publishes the job's media, prints
@@ -57,6 +61,7 @@ func Child(ctx context.Context, natsURL string, stdin io.Reader, stdout io.Write
 	if err != nil {
 		return &ExitError{ExitFailed, err}
 	}
+	ctx = jobs.WithCostReporter(ctx, func(c float64) { fmt.Fprintf(stdout, "%s%g\n", costPrefix, c) })
 	if err := runJob(ctx, nc, spec, l, log, func() { fmt.Fprintln(stdout, runningLine) }); err != nil {
 		return &ExitError{exitCode(err), err}
 	}

@@ -43,6 +43,7 @@ func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder
 		}
 		return err
 	}
+	jobs.ReportCost(ctx, sourceCost(src.Tracks()))
 	running()
 	pubCtx, stopPublishers := context.WithCancel(ctx)
 	var publishers sync.WaitGroup
@@ -57,6 +58,18 @@ func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder
 		return nil // stopped by the node
 	}
 	return errors.Join(perr, jerr)
+}
+
+// sourceCost is the encoding load of the rungs planned for the actual
+// source, in pixels per second.
+func sourceCost(tracks []pipeline.Track) float64 {
+	var c float64
+	for _, t := range tracks {
+		if t.Kind == pipeline.KindVideo {
+			c += float64(t.Width) * float64(t.Height) * t.FPS
+		}
+	}
+	return c
 }
 
 // sourceWait is how long a pushed stream's worker waits for the source on

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,8 +121,13 @@ func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()
 	readers.Go(func() { // ends when the worker's stdout closes
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if sc.Text() == runningLine {
+			line := sc.Text()
+			if line == runningLine {
 				running()
+			} else if v, ok := strings.CutPrefix(line, costPrefix); ok {
+				if c, err := strconv.ParseFloat(v, 64); err == nil {
+					jobs.ReportCost(ctx, c)
+				}
 			}
 		}
 	})

@@ -91,3 +91,16 @@ func Check(ref, inlineYAML string) (float64, error) {
 	}
 	return cost, nil
 }
+
+// SourceCost is the jobs.SourceCost: the cost of the reference's ladder for
+// a known source (0 fps counts as 30).
+func SourceCost(ref, inlineYAML string, width, height int, fps float64) (float64, error) {
+	l, err := Resolve(ref, inlineYAML)
+	if err != nil {
+		return 0, err
+	}
+	if fps <= 0 {
+		fps = nominalFPS
+	}
+	return Cost(l, width, height, fps)
+}
