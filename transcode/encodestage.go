@@ -27,6 +27,7 @@ type encodeStage struct {
 	onFirst  func()         // called after the first packet
 	pkt      *astiav.Packet // reused
 	sent     bool
+	lastKey  int64 // PTS of the last keyframe published (video)
 }
 
 func (e *encodeStage) run(ctx context.Context, in <-chan *astiav.Frame) error {
@@ -86,6 +87,12 @@ func (e *encodeStage) receive(start time.Time) error {
 		e.pkt.Unref()
 		if p.Duration <= 0 {
 			p.Duration = e.frameDur
+		}
+		if p.Keyframe && e.cursor != nil {
+			if e.sent && e.cursor.clock.discontinuityIn(e.lastKey, p.PTS) {
+				p.Discontinuity = true // the first IDR after the source changed
+			}
+			e.lastKey = p.PTS
 		}
 		p.Ingest = e.stamps.lookup(p.PTS)
 		e.stats.Done(p.Ingest, time.Since(start))

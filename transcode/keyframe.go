@@ -17,6 +17,33 @@ type keyframeClock struct {
 	hasEpoch bool
 	lastSeen int64
 	forced   [8]int64 // recent forced keyframe points, newest last; 0 = unused
+	// discont are recent source changes (a pushed stream's publisher came
+	// back): the first frame at or after each is an IDR on every rung and
+	// its packets carry Discontinuity. Newest last; 0 = unused.
+	discont [8]int64
+}
+
+// discontinuity marks a source change at pts: every rung puts an IDR on
+// the first frame at or after it, and marks that packet.
+func (c *keyframeClock) discontinuity(pts int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	copy(c.forced[:], c.forced[1:])
+	c.forced[len(c.forced)-1] = pts
+	copy(c.discont[:], c.discont[1:])
+	c.discont[len(c.discont)-1] = pts
+}
+
+// discontinuityIn reports whether a source change lies in (after, upTo].
+func (c *keyframeClock) discontinuityIn(after, upTo int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.discont {
+		if d != 0 && after < d && d <= upTo {
+			return true
+		}
+	}
+	return false
 }
 
 func newKeyframeClock(gopTicks int64) *keyframeClock {

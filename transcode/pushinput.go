@@ -49,6 +49,10 @@ type pushInput struct {
 	base     float64
 	queued   []*pipeline.Packet // read while probing, handed out first
 
+	// onDiscontinuity gets the 90 kHz PTS of the first video packet of a
+	// new publisher (a reconnect within the grace period).
+	onDiscontinuity func(pts int64)
+
 	// Container.
 	ioc      *astiav.IOContext
 	leftover []byte
@@ -271,6 +275,9 @@ func (p *pushInput) readPacket(pkt *astiav.Packet) (time.Time, error) {
 		}
 		if sp.Keyframe {
 			pkt.SetFlags(astiav.NewPacketFlags(astiav.PacketFlagKey))
+		}
+		if t := p.tracks[sp.Track]; sp.Discontinuity && t.Kind == pipeline.KindVideo && p.onDiscontinuity != nil {
+			p.onDiscontinuity(pts * pipeline.VideoClockRate / int64(t.ClockRate))
 		}
 		return sp.Ingest, nil
 	}

@@ -201,6 +201,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if p := t.in.push; p != nil {
 		context.AfterFunc(t.ctx, p.cancel) // unblocks a demux waiting for the publisher
+		p.onDiscontinuity = t.clock.discontinuity
 	}
 	t.started = time.Now()
 	t.vpackets = make(chan demuxedPacket, 64)

@@ -128,6 +128,23 @@ func streamInfo(t *testing.T, n *nodeProcess, name string) (api.StreamInfo, bool
 	return s, true
 }
 
+// hlsRungPlaylist is the first rung's LL-HLS media playlist, or "".
+func hlsRungPlaylist(n *nodeProcess, stream string) string {
+	code, body := n.get("/hls/" + stream + "/index.m3u8")
+	if code != 200 {
+		return ""
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasSuffix(l, ".m3u8") && !strings.HasPrefix(l, "#") {
+			if code, body := n.get("/hls/" + stream + "/" + l); code == 200 {
+				return string(body)
+			}
+			break
+		}
+	}
+	return ""
+}
+
 // workerPID is the worker process of a job on n, or 0.
 func workerPID(t *testing.T, n *nodeProcess, id string) int {
 	code, body := request(t, "GET", n.base+"/api/v1/jobs/"+id, adminToken, "")
@@ -263,10 +280,13 @@ func TestPushRTMPAndSRT(t *testing.T) {
 		s, ok := streamInfo(t, n, "cam")
 		return ok && s.Publisher != nil && s.Publisher.Reconnects == 1 && viewer.video.Load() > before+100
 	})
+	testutil.Eventually(t, 15*time.Second, "EXT-X-DISCONTINUITY in the LL-HLS playlists after the reconnect", func() bool {
+		return strings.Contains(hlsRungPlaylist(n, "cam"), "#EXT-X-DISCONTINUITY\n")
+	})
 	if pid2 := workerPID(t, n, "cam"); pid1 == 0 || pid2 != pid1 {
 		t.Errorf("reconnect: worker %d before, %d after: want the same job's worker still running", pid1, pid2)
 	}
-	testutil.Report(t, "RTMP push: refused a wrong key and a second publisher; a reconnect within the grace period resumed the same job (worker %d); the WHEP viewer kept its session (%d video packets)",
+	testutil.Report(t, "RTMP push: refused a wrong key and a second publisher; a reconnect within the grace period resumed the same job (worker %d); the WHEP viewer kept its session (%d video packets) and LL-HLS marked the change with EXT-X-DISCONTINUITY",
 		pid1, viewer.video.Load())
 
 	// SRT, with the key in the streamid.

@@ -43,6 +43,7 @@ type feeder struct {
 	// Read-back of the muxer's playlist (progress.go).
 	probing   bool          // the first-segment helper was started
 	synced    bool          // the first segment exists: read back after writes
+	discont   bool          // a source change waits for the next segment to start
 	state     playlistState // as last read back
 	partStart int64         // PTS that opened the part being written
 	pending   []pendingFrame
@@ -230,6 +231,9 @@ func (f *feeder) writeFrame(p *pipeline.Packet, au [][]byte) {
 		f.repairGap(p, au)
 	}
 	f.st.ingests.add(p.PTS, p.Ingest)
+	if p.Discontinuity && f.videoWrites > 0 {
+		f.discont = true
+	}
 	f.writeVideo(p.PTS, ntpOf(p), au, p.Keyframe, pendingFrame{ingest: p.Ingest, size: len(p.Data)})
 }
 
@@ -328,6 +332,10 @@ func (f *feeder) track(pts int64, key bool) {
 		f.partStart = pts
 	}
 	if s.nextMSN != f.state.nextMSN {
+		if f.discont {
+			f.discont = false
+			f.st.discont.add(s.nextMSN) // the segment this frame opened
+		}
 		last := f.pending[len(f.pending)-1].size
 		if f.measured && s.lastSegDuration > 0 {
 			f.r.setBits(float64(f.segBytes-last)*8/s.lastSegDuration.Seconds(), f.st.conf.SegmentCount)

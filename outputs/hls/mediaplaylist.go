@@ -127,6 +127,7 @@ func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
 	if err := pl.Unmarshal(body); err != nil {
 		return nil, err
 	}
+	st.discont.mark(&pl)
 	if pl.ServerControl != nil && pl.PartInf != nil {
 		hold := 3 * pl.PartInf.PartTarget
 		pl.ServerControl.PartHoldBack = &hold

@@ -50,6 +50,7 @@ type stream struct {
 
 	latency  latencyWindow
 	ingests  ingestLog                             // Ingest by video PTS, for gap repair
+	discont  discontinuities                       // segments that start after a source change
 	testHook func(rung string, p *pipeline.Packet) // see Server.testHook
 
 	ctx    context.Context

@@ -102,7 +102,7 @@ func TestFollowSurvivesHostileMessages(t *testing.T) {
 		{"more than the chunks carry", "0", craft(wireHeader{flags: flagChunked | flagKeyframe, instance: instance, seq: 9, chunks: 3, total: 40 << 20}, 0, make([]byte, room))},
 		{"chunk index past the count", "0", craft(wireHeader{flags: flagChunked, instance: instance, seq: 9, chunks: 2, total: 12}, 5, forged)},
 		{"chunk count 0", "0", craft(wireHeader{flags: flagKeyframe, instance: instance, seq: 9, total: 6}, 0, forged)},
-		{"wrong version", "0", withVersion(craft(wireHeader{flags: flagKeyframe, instance: instance, seq: 9, chunks: 1, total: 6}, 0, forged), 2)},
+		{"wrong version", "0", withVersion(craft(wireHeader{flags: flagKeyframe, instance: instance, seq: 9, chunks: 1, total: 6}, 0, forged), wireVersion+1)},
 		{"short header", "0", []byte{wireVersion, flagKeyframe, 0, 0}},
 		{"unknown flags", "0", craft(wireHeader{flags: flagKeyframe | 0x40, instance: instance, seq: 9, chunks: 1, total: 6}, 0, forged)},
 		{"mismatched instance", "0", craft(wireHeader{flags: flagKeyframe, instance: instance + 1, seq: 2, chunks: 1, total: 6}, 0, forged)},

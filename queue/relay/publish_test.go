@@ -60,7 +60,7 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 		{Track: 0, Data: pattern(room, 3), PTS: 3000, DTS: 0, Duration: 3000, Ingest: ingest.Add(33 * time.Millisecond)}, // exactly one message
 		{Track: 0, Data: pattern(room+1, 4), PTS: 6000, DTS: 3000, Duration: 3000},                                       // two chunks, the second 1 byte
 		{Track: 1, Data: nil, PTS: 1024, DTS: 1024, Duration: 1024},                                                      // empty
-		{Track: 0, Data: pattern(5, 5), PTS: 1 << 40, DTS: 1<<40 - 1, Duration: 3000, Keyframe: true},
+		{Track: 0, Data: pattern(5, 5), PTS: 1 << 40, DTS: 1<<40 - 1, Duration: 3000, Keyframe: true, Discontinuity: true},
 	}
 	for _, p := range sent {
 		job.Publish(p)
@@ -73,7 +73,7 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 			t.Fatalf("packet %d: %v", i, err)
 		}
 		if got.Track != want.Track || !bytes.Equal(got.Data, want.Data) || got.PTS != want.PTS || got.DTS != want.DTS ||
-			got.Duration != want.Duration || got.Keyframe != want.Keyframe || !got.Ingest.Equal(want.Ingest) {
+			got.Duration != want.Duration || got.Keyframe != want.Keyframe || !got.Ingest.Equal(want.Ingest) || got.Discontinuity != want.Discontinuity {
 			t.Fatalf("packet %d: got track %d len %d pts %d dts %d dur %d key %v ingest %v; want track %d len %d pts %d dts %d dur %d key %v ingest %v",
 				i, got.Track, len(got.Data), got.PTS, got.DTS, got.Duration, got.Keyframe, got.Ingest,
 				want.Track, len(want.Data), want.PTS, want.DTS, want.Duration, want.Keyframe, want.Ingest)

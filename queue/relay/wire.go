@@ -17,7 +17,8 @@ import (
 //
 //	off size field
 //	  0    1 version (wireVersion)
-//	  1    1 flags: 1 keyframe, 2 chunked, 4 ingest time present
+//	  1    1 flags: 1 keyframe, 2 chunked, 4 ingest time present,
+//	             8 discontinuity (the first packet after the job's source changed)
 //	  2    2 track index
 //	  4    8 publisher instance (random per Publish call)
 //	 12    4 sequence number of the packet on its track, +1 per packet
@@ -30,15 +31,16 @@ import (
 //	 48    8 ingest time, Unix nanoseconds
 //	 56      data
 const (
-	wireVersion = 1
+	wireVersion = 2 // 2: the discontinuity flag
 	headerLen   = 56
 
 	flagKeyframe = 1 << 0
 	flagChunked  = 1 << 1
 	flagIngest   = 1 << 2
+	flagDiscont  = 1 << 3
 	// knownFlags are the flags of wireVersion; a new flag needs a new
 	// version, so a message with any other bit set is not ours.
-	knownFlags = flagKeyframe | flagChunked | flagIngest
+	knownFlags = flagKeyframe | flagChunked | flagIngest | flagDiscont
 
 	maxChunks = 1<<16 - 1
 
@@ -93,6 +95,9 @@ func packetHeader(p *pipeline.Packet, instance uint64, seq uint32, chunks int) w
 	}
 	if chunks > 1 {
 		h.flags |= flagChunked
+	}
+	if p.Discontinuity {
+		h.flags |= flagDiscont
 	}
 	if !p.Ingest.IsZero() {
 		h.flags |= flagIngest
@@ -175,7 +180,7 @@ func decodeMessage(msg []byte) (wireHeader, []byte, error) {
 func (h *wireHeader) packet(data []byte) *pipeline.Packet {
 	p := &pipeline.Packet{
 		Track: int(h.track), Data: data, PTS: h.pts, DTS: h.dts, Duration: h.duration,
-		Keyframe: h.flags&flagKeyframe != 0,
+		Keyframe: h.flags&flagKeyframe != 0, Discontinuity: h.flags&flagDiscont != 0,
 	}
 	if h.flags&flagIngest != 0 {
 		p.Ingest = time.Unix(0, h.ingest)
