@@ -392,6 +392,18 @@ func TestPushAcrossNodes(t *testing.T) {
 func TestPushWHIPFromChromium(t *testing.T) {
 	testutil.NeedsFFmpeg(t)
 	n, _, _ := ingestNode(t, "whipnode", "", "")
+	// A page on another origin may publish too (webrtc.allow_origin).
+	pre, _ := http.NewRequest("OPTIONS", n.base+"/whip/webcam", nil)
+	pre.Header.Set("Origin", "https://studio.example")
+	pre.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := http.DefaultClient.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("WHIP CORS preflight: %d %v", resp.StatusCode, resp.Header)
+	}
 	testutil.StartBrowser(t, n.base+"/publish?stream=webcam&autostart&token="+publishKey+"-web",
 		"--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
 	var info api.StreamInfo

@@ -121,7 +121,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer rtc.Close()
 
-	ing := &node.Ingest{Node: nd, Config: cfg.Ingest, Pulled: cfg.Streams, Auth: authz, WebRTC: rtc.SettingEngine(), Log: log}
+	ing := &node.Ingest{Node: nd, Config: cfg.Ingest, Pulled: cfg.Streams, Auth: authz, WebRTC: rtc.SettingEngine(), AllowOrigin: cfg.WebRTC.AllowOrigin, Log: log}
 	if err := ing.Initialize(); err != nil {
 		return err
 	}

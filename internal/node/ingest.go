@@ -46,7 +46,10 @@ type Ingest struct {
 	// WebRTC are the WHEP server's ICE settings (its UDP/TCP mux): WHIP
 	// publishers use the same port.
 	WebRTC webrtc.SettingEngine
-	Log    *slog.Logger
+	// AllowOrigin is WHIP's CORS origin, as WHEP's (webrtc.allow_origin),
+	// so that a page on another origin can publish.
+	AllowOrigin string
+	Log         *slog.Logger
 
 	rtmp, rtmps *rtmp.Server
 	srt         *srt.Server
@@ -129,7 +132,7 @@ func (in *Ingest) Initialize() error {
 		}
 	}
 	if in.Config.WHIPEnabled() {
-		in.whip = &whip.Server{Handler: handler, Settings: in.WebRTC, Log: in.Log.With("protocol", "whip")}
+		in.whip = &whip.Server{Handler: handler, Settings: in.WebRTC, AllowOrigin: in.AllowOrigin, Log: in.Log.With("protocol", "whip")}
 		if err := in.whip.Initialize(); err != nil {
 			return fmt.Errorf("ingest: whip: %w", err)
 		}
