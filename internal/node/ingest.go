@@ -51,6 +51,7 @@ type Ingest struct {
 	AllowOrigin string
 	Log         *slog.Logger
 
+	limiter     *refusalLimiter
 	rtmp, rtmps *rtmp.Server
 	srt         *srt.Server
 	whip        *whip.Server
@@ -96,6 +97,7 @@ func (in *Ingest) Initialize() error {
 	in.live = map[string]*published{}
 	in.reconnects = map[string]int{}
 	in.metrics = newIngestMetrics()
+	in.limiter = newRefusalLimiter(maxAuthFailures, authFailureWindow, 4096)
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -261,9 +263,19 @@ func (in *Ingest) publish(ctx context.Context, req ingest.Request) (*ingest.Sess
 			return nil, in.refusal(req, "conflict", fmt.Errorf("%w: %q is a pulled stream (streams in the configuration)", ingest.ErrConflict, name))
 		}
 	}
+	host := remoteHost(req)
+	limited := !auth.IsLoopback(host) // a local publisher is trusted not to guess
+	if blocked, left := in.limiter.blocked(host, time.Now()); limited && blocked {
+		return nil, in.refusal(req, "rate_limited", fmt.Errorf("%w: too many refused attempts from %s: retry in %s",
+			ingest.ErrUnauthorized, host, left.Round(time.Second)))
+	}
 	if err := in.authorize(req); err != nil {
+		if limited {
+			in.limiter.failed(host, time.Now())
+		}
 		return nil, in.refusal(req, "unauthorized", err)
 	}
+	in.limiter.succeeded(host)
 
 	in.mu.Lock()
 	old := in.live[name]
@@ -323,14 +335,29 @@ func (in *Ingest) authorize(req ingest.Request) error {
 		}
 		return nil
 	}
-	host := ""
-	if req.Remote != nil {
-		host = req.Remote.String()
-	}
-	if !auth.IsLoopback(host) {
+	if !auth.IsLoopback(remoteHost(req)) {
 		return fmt.Errorf("%w: no authentication is configured, so only loopback publishers are accepted (set auth.publish_keys)", ingest.ErrUnauthorized)
 	}
 	return nil
+}
+
+// Refused credentials: after maxAuthFailures from one remote host within
+// authFailureWindow, that host is refused at once until the window passed.
+const (
+	maxAuthFailures   = 20
+	authFailureWindow = time.Minute
+)
+
+// remoteHost is the publisher's address without the port.
+func remoteHost(req ingest.Request) string {
+	if req.Remote == nil {
+		return ""
+	}
+	h, _, err := net.SplitHostPort(req.Remote.String())
+	if err != nil {
+		return req.Remote.String()
+	}
+	return h
 }
 
 // readyTimeout bounds how long a publisher may take to show its tracks.

@@ -19,7 +19,7 @@ func newIngestMetrics() *ingestMetrics {
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prism_ingest_bytes_total",
 			Help: "Media bytes received from publishers."}, []string{"protocol"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prism_ingest_rejects_total",
-			Help: "Publishers refused, by reason (unauthorized, not_found, conflict)."}, []string{"protocol", "reason"}),
+			Help: "Publishers refused, by reason (unauthorized, rate_limited, not_found, conflict)."}, []string{"protocol", "reason"}),
 		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prism_ingest_reconnects_total",
 			Help: "Publishers that resumed their stream's running job (within the grace period)."}, []string{"protocol"}),
 	}
