@@ -30,6 +30,10 @@ type decoder struct {
 	log      *slog.Logger
 	errs     int
 	decoded  uint64
+	// onDiscontinuity gets the output PTS of the first frame decoded after
+	// a packet marked discont (video of a pushed source).
+	onDiscontinuity func(pts int64)
+	discPending     bool
 }
 
 func openDecoder(kind string, in *input, s *astiav.Stream, threads int, clock astiav.Rational, frameDur int64,
@@ -70,6 +74,9 @@ func (d *decoder) decode(dp *demuxedPacket, emit func(f *astiav.Frame, ingest ti
 	if dp == nil {
 		_ = d.cc.SendPacket(nil)
 	} else {
+		if dp.discont {
+			d.discPending = true
+		}
 		if pts := dp.pkt.Pts(); pts != astiav.NoPtsValue {
 			if len(d.pending) > 512 { // frames that never came out; don't grow
 				clear(d.pending)
@@ -114,6 +121,10 @@ func (d *decoder) decode(dp *demuxedPacket, emit func(f *astiav.Frame, ingest ti
 			continue
 		}
 		f.SetPts(pts)
+		if d.discPending && d.onDiscontinuity != nil {
+			d.discPending = false
+			d.onDiscontinuity(pts) // on the output timeline, after any folding
+		}
 		d.decoded++
 		d.stats.Done(ingest, time.Since(start))
 		if err := emit(f, ingest); err != nil {

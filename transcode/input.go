@@ -39,13 +39,20 @@ type input struct {
 	unopened    bool           // fc only holds streams: never opened, not demuxed
 }
 
-// readPacket reads the next packet and when its data entered Prism.
-func (in *input) readPacket(pkt *astiav.Packet) (time.Time, error) {
+// readPacket reads the next packet, when its data entered Prism, and
+// whether it is the first video keyframe after the source changed (a
+// pushed stream's publisher came back).
+func (in *input) readPacket(pkt *astiav.Packet) (time.Time, bool, error) {
 	if in.push != nil && in.unopened {
 		return in.push.readPacket(pkt)
 	}
 	err := in.fc.ReadFrame(pkt)
-	return time.Now(), err
+	discont := false
+	if p := in.push; err == nil && p != nil && p.containerDisc && in.video != nil &&
+		pkt.StreamIndex() == in.video.Index() && pkt.Flags().Has(astiav.PacketFlagKey) {
+		discont, p.containerDisc = true, false
+	}
+	return time.Now(), discont, err
 }
 
 // pickStreams chooses the first decodable video and audio streams.
@@ -349,4 +356,7 @@ func (in *input) close() {
 type demuxedPacket struct {
 	pkt    *astiav.Packet
 	ingest time.Time
+	// discont: the first video keyframe after the source changed; the
+	// decoder marks its frame on the keyframe clock.
+	discont bool
 }

@@ -49,13 +49,10 @@ type pushInput struct {
 	base     float64
 	queued   []*pipeline.Packet // read while probing, handed out first
 
-	// onDiscontinuity gets the 90 kHz PTS of the first video packet of a
-	// new publisher (a reconnect within the grace period).
-	onDiscontinuity func(pts int64)
-
 	// Container.
-	ioc      *astiav.IOContext
-	leftover []byte
+	ioc           *astiav.IOContext
+	leftover      []byte
+	containerDisc bool // a new publisher's bytes came: mark the next video keyframe
 }
 
 // codecIDs maps pipeline codec names to FFmpeg decoders.
@@ -240,7 +237,7 @@ func describeTracks(tracks []pipeline.Track) string {
 
 // readPacket fills pkt with the next packet of a used track, on the time
 // base of its stream, rebased so the first video keyframe is at zero.
-func (p *pushInput) readPacket(pkt *astiav.Packet) (time.Time, error) {
+func (p *pushInput) readPacket(pkt *astiav.Packet) (time.Time, bool, error) {
 	for {
 		var sp *pipeline.Packet
 		if len(p.queued) > 0 {
@@ -248,7 +245,7 @@ func (p *pushInput) readPacket(pkt *astiav.Packet) (time.Time, error) {
 		} else {
 			var err error
 			if sp, err = p.reader.Read(p.ctx); err != nil {
-				return time.Time{}, astiav.ErrEof
+				return time.Time{}, false, astiav.ErrEof
 			}
 		}
 		idx, ok := p.streamOf[sp.Track]
@@ -264,7 +261,7 @@ func (p *pushInput) readPacket(pkt *astiav.Packet) (time.Time, error) {
 		buf := make([]byte, len(sp.Data)+inputPadding)
 		copy(buf, sp.Data)
 		if err := pkt.FromData(buf); err != nil {
-			return time.Time{}, fmt.Errorf("%w: packet: %w", ErrDecode, err)
+			return time.Time{}, false, fmt.Errorf("%w: packet: %w", ErrDecode, err)
 		}
 		pkt.SetSize(len(sp.Data))
 		pkt.SetStreamIndex(idx)
@@ -276,10 +273,7 @@ func (p *pushInput) readPacket(pkt *astiav.Packet) (time.Time, error) {
 		if sp.Keyframe {
 			pkt.SetFlags(astiav.NewPacketFlags(astiav.PacketFlagKey))
 		}
-		if t := p.tracks[sp.Track]; sp.Discontinuity && t.Kind == pipeline.KindVideo && p.onDiscontinuity != nil {
-			p.onDiscontinuity(pts * pipeline.VideoClockRate / int64(t.ClockRate))
-		}
-		return sp.Ingest, nil
+		return sp.Ingest, sp.Discontinuity && p.tracks[sp.Track].Kind == pipeline.KindVideo, nil
 	}
 }
 
@@ -331,6 +325,9 @@ func (p *pushInput) readBytes(b []byte) (int, error) {
 			return 0, io.EOF
 		}
 		p.leftover = sp.Data
+		if sp.Discontinuity {
+			p.containerDisc = true
+		}
 	}
 	n := copy(b, p.leftover)
 	p.leftover = p.leftover[n:]

@@ -201,7 +201,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if p := t.in.push; p != nil {
 		context.AfterFunc(t.ctx, p.cancel) // unblocks a demux waiting for the publisher
-		p.onDiscontinuity = t.clock.discontinuity
+		t.vdec.onDiscontinuity = t.clock.discontinuity
 	}
 	t.started = time.Now()
 	t.vpackets = make(chan demuxedPacket, 64)
@@ -309,7 +309,7 @@ func (t *Transcoder) demux() error {
 	errs := 0
 	for {
 		pkt := astiav.AllocPacket()
-		ingest, err := t.in.readPacket(pkt)
+		ingest, discont, err := t.in.readPacket(pkt)
 		now := time.Now()
 		if t.in.push == nil {
 			ingest = now
@@ -376,7 +376,7 @@ func (t *Transcoder) demux() error {
 		}
 		t.demuxSt.Done(time.Time{}, time.Since(now))
 		select {
-		case out <- demuxedPacket{pkt: pkt, ingest: ingest}:
+		case out <- demuxedPacket{pkt: pkt, ingest: ingest, discont: discont && idx == vi}:
 		case <-t.ctx.Done():
 			pkt.Free()
 			return nil

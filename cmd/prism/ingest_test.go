@@ -300,6 +300,23 @@ func TestPushRTMPAndSRT(t *testing.T) {
 	}
 	srtViewer := startWHEPViewer(t, n, "srtcam")
 	testutil.Eventually(t, 15*time.Second, "WHEP video from the SRT push", func() bool { return srtViewer.video.Load() > 50 })
+	// An SRT reconnect within grace: the same job, marked on LL-HLS too.
+	srtURL := "srt://" + srtAddr + "?streamid=publish:srtcam:" + publishKey + "-srt&latency=120000"
+	srtPub.stop()
+	// Like OBS, retry when refused: the listener may not have noticed yet
+	// that the killed publisher is gone (SRT has no connection to reset).
+	for attempt := 0; ; attempt++ {
+		srtPub = startPublisher(t, 60, x264, "mpegts", srtURL)
+		if ended, _ := srtPub.exitWithin(3 * time.Second); !ended {
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("the SRT publisher could not come back: %s", srtPub.stderr.String())
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, "EXT-X-DISCONTINUITY after the SRT reconnect", func() bool {
+		return strings.Contains(hlsRungPlaylist(n, "srtcam"), "#EXT-X-DISCONTINUITY\n")
+	})
 	badSRT := startPublisher(t, 10, x264, "mpegts", "srt://"+srtAddr+"?streamid=publish:srtcam2:wrong-key-000000&latency=120000")
 	if ended, err := badSRT.exitWithin(15 * time.Second); !ended || err == nil {
 		t.Errorf("SRT with a wrong key was not refused (ended %v, %v)", ended, err)

@@ -73,6 +73,26 @@ type published struct {
 	resumed bool // the stream's job was already running: a reconnect
 }
 
+// silentAfter: a publisher that sent nothing for this long is taken for
+// gone, and a new publisher of its stream replaces it. A live encoder sends
+// every frame (30 a second); only a credential for the stream can replace
+// it, so a short stall costs nothing to an honest publisher.
+const silentAfter = 300 * time.Millisecond
+
+// lastMedia is when the publisher's last packet (or its start) came.
+func (p *published) lastMedia() time.Time {
+	if c := p.sess.Counters(); c.LastPacket.After(p.started) {
+		return c.LastPacket
+	}
+	return p.started
+}
+
+// silent reports whether the publisher sent nothing for silentAfter, past
+// the time a new one may take to show its tracks.
+func (p *published) silent(now time.Time) bool {
+	return now.Sub(p.lastMedia()) > silentAfter && now.Sub(p.started) > readyTimeout/4
+}
+
 // PublisherInfo describes a publisher on this node (the JSON API).
 type PublisherInfo struct {
 	Stream     string    `json:"stream"`
@@ -281,7 +301,14 @@ func (in *Ingest) publish(ctx context.Context, req ingest.Request) (*ingest.Sess
 	old := in.live[name]
 	in.mu.Unlock()
 	newest := sc.Takeover == config.TakeoverNewest
+	silent := old != nil && old.silent(time.Now())
 	switch {
+	case silent:
+		// The publisher dropped without closing (SRT over a lost link, a
+		// killed encoder) and its listener has not noticed yet: the new
+		// connection is that publisher coming back.
+		in.Log.Info("replacing a publisher that went silent", "stream", name, "silent_for", time.Since(old.lastMedia()).Round(time.Millisecond))
+		_ = old.sess.Close()
 	case old != nil && !newest:
 		return nil, in.refusal(req, "conflict", fmt.Errorf("%w: %q is being published (from %s since %s)", ingest.ErrConflict, name,
 			old.sess.Request.Protocol, old.started.Format(time.TimeOnly)))

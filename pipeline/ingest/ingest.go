@@ -108,6 +108,7 @@ type Session struct {
 	packets   uint64
 	keyframes uint64
 	lastKey   time.Time
+	lastPkt   time.Time
 	meter     *pipeline.RateMeter
 }
 
@@ -170,6 +171,7 @@ func (s *Session) WritePacket(p *pipeline.Packet) {
 	}
 	s.bytes += uint64(len(p.Data))
 	s.packets++
+	s.lastPkt = now
 	if p.Keyframe && kind == pipeline.KindVideo {
 		s.keyframes++
 		s.lastKey = now
@@ -220,6 +222,7 @@ type Counters struct {
 	Bytes, Packets, Keyframes uint64
 	Bitrate                   float64 // bits per second over the last seconds
 	LastKeyframe              time.Time
+	LastPacket                time.Time
 }
 
 // Counters returns the session's counters.
@@ -227,7 +230,7 @@ func (s *Session) Counters() Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, bps := s.meter.Rate(time.Now())
-	return Counters{Bytes: s.bytes, Packets: s.packets, Keyframes: s.keyframes, Bitrate: bps, LastKeyframe: s.lastKey}
+	return Counters{Bytes: s.bytes, Packets: s.packets, Keyframes: s.keyframes, Bitrate: bps, LastKeyframe: s.lastKey, LastPacket: s.lastPkt}
 }
 
 // Stats implements pipeline.Source.
