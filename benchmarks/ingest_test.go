@@ -10,12 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
+	"github.com/prism-streaming/prism/internal/testutil"
 )
 
 // TestIngestLatency is the push-ingest benchmark (`make bench-ingest`; it
@@ -81,7 +80,7 @@ func TestIngestLatency(t *testing.T) {
 	waitFor(t, 30*time.Second, "the pushed stream on LL-HLS", func() bool {
 		return strings.Contains(get(base+"/hls/bench/index.m3u8"), "#EXTM3U")
 	})
-	video := watchWHEP(t, base+"/whep/bench")
+	viewer := testutil.StartWHEPViewer(t, base+"/whep/bench")
 	// An LL-HLS client's blocking reloads, as a player would make them.
 	stopHLS := make(chan struct{})
 	defer close(stopHLS)
@@ -111,7 +110,7 @@ func TestIngestLatency(t *testing.T) {
 		t.Fatalf("latency metrics missing:\n%s", strings.Join(lines, "\n"))
 	}
 	report := fmt.Sprintf("push ingest latency, RTMP 720p30 H.264+AAC (FFmpeg CLI, -re) through the default ladder on this machine (%d CPUs), 30 s window, 1 WHEP viewer (%d video packets):\n  %s\n",
-		cpus(), video.Load(), strings.Join(lines, "\n  "))
+		cpus(), viewer.Video.Load(), strings.Join(lines, "\n  "))
 	t.Log(report)
 	fmt.Print(report)
 }
@@ -146,52 +145,4 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// watchWHEP connects a pion viewer and counts its video packets.
-func watchWHEP(t *testing.T, url string) *atomic.Int64 {
-	t.Helper()
-	var video atomic.Int64
-	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		for {
-			if _, _, err := tr.ReadRTP(); err != nil {
-				return
-			}
-			if tr.Kind() == webrtc.RTPCodecTypeVideo {
-				video.Add(1)
-			}
-		}
-	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	resp, err := http.Post(url, "application/sdp", strings.NewReader(pc.LocalDescription().SDP))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 201 {
-		t.Fatalf("WHEP: %d %s", resp.StatusCode, answer)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
-		t.Fatal(err)
-	}
-	return &video
 }

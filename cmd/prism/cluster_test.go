@@ -192,20 +192,27 @@ func tinyJob(id string) jobs.Spec {
 		Ladder: "tiny", LadderYAML: tinyJobLadder, Restart: true}
 }
 
-// TestFailoverAcrossProcesses: three prism processes on a three-server NATS
-// cluster (replicas 3). The node running a job is killed with SIGKILL;
-// another node takes the job over and a surviving node's outputs resume.
-func TestFailoverAcrossProcesses(t *testing.T) {
+// natsCluster starts a three-server NATS cluster for the test and returns
+// its servers and the node configuration that joins it.
+func natsCluster(t *testing.T) ([]*bus.Embedded, string) {
+	t.Helper()
 	servers, err := bus.StartLocalCluster(3, t.TempDir(), "t0ken")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var urls []string
 	for _, s := range servers {
-		defer s.Close()
+		t.Cleanup(s.Close)
 		urls = append(urls, s.ClientURL())
 	}
-	natsCfg := fmt.Sprintf("nats:\n  url: %s\n  token: t0ken\n", strings.Join(urls, ","))
+	return servers, fmt.Sprintf("nats:\n  url: %s\n  token: t0ken\n", strings.Join(urls, ","))
+}
+
+// TestFailoverAcrossProcesses: three prism processes on a three-server NATS
+// cluster (replicas 3). The node running a job is killed with SIGKILL;
+// another node takes the job over and a surviving node's outputs resume.
+func TestFailoverAcrossProcesses(t *testing.T) {
+	servers, natsCfg := natsCluster(t)
 	nodes := map[string]*nodeProcess{}
 	for _, name := range []string{"n1", "n2", "n3"} {
 		nodes[name] = startNode(t, name, "", natsCfg)

@@ -3,23 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-
 	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/testutil"
-	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/jobs"
 )
 
@@ -176,64 +171,6 @@ func probeHLS(t *testing.T, n *nodeProcess, stream string) []string {
 	return sizes
 }
 
-// whepViewer is a pion WHEP client counting the RTP packets it receives.
-type whepViewer struct {
-	pc    *webrtc.PeerConnection
-	video atomic.Int64
-	audio atomic.Int64
-}
-
-func startWHEPViewer(t *testing.T, n *nodeProcess, stream string) *whepViewer {
-	t.Helper()
-	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := &whepViewer{pc: pc}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		count := &v.audio
-		if tr.Kind() == webrtc.RTPCodecTypeVideo {
-			count = &v.video
-		}
-		for {
-			if _, _, err := tr.ReadRTP(); err != nil {
-				return
-			}
-			count.Add(1)
-		}
-	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-gathered
-	req, _ := http.NewRequest("POST", n.base+"/whep/"+stream, strings.NewReader(pc.LocalDescription().SDP))
-	req.Header.Set("Content-Type", "application/sdp")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 201 {
-		t.Fatalf("WHEP %s: %d %s", stream, resp.StatusCode, answer)
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // TestPushRTMPAndSRT: the FFmpeg CLI publishes over RTMP and over SRT; each
 // stream becomes a job on the ingest ladder and plays over LL-HLS (ffprobe)
 // and WHEP (pion). A publisher that drops and comes back within the grace
@@ -257,8 +194,8 @@ func TestPushRTMPAndSRT(t *testing.T) {
 	if sizes := probeHLS(t, n, "cam"); len(sizes) != 2 || sizes[0] != "320,180" {
 		t.Errorf("LL-HLS of the RTMP push: video %v, want the tiny ladder (320,180 and 160,90)", sizes)
 	}
-	viewer := startWHEPViewer(t, n, "cam")
-	testutil.Eventually(t, 15*time.Second, "WHEP video from the RTMP push", func() bool { return viewer.video.Load() > 50 })
+	viewer := testutil.StartWHEPViewer(t, n.base+"/whep/cam")
+	testutil.Eventually(t, 15*time.Second, "WHEP video from the RTMP push", func() bool { return viewer.Video.Load() > 50 })
 
 	// Wrong key, then a second publisher with the right one: both refused.
 	bad := startPublisher(t, 10, x264, "flv", "rtmp://"+rtmpAddr+"/live/cam?key=wrong-key-0000000000")
@@ -274,11 +211,11 @@ func TestPushRTMPAndSRT(t *testing.T) {
 	// Drop the publisher and come back within the grace period, at another
 	// size (a source change: the decoder follows the new parameter sets).
 	pub.stop()
-	before := viewer.video.Load()
+	before := viewer.Video.Load()
 	pub = startPublisherSized(t, "480x270", 60, x264, "flv", rtmpURL)
 	testutil.Eventually(t, 20*time.Second, "the reconnected publisher's media on the same WHEP session", func() bool {
 		s, ok := streamInfo(t, n, "cam")
-		return ok && s.Publisher != nil && s.Publisher.Reconnects == 1 && viewer.video.Load() > before+100
+		return ok && s.Publisher != nil && s.Publisher.Reconnects == 1 && viewer.Video.Load() > before+100
 	})
 	testutil.Eventually(t, 15*time.Second, "EXT-X-DISCONTINUITY in the LL-HLS playlists after the reconnect", func() bool {
 		return strings.Contains(hlsRungPlaylist(n, "cam"), "#EXT-X-DISCONTINUITY\n")
@@ -287,7 +224,7 @@ func TestPushRTMPAndSRT(t *testing.T) {
 		t.Errorf("reconnect: worker %d before, %d after: want the same job's worker still running", pid1, pid2)
 	}
 	testutil.Report(t, "RTMP push: refused a wrong key and a second publisher; a reconnect within the grace period resumed the same job (worker %d); the WHEP viewer kept its session (%d video packets) and LL-HLS marked the change with EXT-X-DISCONTINUITY",
-		pid1, viewer.video.Load())
+		pid1, viewer.Video.Load())
 
 	// SRT, with the key in the streamid.
 	srtPub := startPublisher(t, 60, x264, "mpegts", "srt://"+srtAddr+"?streamid=publish:srtcam:"+publishKey+"-srt&latency=120000")
@@ -298,8 +235,8 @@ func TestPushRTMPAndSRT(t *testing.T) {
 	if sizes := probeHLS(t, n, "srtcam"); len(sizes) != 2 {
 		t.Errorf("LL-HLS of the SRT push: video %v, want two rungs", sizes)
 	}
-	srtViewer := startWHEPViewer(t, n, "srtcam")
-	testutil.Eventually(t, 15*time.Second, "WHEP video from the SRT push", func() bool { return srtViewer.video.Load() > 50 })
+	srtViewer := testutil.StartWHEPViewer(t, n.base+"/whep/srtcam")
+	testutil.Eventually(t, 15*time.Second, "WHEP video from the SRT push", func() bool { return srtViewer.Video.Load() > 50 })
 	// An SRT reconnect within grace: the same job, marked on LL-HLS too.
 	srtURL := "srt://" + srtAddr + "?streamid=publish:srtcam:" + publishKey + "-srt&latency=120000"
 	srtPub.stop()
@@ -364,16 +301,7 @@ func TestPushRTMPAndSRT(t *testing.T) {
 // job runs on another node, and a viewer watches on the third.
 func TestPushAcrossNodes(t *testing.T) {
 	testutil.NeedsFFmpeg(t)
-	servers, err := bus.StartLocalCluster(3, t.TempDir(), "t0ken")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var urls []string
-	for _, s := range servers {
-		defer s.Close()
-		urls = append(urls, s.ClientURL())
-	}
-	natsCfg := fmt.Sprintf("nats:\n  url: %s\n  token: t0ken\n", strings.Join(urls, ","))
+	_, natsCfg := natsCluster(t)
 	a, rtmpAddr, _ := ingestNode(t, "na", "  capacity: -1\n", natsCfg)
 	b, _, _ := ingestNode(t, "nb", "", natsCfg)
 	c, _, _ := ingestNode(t, "nc", "", natsCfg)
@@ -395,12 +323,12 @@ func TestPushAcrossNodes(t *testing.T) {
 	if owner == "nb" {
 		viewerNode = c
 	}
-	viewer := startWHEPViewer(t, viewerNode, "cam")
-	testutil.Eventually(t, 20*time.Second, "WHEP video on the third node", func() bool { return viewer.video.Load() > 50 })
+	viewer := testutil.StartWHEPViewer(t, viewerNode.base+"/whep/cam")
+	testutil.Eventually(t, 20*time.Second, "WHEP video on the third node", func() bool { return viewer.Video.Load() > 50 })
 	if sizes := probeHLS(t, viewerNode, "cam"); len(sizes) != 2 {
 		t.Errorf("LL-HLS on %s: %v", viewerNode.name, sizes)
 	}
-	testutil.Report(t, "push across nodes: RTMP into na, job on %s, viewer on %s: %d video packets", owner, viewerNode.name, viewer.video.Load())
+	testutil.Report(t, "push across nodes: RTMP into na, job on %s, viewer on %s: %d video packets", owner, viewerNode.name, viewer.Video.Load())
 }
 
 // TestPushWHIPFromChromium: Chromium publishes its fake camera over WHIP
@@ -432,12 +360,12 @@ func TestPushWHIPFromChromium(t *testing.T) {
 	if info.Publisher.Protocol != "whip" {
 		t.Errorf("publisher %+v", info.Publisher)
 	}
-	viewer := startWHEPViewer(t, n, "webcam")
-	testutil.Eventually(t, 15*time.Second, "WHEP video from the browser's publish", func() bool { return viewer.video.Load() > 50 })
+	viewer := testutil.StartWHEPViewer(t, n.base+"/whep/webcam")
+	testutil.Eventually(t, 15*time.Second, "WHEP video from the browser's publish", func() bool { return viewer.Video.Load() > 50 })
 	if sizes := probeHLS(t, n, "webcam"); len(sizes) == 0 {
 		t.Errorf("LL-HLS of the browser's publish: no video")
 	}
-	testutil.Report(t, "Chromium WHIP publish: source %v, played over WHEP (%d video packets) and LL-HLS", info.Publisher.Tracks, viewer.video.Load())
+	testutil.Report(t, "Chromium WHIP publish: source %v, played over WHEP (%d video packets) and LL-HLS", info.Publisher.Tracks, viewer.Video.Load())
 }
 
 // TestJobPublishesToPrismOverWHIP: a job's simulcast WHIP publish (Prism's
@@ -460,9 +388,9 @@ func TestJobPublishesToPrismOverWHIP(t *testing.T) {
 	if info.Publisher.Protocol != "whip" || len(info.Publisher.Tracks) == 0 || info.Publisher.Tracks[0] != "h264 320x180" {
 		t.Errorf("publisher %+v: want WHIP with the top rung (h264 320x180)", info.Publisher)
 	}
-	viewer := startWHEPViewer(t, receiver, "relaycam")
-	testutil.Eventually(t, 15*time.Second, "WHEP video of the relayed stream", func() bool { return viewer.video.Load() > 50 })
-	testutil.Report(t, "simulcast WHIP into Prism: source %v, re-transcoded and played over WHEP (%d video packets)", info.Publisher.Tracks, viewer.video.Load())
+	viewer := testutil.StartWHEPViewer(t, receiver.base+"/whep/relaycam")
+	testutil.Eventually(t, 15*time.Second, "WHEP video of the relayed stream", func() bool { return viewer.Video.Load() > 50 })
+	testutil.Report(t, "simulcast WHIP into Prism: source %v, re-transcoded and played over WHEP (%d video packets)", info.Publisher.Tracks, viewer.Video.Load())
 }
 
 // TestPushHostile: garbage on the RTMP and SRT ports, a half handshake, 200
