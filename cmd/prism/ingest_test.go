@@ -114,6 +114,17 @@ func (p *publisher) exitWithin(d time.Duration) (ended bool, err error) {
 }
 
 // streamInfo reads /api/v1/streams/<name> with the admin token.
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func streamInfo(t *testing.T, n *nodeProcess, name string) (api.StreamInfo, bool) {
 	code, body := request(t, "GET", n.base+"/api/v1/streams/"+name, adminToken, "")
 	var s api.StreamInfo
@@ -196,6 +207,20 @@ func TestPushRTMPAndSRT(t *testing.T) {
 	}
 	viewer := testutil.StartWHEPViewer(t, n.base+"/whep/cam")
 	testutil.Eventually(t, 15*time.Second, "WHEP video from the RTMP push", func() bool { return viewer.Video.Load() > 50 })
+	// The viewer as the API and /metrics show it: its estimate, rung and
+	// the keyframe its join asked for.
+	testutil.Eventually(t, 10*time.Second, "the WHEP viewer in /api/v1/streams/cam", func() bool {
+		s, ok := streamInfo(t, n, "cam")
+		if !ok || s.WebRTC == nil || len(s.WebRTC.ViewerList) != 1 {
+			return false
+		}
+		v := s.WebRTC.ViewerList[0]
+		return v.Connected && v.Estimate > 0 && v.Rung != "" && s.WebRTC.Keyframes.Requests["join"] > 0
+	})
+	if _, body := request(t, "GET", n.base+"/metrics", adminToken, ""); !strings.Contains(body, `prism_webrtc_viewers{rung="`) ||
+		!strings.Contains(body, `prism_webrtc_estimate_bps{rung="`) || !strings.Contains(body, `prism_webrtc_keyframe_requests_total{reason="join",stream="cam"}`) {
+		t.Errorf("/metrics lacks the WebRTC viewer metrics:\n%s", grepLines(body, "prism_webrtc"))
+	}
 
 	// Wrong key, then a second publisher with the right one: both refused.
 	bad := startPublisher(t, 10, x264, "flv", "rtmp://"+rtmpAddr+"/live/cam?key=wrong-key-0000000000")

@@ -127,7 +127,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer ing.Close() // before the node: publishers go first, their jobs wait out the grace period
 
-	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, WebRTCLatency: rtc.Latency, Auth: authz, Inputs: policy, Ingest: ing}
+	apiSrv := &api.Server{Node: nd, Streams: streams, Configured: cfg.Streams, HLSLatency: hlsSrv.Latency, WebRTCLatency: rtc.Latency, WebRTC: rtc, Auth: authz, Inputs: policy, Ingest: ing}
 	mux := apiSrv.Handler()
 	if h := ing.WHIPHandler(); h != nil {
 		mux.Handle("/whip/", h)

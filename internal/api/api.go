@@ -21,6 +21,7 @@ import (
 	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/internal/inputs"
 	"github.com/prism-streaming/prism/internal/node"
+	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/jobs"
 	"github.com/prism-streaming/prism/queue/relay"
@@ -46,6 +47,9 @@ type Server struct {
 	// Ingest is the node's push ingest (nil: none): its publishers show in
 	// /api/v1/streams and its metrics on /metrics.
 	Ingest *node.Ingest
+	// WebRTC is the node's WebRTC output (nil: none): its viewers show in
+	// /api/v1/streams/<name> and on /metrics.
+	WebRTC *webrtc.Server
 }
 
 // StreamInfo is a stream as /api/v1/streams shows it.
@@ -60,6 +64,9 @@ type StreamInfo struct {
 	Job      *jobs.Job `json:"job,omitempty"`
 	// Publisher is the stream's publisher, when it is pushed to this node.
 	Publisher *node.PublisherInfo `json:"publisher,omitempty"`
+	// WebRTC: the stream's WebRTC viewers on this node (estimate, rung,
+	// loss, RTT, switches by reason, freezes, keyframe requests).
+	WebRTC *webrtc.StreamView `json:"webrtc,omitempty"`
 }
 
 func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
@@ -71,6 +78,11 @@ func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
 	if s.Ingest != nil {
 		if p, ok := s.Ingest.Publisher(name); ok {
 			info.Publisher = &p
+		}
+	}
+	if s.WebRTC != nil {
+		if v, ok := s.WebRTC.Stream(name); ok {
+			info.WebRTC = &v
 		}
 	}
 	if src, ok := s.Streams.Get(name); ok {
@@ -119,6 +131,9 @@ func (s *Server) Handler() *http.ServeMux {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newStreamCollector(s.Streams, s.HLSLatency, s.WebRTCLatency), newAuthCollector(s.Auth))
+	if s.WebRTC != nil {
+		reg.MustRegister(newWebRTCCollector(s.WebRTC))
+	}
 	if s.Ingest != nil {
 		reg.MustRegister(s.Ingest.Collectors()...)
 	}

@@ -43,6 +43,19 @@ type Browser struct {
 // Chromium is missing: `make test` installs it.
 func StartBrowser(t testing.TB, url string, flags ...string) *Browser {
 	t.Helper()
+	return startBrowser(t, nil, url, flags)
+}
+
+// StartBrowserIn is StartBrowser inside the network namespace ns: the
+// browser reaches this side at ns.HostIP over the veth pair, through
+// whatever Shape or Limit put on it, as a viewer on another machine would.
+func StartBrowserIn(t testing.TB, ns *NetNS, url string, flags ...string) *Browser {
+	t.Helper()
+	return startBrowser(t, ns, url, flags)
+}
+
+func startBrowser(t testing.TB, ns *NetNS, url string, flags []string) *Browser {
+	t.Helper()
 	chromium := ""
 	for _, name := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -61,6 +74,11 @@ func StartBrowser(t testing.TB, url string, flags ...string) *Browser {
 		"--disable-background-timer-throttling", "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
 		"--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--enable-logging=stderr")
 	b.cmd.Args = append(append(b.cmd.Args, flags...), url)
+	if ns != nil {
+		// ip netns exec enters the namespace and execs chromium in place,
+		// so the process group below is still chromium's.
+		b.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name}, b.cmd.Args...)...)
+	}
 	b.cmd.Stdout, b.cmd.Stderr = b.out, b.out
 	// Its own process group, so that Close ends the renderer and GPU
 	// processes too.

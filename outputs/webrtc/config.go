@@ -97,16 +97,18 @@ type ABRConfig struct {
 	// InitialBitrate (bits/s) seeds the bandwidth estimator and picks the
 	// first rung: the best one that needs no more. Default 2500000.
 	InitialBitrate int `yaml:"initial_bitrate"`
-	// DownThreshold: the viewer moves down when the bandwidth estimate,
-	// having just fallen (the estimator's congestion signal), is below this
-	// fraction of what the current rung needs. It sits below 0.85 because
-	// pion's GCC answers any single overuse with 0.85 × the received rate.
-	// Default 0.8.
+	// DownThreshold: the viewer moves down when a queue builds at the
+	// bottleneck (the estimator's delay signal) and the estimate, cut to
+	// 0.85 × what gets through, is below this fraction of what the current
+	// rung needs. Default 0.9.
 	DownThreshold float64 `yaml:"down_threshold"`
 	// LossThreshold: the viewer also moves down when the loss fraction
-	// reported through transport-cc feedback stays above this. Default 0.05.
+	// reported through transport-cc feedback over the last second stays
+	// above this. Random loss below it is NACK's job, not a reason to lose
+	// resolution. Default 0.1.
 	LossThreshold float64 `yaml:"loss_threshold"`
-	// DownHold is how long congestion must last before moving down. Default 400ms.
+	// DownHold is how long congestion must last before moving down. The
+	// delay signal is already the least delay over 150 ms. Default 150ms.
 	DownHold time.Duration `yaml:"down_hold"`
 	// UpHold is how long a viewer must go without congestion (and without
 	// a switch) before the server probes the next rung up. Default 1s.
@@ -114,8 +116,10 @@ type ABRConfig struct {
 	// ProbeDuration is how long the server sends padding up to the next
 	// rung's bitrate, watching for congestion, before it moves up. Default 1s.
 	ProbeDuration time.Duration `yaml:"probe_duration"`
-	// ProbeBackoffMax caps the wait after failed probes (it doubles from
-	// ProbeDuration after each failure). Default 4s.
+	// ProbeBackoff is the wait after a failed probe; it doubles after each
+	// further failure, up to ProbeBackoffMax. Default 4s.
+	ProbeBackoff time.Duration `yaml:"probe_backoff"`
+	// ProbeBackoffMax caps the wait after failed probes. Default 30s.
 	ProbeBackoffMax time.Duration `yaml:"probe_backoff_max"`
 }
 
@@ -140,12 +144,13 @@ func (c *Config) Defaults() {
 		ABR: ABRConfig{
 			Enabled:         true,
 			InitialBitrate:  2_500_000,
-			DownThreshold:   0.8,
-			LossThreshold:   0.05,
-			DownHold:        400 * time.Millisecond,
+			DownThreshold:   0.9,
+			LossThreshold:   0.1,
+			DownHold:        150 * time.Millisecond,
 			UpHold:          time.Second,
 			ProbeDuration:   time.Second,
-			ProbeBackoffMax: 4 * time.Second,
+			ProbeBackoff:    4 * time.Second,
+			ProbeBackoffMax: 30 * time.Second,
 		},
 	}
 }
@@ -233,8 +238,11 @@ func (c *Config) Validate() error {
 			errs.Addf(d.field, "must be 100ms..1m, got %s", d.v)
 		}
 	}
-	if a.ProbeBackoffMax < a.ProbeDuration || a.ProbeBackoffMax > 5*time.Minute {
-		errs.Addf("abr.probe_backoff_max", "must be probe_duration..5m, got %s", a.ProbeBackoffMax)
+	if a.ProbeBackoff < 100*time.Millisecond || a.ProbeBackoff > 5*time.Minute {
+		errs.Addf("abr.probe_backoff", "must be 100ms..5m, got %s", a.ProbeBackoff)
+	}
+	if a.ProbeBackoffMax < a.ProbeBackoff || a.ProbeBackoffMax > 5*time.Minute {
+		errs.Addf("abr.probe_backoff_max", "must be probe_backoff..5m, got %s", a.ProbeBackoffMax)
 	}
 	return errs.Err()
 }

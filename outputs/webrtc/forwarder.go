@@ -29,6 +29,10 @@ type forwarder struct {
 
 	cur, want int  // rung being sent (-1: none yet) and rung asked for
 	waitKey   bool // lost frames of cur: skip to its next keyframe
+	// pauseCur: stop sending cur until the switch to want; set for a move
+	// down for congestion, where each further frame of cur only deepens the
+	// bottleneck queue the viewer must wait through.
+	pauseCur  bool
 	held      *unit
 	vseq      uint16
 	aseq      uint16
@@ -50,7 +54,14 @@ func newForwarder(video, audio rtpWriter, initial int) *forwarder {
 }
 
 // setWant asks for rung r from the next IDR of r on.
-func (f *forwarder) setWant(r int) { f.want = r }
+func (f *forwarder) setWant(r int) { f.want, f.pauseCur = r, false }
+
+// setWantPaused is setWant that also stops sending the current rung until
+// the switch (a move down for congestion).
+func (f *forwarder) setWantPaused(r int) {
+	f.setWant(r)
+	f.pauseCur = r != f.cur && f.cur >= 0
+}
 
 // interest is the set of rungs whose units this viewer needs: the one it
 // sends and the one it waits to switch to.
@@ -79,13 +90,13 @@ func (f *forwarder) onVideo(q queued) error {
 	}
 	if u.rung == f.want && f.want != f.cur && u.keyframe && (!f.sentVideo || u.pts > f.lastPTS) {
 		from := f.cur
-		f.cur, f.held, f.waitKey = f.want, nil, false
+		f.cur, f.held, f.waitKey, f.pauseCur = f.want, nil, false, false
 		if f.onSwitch != nil {
 			f.onSwitch(from, f.cur)
 		}
 		return f.sendVideo(u)
 	}
-	if u.rung != f.cur {
+	if u.rung != f.cur || f.pauseCur {
 		return nil
 	}
 	if f.held != nil {

@@ -195,3 +195,35 @@ func equalInts(a, b []int) bool {
 	}
 	return true
 }
+
+func TestForwarderPausesTheCongestedRungUntilTheSwitch(t *testing.T) {
+	var video, audio recorder
+	f := newForwarder(&video, &audio, 0)
+	seq := [2]uint16{100, 60000}
+	send := func(r, frame, n int, key bool) {
+		t.Helper()
+		if err := f.onVideo(queued{u: testUnit(r, frame, n, key, &seq[r])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(0, 0, 3, true)
+	send(0, 1, 2, false)
+	f.setWantPaused(1) // a move down for congestion
+	send(0, 2, 2, false)
+	send(1, 2, 1, false)
+	send(0, 3, 2, false)
+	send(1, 4, 2, true) // the target's IDR: the switch
+	send(0, 4, 3, true)
+	send(1, 5, 1, false)
+	if got, want := rungsOf(video.pkts), []int{0, 0, 1, 1}; !equalInts(got, want) {
+		t.Fatalf("frames sent from rungs %v, want %v: nothing of the old rung after the move", got, want)
+	}
+	checkContinuous(t, video.pkts, true)
+	// A pause is for the switch it came with: a plain want clears it.
+	f.setWantPaused(0)
+	f.setWant(1)
+	send(1, 6, 1, false)
+	if n := len(rungsOf(video.pkts)); n != 5 {
+		t.Fatalf("%d frames, want the current rung to flow again", n)
+	}
+}

@@ -19,6 +19,8 @@ const (
 	iceDisconnectedTimeout = 5 * time.Second
 	iceFailedTimeout       = 10 * time.Second
 	iceKeepalive           = 2 * time.Second
+	// socketBuffer is the shared UDP socket's send and receive buffer.
+	socketBuffer = 4 << 20
 )
 
 // network holds the sockets every session shares: one UDP port (ICE UDP mux)
@@ -26,6 +28,7 @@ const (
 // points pion at them.
 type network struct {
 	udp      net.PacketConn
+	dropConn *dropWhenFullConn // udp, when it is a real socket
 	udpMux   ice.UDPMux
 	tcp      net.Listener
 	tcpMux   ice.TCPMux
@@ -45,8 +48,20 @@ func openNetwork(cfg *Config, nw transport.Net, remote candidateFilter, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("webrtc.udp_port: listen on %d: %w", cfg.UDPPort, err)
 	}
+	var conn net.PacketConn = udp
+	if uc, ok := udp.(*net.UDPConn); ok {
+		if n.dropConn, err = newDropWhenFullConn(uc); err != nil {
+			_ = udp.Close()
+			return nil, fmt.Errorf("webrtc.udp_port: %w", err)
+		}
+		// Room for a burst of every viewer's frames; the kernel caps it
+		// at net.core.wmem_max.
+		_ = uc.SetWriteBuffer(socketBuffer)
+		_ = uc.SetReadBuffer(socketBuffer)
+		conn = n.dropConn
+	}
 	n.udp = udp
-	n.udpMux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: udp, Net: nw, Logger: lf.NewLogger("udpmux")})
+	n.udpMux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Net: nw, Logger: lf.NewLogger("udpmux")})
 	types := []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
 	if cfg.TCPPort > 0 {
 		tcp, err := nw.ListenTCP("tcp4", &net.TCPAddr{Port: cfg.TCPPort})

@@ -15,6 +15,10 @@ type offerInfo struct {
 	opus        bool
 	dataChannel bool
 	iceUfrag    string
+	// twcc: the video section offers the transport-wide sequence number
+	// extension, so the viewer sends transport-cc feedback. Without it the
+	// server falls back to the viewer's REMB (and marks abs-send-time).
+	twcc bool
 }
 
 // inspectOffer parses an SDP offer and checks it asks for what a WHEP
@@ -48,6 +52,13 @@ func inspectOffer(text string) (offerInfo, error) {
 		}
 		if !canReceive(m) {
 			continue
+		}
+		if m.MediaName.Media == "video" {
+			for _, a := range m.Attributes {
+				if a.Key == "extmap" && strings.Contains(a.Value, sdp.TransportCCURI) {
+					info.twcc = true
+				}
+			}
 		}
 		codecs := rtpmaps(m)
 		fmtps := map[string]string{}

@@ -5,9 +5,9 @@ import (
 
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/cc"
-	"github.com/pion/interceptor/pkg/gcc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -63,10 +63,13 @@ func mediaEngine(video webrtc.RTPCodecCapability) (*webrtc.MediaEngine, error) {
 // bweOptions configure one viewer's send-side bandwidth estimator.
 type bweOptions struct {
 	initial, min, max int
+	// absSendTime: mark video packets with abs-send-time, for a viewer that
+	// offers no transport-cc and estimates on its side (REMB).
+	absSendTime bool
 }
 
 // senderInterceptors builds the interceptor chain of a sending peer:
-// congestion control (GCC on transport-cc feedback) first, so it wraps the
+// congestion control (Prism's bwe on transport-cc feedback) first, so it wraps the
 // writer closest to the wire and sees the transport-cc sequence numbers the
 // header-extension interceptor stamps; then NACK responses and RTCP sender
 // reports (browsers need them to sync audio with video). onBWE receives the
@@ -77,23 +80,24 @@ type bweOptions struct {
 // truncates packets to 1460 bytes. Pacing buys little here: the forwarder
 // sends one frame's packets at a time and the ABR keeps the rate below the
 // estimate.
-func senderInterceptors(me *webrtc.MediaEngine, lf pionLogs, bwe *bweOptions, onBWE func(cc.BandwidthEstimator)) (*interceptor.Registry, error) {
+func senderInterceptors(me *webrtc.MediaEngine, lf pionLogs, opts *bweOptions, onBWE func(*bwe)) (*interceptor.Registry, error) {
 	ir := &interceptor.Registry{}
-	if bwe != nil {
+	if opts != nil {
 		ccf, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-			return gcc.NewSendSideBWE(
-				gcc.SendSideBWEInitialBitrate(bwe.initial),
-				gcc.SendSideBWEMinBitrate(bwe.min),
-				gcc.SendSideBWEMaxBitrate(bwe.max),
-				gcc.SendSideBWEPacer(gcc.NewNoOpPacer()),
-				gcc.WithLoggerFactory(lf),
-			)
+			return newBWE(opts.initial, opts.min, opts.max), nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("webrtc: congestion control: %w", err)
 		}
-		ccf.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e) })
+		ccf.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { onBWE(e.(*bwe)) })
 		ir.Add(ccf)
+		if opts.absSendTime {
+			if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.ABSSendTimeURI},
+				webrtc.RTPCodecTypeVideo); err != nil {
+				return nil, fmt.Errorf("webrtc: abs-send-time: %w", err)
+			}
+			ir.Add(absSendTimeFactory{})
+		}
 	}
 	if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
 		return nil, fmt.Errorf("webrtc: transport-cc: %w", err)

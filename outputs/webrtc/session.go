@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
 )
@@ -58,14 +59,15 @@ type session struct {
 	pc                       *webrtc.PeerConnection
 	videoTrack, audioTrack   *webrtc.TrackLocalStaticRTP
 	videoSender, audioSender *webrtc.RTPSender
-	bwe                      cc.BandwidthEstimator // set while the PeerConnection is built
+	bwe                      *bwe // set while the PeerConnection is built
 
 	queue    *unitQueue
 	interest atomic.Uint64 // rungs the stream should queue for this viewer
 	active   atomic.Bool   // connected: the stream queues media
 	pins     chan string   // rung names from the data channel; "auto" unpins
 	dc       atomic.Pointer[webrtc.DataChannel]
-	remb     atomic.Int64 // latest REMB from the viewer, bits/s
+	remb     atomic.Int64  // latest REMB from the viewer, bits/s
+	plis     atomic.Uint64 // PLI/FIR received
 	snap     atomic.Pointer[ViewerStats]
 
 	ctx      context.Context
@@ -85,6 +87,12 @@ type session struct {
 	padCredit float64 // bytes of padding owed to the probe
 	lastPad   time.Time
 	writeErrs uint64
+	lastFrame time.Time         // when the last video frame went out
+	freezes   uint64            // gaps over freezeGap between two video frames sent
+	reasons   map[string]uint64 // switches by reason; replaced, never changed, so publish can share it
+	lastREMB  int               // REMB at the previous tick, for viewers without transport-cc
+	rembFell  time.Time
+	last      bweSnapshot
 }
 
 // newSession builds the PeerConnection for an offer and returns the session
@@ -118,10 +126,11 @@ func (srv *Server) newSession(ctx context.Context, st *stream, offer string, inf
 		return nil, err
 	}
 	ir, err := senderInterceptors(me, pionLogs{log: srv.Log}, &bweOptions{
-		initial: srv.Config.ABR.InitialBitrate,
-		min:     min(needs[len(needs)-1]/2, 100_000),
-		max:     2 * needs[0],
-	}, func(e cc.BandwidthEstimator) { s.bwe = e })
+		initial:     srv.Config.ABR.InitialBitrate,
+		min:         min(needs[len(needs)-1]/2, 100_000),
+		max:         2 * needs[0],
+		absSendTime: !info.twcc,
+	}, func(e *bwe) { s.bwe = e })
 	if err != nil {
 		s.cancel()
 		return nil, err
@@ -144,7 +153,7 @@ func (srv *Server) newSession(ctx context.Context, st *stream, offer string, inf
 	}
 	s.fwd = newForwarder(s.videoTrack, s.audioTrack, initial)
 	s.fwd.onSwitch = s.onSwitch
-	s.fwd.onFrameSent = func(ingest time.Time) { st.latency.Observe(time.Since(ingest)) }
+	s.fwd.onFrameSent = s.onFrameSent
 	s.interest.Store(s.fwd.interest())
 	return s, nil
 }
@@ -251,6 +260,8 @@ func (s *session) run() {
 			}
 		case <-tick.C:
 			s.tick()
+		case <-s.overuse():
+			s.tick() // a queue is building: decide now, not at the next tick
 		case name := <-s.pins:
 			s.applyPin(name)
 		}
@@ -327,46 +338,83 @@ func (s *session) paddingDue() int {
 	return n
 }
 
+// overuse is signalled by the estimator when a queue starts to build (nil,
+// which never fires, until the PeerConnection made it).
+func (s *session) overuse() <-chan struct{} {
+	if s.bwe == nil {
+		return nil
+	}
+	return s.bwe.onOveruse
+}
+
 // tick reads the bandwidth estimate and lets the ABR decide.
 func (s *session) tick() {
 	if !s.active.Load() || s.bwe == nil {
 		return
 	}
-	est := s.bwe.GetTargetBitrate()
-	if remb := int(s.remb.Load()); remb > 0 && remb < est {
-		est = remb
+	now := time.Now()
+	b := s.bwe.snapshot()
+	in := abrInput{now: now, estimate: b.estimate, capacity: b.capacity, loss: b.loss, overuse: b.overuse,
+		queueDelay: b.queueDelay}
+	remb := int(s.remb.Load())
+	if !b.feedback && remb > 0 {
+		// No transport-cc (the viewer did not offer it): its REMB is the
+		// estimate, and a fall of it is the congestion signal.
+		if s.lastREMB > 0 && remb < s.lastREMB*95/100 {
+			s.rembFell = now
+		}
+		s.lastREMB = remb
+		in.estimate, in.capacity = remb, 0
+		in.overuse = now.Sub(s.rembFell) < time.Second
+	} else if remb > 0 && remb < in.estimate {
+		in.estimate = remb // a receiver's cap, e.g. its decoder
 	}
-	loss, _ := s.bwe.GetStats()["averageLoss"].(float64)
+	s.last = b
+	if bweTrace {
+		s.log.Info("webrtc: estimator", "estimate", b.estimate, "capacity", b.capacity, "acked", b.acked,
+			"queue_delay", b.queueDelay, "overuse", b.overuse, "loss", b.loss, "rtt", b.rtt, "feedback", b.feedback)
+	}
 	if s.srv.Config.ABR.Enabled && !s.pinned {
-		d := s.abr.tick(abrInput{now: time.Now(), estimate: est, loss: loss})
+		d := s.abr.tick(in)
 		switch {
 		case d.probeBPS > 0 && s.probeBPS == 0:
-			s.log.Debug("webrtc: probing the next rung", "extra_bps", d.probeBPS, "estimate", est)
+			s.log.Debug("webrtc: probing the next rung", "extra_bps", d.probeBPS, "estimate", in.estimate,
+				"capacity", in.capacity)
 		case d.probeEnd != "":
 			if d.probeEnd != "up" {
-				s.srv.counters.probeFailed()
+				s.srv.counters.probeFailed(s.st.name)
+			} else {
+				s.bwe.confirm(s.abr.needs[d.target])
 			}
-			st := s.bwe.GetStats()
-			s.log.Debug("webrtc: probe ended", "result", d.probeEnd, "estimate", est, "loss", loss,
-				"usage", st["usage"], "delay_ms", st["delayEstimate"], "threshold_ms", st["delayThreshold"])
+			s.log.Debug("webrtc: probe ended", "result", d.probeEnd, "estimate", in.estimate, "loss", in.loss,
+				"queue_delay", in.queueDelay, "capacity", in.capacity)
 		}
 		if d.probeBPS == 0 {
 			s.padCredit, s.lastPad = 0, time.Time{}
 		}
 		s.probeBPS = d.probeBPS
 		if d.target != s.fwd.want {
+			s.log.Debug("webrtc: rung decision", "to", s.st.rungs[d.target].track.Name, "reason", d.reason,
+				"estimate", in.estimate, "capacity", in.capacity, "acked", b.acked, "queue_delay", in.queueDelay,
+				"loss", in.loss)
 			s.want(d.target, d.reason, keyReasonSwitch)
 		}
 	}
-	s.publish(est, loss)
+	s.publish(in.estimate, in.loss)
 }
 
 // want asks the forwarder for rung r. Moves down (the viewer is congested)
 // and pins (the viewer asked) also ask for an IDR, rate limited per stream,
 // so they do not wait for the next GOP; moves up wait for it, since forced
-// IDRs raise every rung's bitrate and an up-switch is not urgent.
+// IDRs raise every rung's bitrate and an up-switch is not urgent. A move
+// down for congestion also stops the current rung until the switch: its
+// frames would only queue up at the bottleneck.
 func (s *session) want(r int, reason, keyReason string) {
-	s.fwd.setWant(r)
+	if reason == ReasonCongestion && r > s.fwd.cur {
+		s.fwd.setWantPaused(r)
+	} else {
+		s.fwd.setWant(r)
+	}
 	s.reasonFor = reason
 	s.interest.Store(s.fwd.interest())
 	if r != s.fwd.cur && (r > s.fwd.cur || reason == ReasonPin) {
@@ -374,11 +422,35 @@ func (s *session) want(r int, reason, keyReason string) {
 	}
 }
 
+// bweTrace (PRISM_BWE_TRACE=1) logs every viewer's estimator reading on
+// every tick: a diagnostic for tuning the ABR on a real network.
+var bweTrace = os.Getenv("PRISM_BWE_TRACE") == "1"
+
+// freezeGap: a viewer that gets no video frame for this long sees a freeze
+// (Chromium counts one from about this on at 30 fps).
+const freezeGap = 500 * time.Millisecond
+
+func (s *session) onFrameSent(ingest time.Time) {
+	now := time.Now()
+	if !ingest.IsZero() {
+		s.st.latency.Observe(now.Sub(ingest))
+	}
+	if !s.lastFrame.IsZero() && now.Sub(s.lastFrame) > freezeGap {
+		s.freezes++
+		s.srv.counters.froze(s.st.name)
+	}
+	s.lastFrame = now
+}
+
 func (s *session) onSwitch(from, to int) {
 	s.interest.Store(s.fwd.interest())
 	if from >= 0 {
 		s.switches++
-		s.srv.counters.switched(to < from, s.reasonFor)
+		reasons := make(map[string]uint64, len(s.reasons)+1)
+		maps.Copy(reasons, s.reasons)
+		reasons[s.reasonFor]++
+		s.reasons = reasons
+		s.srv.counters.switched(s.st.name, to < from, s.reasonFor)
 		s.log.Debug("webrtc: switched", "from", s.st.rungs[from].track.Name, "to", s.st.rungs[to].track.Name,
 			"reason", s.reasonFor)
 	}
@@ -421,6 +493,7 @@ func (s *session) readRTCP(sender *webrtc.RTPSender, video bool) {
 		for _, p := range pkts {
 			switch p := p.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				s.plis.Add(1)
 				s.st.kf.request(keyReasonPLI)
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				s.remb.Store(int64(p.Bitrate))
@@ -436,6 +509,9 @@ func (s *session) publish(est int, loss float64) {
 		Target: s.st.rungs[s.fwd.want].track.Name, Estimate: est, Loss: loss,
 		Packets: s.fwd.packets, Bytes: s.fwd.bytes, Frames: s.fwd.frames, Padding: s.fwd.padding,
 		Dropped: s.queue.droppedUnits(), Switches: s.switches, WriteErrors: s.writeErrs,
+		Capacity: s.last.capacity, QueueDelayMS: float64(s.last.queueDelay.Microseconds()) / 1000,
+		RTTMS: float64(s.last.rtt.Microseconds()) / 1000, Overuses: s.last.overuses, KeyframeRequests: s.plis.Load(),
+		ProbesFailed: s.abr.failed, Freezes: s.freezes, SwitchReasons: s.reasons,
 	}
 	if s.fwd.cur >= 0 {
 		v.Rung = s.st.rungs[s.fwd.cur].track.Name

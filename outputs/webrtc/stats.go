@@ -51,6 +51,11 @@ type StreamStats struct {
 	Viewers   int           `json:"viewers"` // sessions of this stream
 	Dropped   uint64        `json:"dropped"` // packets the stream's job reader dropped
 	Keyframes KeyframeStats `json:"keyframes"`
+	// Switches, Freezes: the stream's viewers' rung switches (by reason,
+	// up and down, failed probes) and freezes (no video frame sent to a
+	// connected viewer for over 500 ms), since the server started.
+	Switches SwitchStats `json:"switches"`
+	Freezes  uint64      `json:"freezes"`
 }
 
 // ViewerStats describes one WHEP session.
@@ -69,8 +74,23 @@ type ViewerStats struct {
 	Padding   uint64  `json:"padding_packets"`
 	Dropped   uint64  `json:"dropped"` // units dropped by this viewer's queue
 	Switches  uint64  `json:"switches"`
+	// SwitchReasons counts this viewer's completed switches by reason.
+	SwitchReasons map[string]uint64 `json:"switch_reasons,omitempty"`
 	// WriteErrors counts packets pion refused (e.g. before SRTP was ready).
 	WriteErrors uint64 `json:"write_errors"`
+	// What the bandwidth estimator measured (bwe.go): the bottleneck's
+	// capacity from packet-train dispersion (0 = not measured yet), the
+	// queueing delay, the round-trip time from receiver reports, and how
+	// often a growing queue or loss cut the estimate.
+	Capacity     int     `json:"capacity_bps"`
+	QueueDelayMS float64 `json:"queue_delay_ms"`
+	RTTMS        float64 `json:"rtt_ms"`
+	Overuses     uint64  `json:"estimate_cuts"`
+	ProbesFailed uint64  `json:"probes_failed"`
+	// Freezes counts gaps over 500 ms between two video frames sent.
+	Freezes uint64 `json:"freezes"`
+	// KeyframeRequests counts the viewer's PLI and FIR.
+	KeyframeRequests uint64 `json:"keyframe_requests"`
 }
 
 // counters are the server-wide event counts.
@@ -80,11 +100,38 @@ type counters struct {
 	rejected map[string]uint64
 	ended    map[string]uint64
 	switches SwitchStats
+	// per stream: switches and freezes of its viewers
+	streamSwitches map[string]*SwitchStats
+	freezes        map[string]uint64
 }
 
 func newCounters() *counters {
 	return &counters{rejected: map[string]uint64{}, ended: map[string]uint64{},
-		switches: SwitchStats{Reasons: map[string]uint64{}}}
+		switches: SwitchStats{Reasons: map[string]uint64{}}, streamSwitches: map[string]*SwitchStats{},
+		freezes: map[string]uint64{}}
+}
+
+func (c *counters) streamLocked(name string) *SwitchStats {
+	s := c.streamSwitches[name]
+	if s == nil {
+		s = &SwitchStats{Reasons: map[string]uint64{}}
+		c.streamSwitches[name] = s
+	}
+	return s
+}
+
+func (c *counters) froze(stream string) { c.mu.Lock(); c.freezes[stream]++; c.mu.Unlock() }
+
+// forStream fills the per-stream counters of st.
+func (c *counters) forStream(st *StreamStats) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st.Freezes = c.freezes[st.Name]
+	st.Switches = SwitchStats{Reasons: map[string]uint64{}}
+	if s := c.streamSwitches[st.Name]; s != nil {
+		st.Switches = *s
+		st.Switches.Reasons = maps.Clone(s.Reasons)
+	}
 }
 
 func (c *counters) accept() { c.mu.Lock(); c.accepted++; c.mu.Unlock() }
@@ -93,18 +140,25 @@ func (c *counters) reject(reason string) { c.mu.Lock(); c.rejected[reason]++; c.
 
 func (c *counters) end(reason string) { c.mu.Lock(); c.ended[reason]++; c.mu.Unlock() }
 
-func (c *counters) switched(up bool, reason string) {
+func (c *counters) switched(stream string, up bool, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if up {
-		c.switches.Up++
-	} else {
-		c.switches.Down++
+	for _, s := range []*SwitchStats{&c.switches, c.streamLocked(stream)} {
+		if up {
+			s.Up++
+		} else {
+			s.Down++
+		}
+		s.Reasons[reason]++
 	}
-	c.switches.Reasons[reason]++
 }
 
-func (c *counters) probeFailed() { c.mu.Lock(); c.switches.ProbesFailed++; c.mu.Unlock() }
+func (c *counters) probeFailed(stream string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.switches.ProbesFailed++
+	c.streamLocked(stream).ProbesFailed++
+}
 
 func (c *counters) fill(st *Stats) {
 	c.mu.Lock()
@@ -133,7 +187,9 @@ func (s *Server) Stats() Stats {
 	st.Sessions = len(sessions)
 	st.Reading = int(s.reading.Load())
 	for _, str := range streams {
-		st.Streams = append(st.Streams, str.stats())
+		ss := str.stats()
+		s.counters.forStream(&ss)
+		st.Streams = append(st.Streams, ss)
 	}
 	for _, sess := range sessions {
 		st.Viewers = append(st.Viewers, sess.stats())
@@ -141,4 +197,30 @@ func (s *Server) Stats() Stats {
 	sort.Slice(st.Streams, func(i, j int) bool { return st.Streams[i].Name < st.Streams[j].Name })
 	sort.Slice(st.Viewers, func(i, j int) bool { return st.Viewers[i].ID < st.Viewers[j].ID })
 	return st
+}
+
+// StreamView is one stream's WebRTC side: the stream's counters and its
+// viewers, for /api/v1/streams/<name>.
+type StreamView struct {
+	StreamStats
+	ViewerList []ViewerStats `json:"viewer_list"`
+}
+
+// Stream returns the WebRTC view of one stream; false when the server does
+// not serve it.
+func (s *Server) Stream(name string) (StreamView, bool) {
+	st := s.Stats()
+	for _, ss := range st.Streams {
+		if ss.Name != name {
+			continue
+		}
+		v := StreamView{StreamStats: ss, ViewerList: []ViewerStats{}}
+		for _, vs := range st.Viewers {
+			if vs.Stream == name {
+				v.ViewerList = append(v.ViewerList, vs)
+			}
+		}
+		return v, true
+	}
+	return StreamView{}, false
 }
