@@ -34,7 +34,7 @@ const (
 const unsetBitrate Bitrate = -1
 
 var (
-	ladderFields = []string{"name", "gop", "rungs", "audio"}
+	ladderFields = []string{"name", "gop", "keyframe_min_interval", "rungs", "audio"}
 	rungFields   = []string{"name", "width", "height", "bitrate", "maxrate", "bufsize", "fps",
 		"codec", "profile", "preset", "tune", "encoder", "bframes", "upscale", "threads"}
 	audioFields      = []string{"channels", "aac", "opus"}
@@ -72,18 +72,25 @@ func (d *decoder) ladder(root ast.Node) *Ladder {
 		d.fail("", "top level must be a mapping with name and rungs, got %s", describe(root))
 		return l
 	}
+	minIntervalSet := false
 	d.mapping(root, "", ladderFields, 0, func(key string, v ast.Node, path string) {
 		switch key {
 		case "name":
 			d.str(v, path, &l.Name)
 		case "gop":
 			d.duration(v, path, &l.GOP)
+		case "keyframe_min_interval":
+			d.duration(v, path, &l.KeyframeMinInterval)
+			minIntervalSet = true
 		case "rungs":
 			l.Rungs = d.rungs(v, path)
 		case "audio":
 			d.audio(v, path, &l.Audio)
 		}
 	})
+	if !minIntervalSet {
+		l.KeyframeMinInterval = l.GOP / 2 // it follows the GOP unless given
+	}
 	return l
 }
 

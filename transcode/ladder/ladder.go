@@ -16,11 +16,17 @@ import (
 
 // Ladder is one adaptive-bitrate ladder.
 type Ladder struct {
-	Name  string   `yaml:"name"`  // required, [a-z0-9][a-z0-9_-]{0,63}
-	GOP   Duration `yaml:"gop"`   // keyframe interval, 100ms..10s; default 1s
-	Rungs []Rung   `yaml:"rungs"` // 1..16 renditions
-	Audio Audio    `yaml:"audio"`
-	File  string   `yaml:"-"` // path it was loaded from ("" for bytes)
+	Name string   `yaml:"name"` // required, [a-z0-9][a-z0-9_-]{0,63}
+	GOP  Duration `yaml:"gop"`  // keyframe interval, 100ms..10s; default 1s
+	// KeyframeMinInterval is the job's keyframe budget: the shortest time
+	// from one IDR (GOP boundary or forced) to the next IDR forced by a
+	// request (viewer join, PLI, HLS, followers, failover), on every rung.
+	// 0..gop; default half the gop. In a file, 0 leaves forced IDRs
+	// unspaced (ApplyDefaults takes 0 for unset).
+	KeyframeMinInterval Duration `yaml:"keyframe_min_interval"`
+	Rungs               []Rung   `yaml:"rungs"` // 1..16 renditions
+	Audio               Audio    `yaml:"audio"`
+	File                string   `yaml:"-"` // path it was loaded from ("" for bytes)
 
 	// lines maps field paths ("rungs[2].bitrate") to the 1-based line they
 	// were read from, so that Validate can point at the source. It is nil
@@ -108,6 +114,9 @@ func defaultAudio() Audio {
 func (l *Ladder) ApplyDefaults() {
 	if l.GOP == 0 {
 		l.GOP = DefaultGOP
+	}
+	if l.KeyframeMinInterval == 0 {
+		l.KeyframeMinInterval = l.GOP / 2
 	}
 	def := defaultRung()
 	for i := range l.Rungs {

@@ -39,19 +39,21 @@ func TestParseValid(t *testing.T) {
 		"    upscale: true",  // 16
 		"    threads: 8",     // 17
 		"  - {name: 360p, width: 640, height: -2, bitrate: 800000, fps: 29.97}", // 18
-		"audio:",                // 19
-		"  channels: 1",         // 20
-		"  aac: {bitrate: 64k}", // 21
-		"  opus:",               // 22
-		"    bitrate: 48000",    // 23
+		"audio:",                       // 19
+		"  channels: 1",                // 20
+		"  aac: {bitrate: 64k}",        // 21
+		"  opus:",                      // 22
+		"    bitrate: 48000",           // 23
+		"keyframe_min_interval: 300ms", // 24
 	)
 	l, err := Parse("studio.yaml", data)
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
 	want := Ladder{
-		Name: "studio-a",
-		GOP:  Duration(2 * time.Second),
+		Name:                "studio-a",
+		GOP:                 Duration(2 * time.Second),
+		KeyframeMinInterval: Duration(300 * time.Millisecond),
 		Rungs: []Rung{
 			{Name: "1080p", Width: 1920, Height: 1080, Bitrate: 6_000_000, Maxrate: 6_500_000, Bufsize: 13_000_000,
 				FPS: 30, Codec: "h264", Profile: "main", Preset: "p4", Tune: "film", Encoder: "nvenc",
@@ -87,10 +89,11 @@ func TestParseDefaults(t *testing.T) {
 			Codec: "h264", Profile: "high", Preset: "veryfast", Tune: "zerolatency", Encoder: "auto"}
 	}
 	assertLadder(t, l, Ladder{
-		Name:  "minimal",
-		GOP:   Duration(time.Second),
-		Rungs: []Rung{rung("720p", 720, 2_800_000, 2_800_000), rung("480p", 480, 1_400_000, 2_000_000)},
-		Audio: Audio{Channels: 2, AAC: AudioCodec{128_000}, Opus: AudioCodec{96_000}},
+		Name:                "minimal",
+		GOP:                 Duration(time.Second),
+		KeyframeMinInterval: Duration(500 * time.Millisecond), // half the GOP
+		Rungs:               []Rung{rung("720p", 720, 2_800_000, 2_800_000), rung("480p", 480, 1_400_000, 2_000_000)},
+		Audio:               Audio{Channels: 2, AAC: AudioCodec{128_000}, Opus: AudioCodec{96_000}},
 	})
 }
 
@@ -299,6 +302,14 @@ func TestParseErrors(t *testing.T) {
 			"ladder.yaml:6: rungs[0].bitrate: duplicate key (first set on line 5)",
 			"ladder.yaml:7: name: duplicate key (first set on line 1)",
 		},
+	}, {
+		name: "keyframe budget beyond the gop",
+		data: yamlLines("name: x", "gop: 1s", "keyframe_min_interval: 1500ms", "rungs: [{name: a, height: 720, bitrate: 1M}]"),
+		want: []string{"ladder.yaml:3: keyframe_min_interval: must be between 0s and the gop (1s), got 1.5s"},
+	}, {
+		name: "negative keyframe budget",
+		data: yamlLines("name: x", "keyframe_min_interval: -1s", "rungs: [{name: a, height: 720, bitrate: 1M}]"),
+		want: []string{"ladder.yaml:2: keyframe_min_interval: must be between 0s and the gop (1s), got -1s"},
 	}, {
 		name: "every semantic rule at once",
 		data: yamlLines(

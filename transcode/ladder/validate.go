@@ -71,6 +71,11 @@ func (v *validator) ladder(l *Ladder) {
 	if l.GOP < minGOP || l.GOP > maxGOP {
 		v.add("gop", "must be between %s and %s, got %s", minGOP, maxGOP, l.GOP)
 	}
+	if l.KeyframeMinInterval < 0 || l.KeyframeMinInterval > l.GOP {
+		// Longer than the GOP would never force one: every request would
+		// wait for the next GOP boundary anyway.
+		v.add("keyframe_min_interval", "must be between 0s and the gop (%s), got %s", l.GOP, l.KeyframeMinInterval)
+	}
 	switch {
 	case len(l.Rungs) == 0:
 		v.add("rungs", "at least one rung is required")
