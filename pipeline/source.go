@@ -12,9 +12,13 @@ type Source interface {
 	Tracks() []Track
 	// Subscribe returns a reader of the source's packets from now on.
 	Subscribe(opts ...ReaderOption) *Reader
-	// RequestKeyframe asks for an IDR on every rung at the same source frame.
-	// Requests are coalesced.
-	RequestKeyframe()
+	// RequestKeyframe asks for an IDR on every rung at the same source frame,
+	// saying why (one of the Keyframe* reasons; others count as
+	// KeyframeOther). A transcoder spends one keyframe budget per job on
+	// them: a request is answered by a forced IDR no sooner than its minimum
+	// interval after the last IDR, or by the next GOP boundary when that
+	// comes first. Other sources pass requests on to the one that decides.
+	RequestKeyframe(reason string)
 	// Stats returns a snapshot of the source's counters.
 	Stats() SourceStats
 	// Done is closed when the source ended, by Close, end of input or error.
@@ -30,6 +34,7 @@ type TrackStats struct {
 	Track      string  `json:"track"`
 	Frames     uint64  `json:"frames"`
 	Bytes      uint64  `json:"bytes"`
+	Keyframes  uint64  `json:"keyframes"`   // IDRs (video), on the GOP grid or forced
 	FPS        float64 `json:"fps"`         // over the last few seconds
 	Bitrate    float64 `json:"bitrate"`     // bits per second, over the last few seconds
 	AvgFPS     float64 `json:"avg_fps"`     // since the start
@@ -44,4 +49,7 @@ type SourceStats struct {
 	Stages    []StageSnapshot `json:"stages"`
 	Tracks    []TrackStats    `json:"tracks"`
 	Dropped   uint64          `json:"dropped"` // frames dropped inside the pipeline
+	// Keyframes are the job's keyframe budget counters (a transcoder's; a
+	// followed stream reports its publisher's).
+	Keyframes KeyframeStats `json:"keyframes"`
 }

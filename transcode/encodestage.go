@@ -15,19 +15,20 @@ import (
 // encodeStage runs one encoder: frames in, packets out to the fan-out. One
 // goroutine per encoder, since a codec context is not safe for concurrent use.
 type encodeStage struct {
-	cc       *astiav.CodecContext
-	track    *pipeline.Track
-	cursor   *keyframeCursor // video only
-	stamps   *ingestStamps
-	fanout   *pipeline.Fanout
-	meter    *pipeline.RateMeter
-	stats    *pipeline.StageStats
-	frameDur int64          // packet duration when the encoder gives none
-	newest   *atomic.Int64  // newest PTS encoded, in track clock units
-	onFirst  func()         // called after the first packet
-	pkt      *astiav.Packet // reused
-	sent     bool
-	lastKey  int64 // PTS of the last keyframe published (video)
+	cc        *astiav.CodecContext
+	track     *pipeline.Track
+	cursor    *keyframeCursor // video only
+	stamps    *ingestStamps
+	fanout    *pipeline.Fanout
+	meter     *pipeline.RateMeter
+	stats     *pipeline.StageStats
+	frameDur  int64          // packet duration when the encoder gives none
+	newest    *atomic.Int64  // newest PTS encoded, in track clock units
+	onFirst   func()         // called after the first packet
+	pkt       *astiav.Packet // reused
+	sent      bool
+	lastKey   int64          // PTS of the last keyframe published (video)
+	keyframes *atomic.Uint64 // IDRs published (video)
 }
 
 func (e *encodeStage) run(ctx context.Context, in <-chan *astiav.Frame) error {
@@ -93,6 +94,7 @@ func (e *encodeStage) receive(start time.Time) error {
 				p.Discontinuity = true // the first IDR after the source changed
 			}
 			e.lastKey = p.PTS
+			e.keyframes.Add(1)
 		}
 		p.Ingest = e.stamps.lookup(p.PTS)
 		e.stats.Done(p.Ingest, time.Since(start))

@@ -1,7 +1,10 @@
 package transcode
 
 import (
+	"maps"
 	"sync"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // keyframeClock decides which frames every rung encodes as IDR, so that all
@@ -9,8 +12,14 @@ import (
 // of the GOP duration (counted from the first frame) and the first frame at or
 // after a forced keyframe point. Each rung asks through its own keyframeCursor;
 // the decision depends only on PTS, so rungs fed the same frames agree exactly.
+//
+// It is also the job's one keyframe budget: every request (viewers, HLS,
+// followers, failover) goes through force, which spaces forced IDRs at least
+// minInterval after the last IDR of any kind, in PTS terms, and lets the
+// next GOP boundary answer a request when it comes no later.
 type keyframeClock struct {
-	gop int64 // in 90 kHz ticks
+	gop         int64 // in 90 kHz ticks
+	minInterval int64 // in 90 kHz ticks
 
 	mu       sync.Mutex
 	epoch    int64
@@ -21,15 +30,16 @@ type keyframeClock struct {
 	// back): the first frame at or after each is an IDR on every rung and
 	// its packets carry Discontinuity. Newest last; 0 = unused.
 	discont [8]int64
+	stats   pipeline.KeyframeStats
 }
 
 // discontinuity marks a source change at pts: every rung puts an IDR on
-// the first frame at or after it, and marks that packet.
+// the first frame at or after it, and marks that packet. It is outside the
+// budget: the new source's frames cannot wait.
 func (c *keyframeClock) discontinuity(pts int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	copy(c.forced[:], c.forced[1:])
-	c.forced[len(c.forced)-1] = pts
+	c.pushForcedLocked(pts)
 	copy(c.discont[:], c.discont[1:])
 	c.discont[len(c.discont)-1] = pts
 }
@@ -46,8 +56,11 @@ func (c *keyframeClock) discontinuityIn(after, upTo int64) bool {
 	return false
 }
 
-func newKeyframeClock(gopTicks int64) *keyframeClock {
-	return &keyframeClock{gop: gopTicks}
+// newKeyframeClock returns a clock with IDRs every gopTicks and forced ones
+// at least minIntervalTicks after the last IDR.
+func newKeyframeClock(gopTicks, minIntervalTicks int64) *keyframeClock {
+	return &keyframeClock{gop: gopTicks, minInterval: minIntervalTicks,
+		stats: pipeline.KeyframeStats{Requests: map[string]uint64{}}}
 }
 
 // observe records a source frame's PTS before it enters the filter graph.
@@ -60,17 +73,50 @@ func (c *keyframeClock) observe(pts int64) {
 	c.lastSeen = pts
 }
 
-// force asks for an IDR on every rung at the next source frame. Requests made
-// before that frame arrives coalesce into one.
-func (c *keyframeClock) force() {
+// force asks for an IDR on every rung, for reason (already one of the
+// pipeline.Keyframe* reasons). The IDR lands on the first frame at or after
+// max(next frame, last IDR + minInterval), unless a forced one is pending
+// or the next GOP boundary comes no later: then the request rides on that.
+func (c *keyframeClock) force(reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	at := c.lastSeen + 1
-	if newest := c.forced[len(c.forced)-1]; newest > c.lastSeen {
-		return // one is already pending
+	c.stats.Requests[reason]++
+	if !c.hasEpoch {
+		c.stats.Coalesced++ // the first frame is an IDR anyway
+		return
 	}
+	lastIDR := c.epoch + floorDiv(c.lastSeen-c.epoch, c.gop)*c.gop // the GOP boundary's
+	for _, f := range c.forced {
+		if f == 0 {
+			continue
+		}
+		if f > c.lastSeen {
+			c.stats.Coalesced++ // one is pending already
+			return
+		}
+		lastIDR = max(lastIDR, f)
+	}
+	at := max(c.lastSeen+1, lastIDR+c.minInterval)
+	if nextGOP := c.epoch + (floorDiv(c.lastSeen-c.epoch, c.gop)+1)*c.gop; nextGOP <= at {
+		c.stats.Coalesced++
+		return
+	}
+	c.stats.Forced++
+	c.pushForcedLocked(at)
+}
+
+func (c *keyframeClock) pushForcedLocked(at int64) {
 	copy(c.forced[:], c.forced[1:])
 	c.forced[len(c.forced)-1] = at
+}
+
+// keyframeStats returns a snapshot of the budget's counters.
+func (c *keyframeClock) keyframeStats() pipeline.KeyframeStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stats
+	st.Requests = maps.Clone(st.Requests)
+	return st
 }
 
 type keyframeCursor struct {

@@ -78,7 +78,7 @@ func openPushInput(ctx context.Context, src pipeline.Source, label string) (_ *i
 	// Buffer a few seconds: a slow decoder drops its own packets (and video
 	// resumes at a keyframe it asks for), never the publisher's.
 	p.reader = src.Subscribe(pipeline.WithName("transcode"), pipeline.WithBufferSize(4096),
-		pipeline.WithKeyframeRequest(func(int) { src.RequestKeyframe() }))
+		pipeline.WithKeyframeRequest(func(int) { src.RequestKeyframe(pipeline.KeyframeDrop) }))
 	in := &input{url: label, live: true, push: p}
 	defer func() {
 		if err != nil {
@@ -155,7 +155,7 @@ func (p *pushInput) openElementary(in *input, tracks []pipeline.Track, label str
 // it: nothing decodes without it) and, when the frame rate is unknown, a
 // few frames more to measure it.
 func (p *pushInput) probe(in *input, video pipeline.Track, label string) error {
-	p.src.RequestKeyframe()
+	p.src.RequestKeyframe(pipeline.KeyframeSource)
 	deadline := time.Now().Add(pushProbeTime)
 	ctx, cancel := context.WithDeadline(p.ctx, deadline)
 	defer cancel()

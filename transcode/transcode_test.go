@@ -210,6 +210,7 @@ func TestForcedKeyframeIsAligned(t *testing.T) {
 	defer testutil.CheckGoroutines(t)()
 	l := mustLadder(t, `name: t
 gop: 10s
+keyframe_min_interval: 500ms
 rungs:
   - {name: a, height: 180, bitrate: 200k, preset: ultrafast}
   - {name: b, height: 90, bitrate: 100k, preset: ultrafast}
@@ -231,8 +232,8 @@ rungs:
 			keys[p.Track] = append(keys[p.Track], p.PTS)
 		}
 		if !forced && p.PTS > 90000 {
-			job.RequestKeyframe()
-			job.RequestKeyframe() // coalesced with the first
+			job.RequestKeyframe(pipeline.KeyframePLI)
+			job.RequestKeyframe(pipeline.KeyframeJoin) // coalesced with the first
 			forced = true
 		}
 	}
@@ -241,6 +242,13 @@ rungs:
 	}
 	if len(keys[0]) != 2 || fmt.Sprint(keys[0]) != fmt.Sprint(keys[1]) {
 		t.Fatalf("want the first frame and one forced IDR on both rungs at the same PTS, got %v", keys)
+	}
+	kf := job.Stats().Keyframes
+	if kf.Forced != 1 || kf.Coalesced != 1 || kf.Requests[pipeline.KeyframePLI] != 1 || kf.Requests[pipeline.KeyframeJoin] != 1 {
+		t.Errorf("keyframe stats %+v: want one forced, one coalesced, one pli and one join", kf)
+	}
+	if tr := job.Stats().Tracks; tr[0].Keyframes != 2 || tr[1].Keyframes != 2 {
+		t.Errorf("track stats %+v: want 2 keyframes per rung", tr)
 	}
 }
 

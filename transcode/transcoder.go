@@ -67,6 +67,7 @@ type Transcoder struct {
 	stageList []*pipeline.StageStats
 	demuxSt   *pipeline.StageStats
 	meters    []*pipeline.RateMeter
+	keyframes []*atomic.Uint64 // IDRs per track; outlive the encoders for Stats
 	videoPTS  atomic.Int64
 	audioPTS  atomic.Int64
 
@@ -132,8 +133,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		cpus = runtime.NumCPU()
 	}
 	threads := planThreads(rungs, cpus)
-	gopTicks := int64(time.Duration(opts.Ladder.GOP).Seconds() * pipeline.VideoClockRate)
-	t.clock = newKeyframeClock(gopTicks)
+	t.clock = newKeyframeClock(ticks90k(time.Duration(opts.Ladder.GOP)), ticks90k(time.Duration(opts.Ladder.KeyframeMinInterval)))
 	t.vstamps = newIngestStamps(1024)
 	t.astamps = newIngestStamps(1024)
 
@@ -221,9 +221,11 @@ func (t *Transcoder) addEncoder(cc *astiav.CodecContext, tr pipeline.Track, curs
 	t.stageList = append(t.stageList, st)
 	m := pipeline.NewRateMeter(3)
 	t.meters = append(t.meters, m)
+	keys := new(atomic.Uint64)
+	t.keyframes = append(t.keyframes, keys)
 	t.encoders = append(t.encoders, &encodeStage{
 		cc: cc, track: &t.tracks[len(t.tracks)-1], cursor: cursor, stamps: stamps, fanout: &t.fanout,
-		meter: m, stats: st, frameDur: frameDur, newest: newest,
+		meter: m, stats: st, frameDur: frameDur, newest: newest, keyframes: keys,
 	})
 	t.encIn = append(t.encIn, make(chan *astiav.Frame, 4))
 }
@@ -437,8 +439,14 @@ func (t *Transcoder) Subscribe(opts ...pipeline.ReaderOption) *pipeline.Reader {
 	return t.fanout.Subscribe(opts...)
 }
 
-// RequestKeyframe implements pipeline.Source.
-func (t *Transcoder) RequestKeyframe() { t.clock.force() }
+// RequestKeyframe implements pipeline.Source: the request goes through the
+// job's keyframe budget (keyframeClock.force).
+func (t *Transcoder) RequestKeyframe(reason string) {
+	t.clock.force(pipeline.KeyframeReason(reason))
+}
+
+// ticks90k converts d to the video clock.
+func ticks90k(d time.Duration) int64 { return int64(d.Seconds() * pipeline.VideoClockRate) }
 
 // Done implements pipeline.Source.
 func (t *Transcoder) Done() <-chan struct{} { return t.done }
@@ -484,7 +492,7 @@ func (t *Transcoder) Stats() pipeline.SourceStats {
 	for i, tr := range t.tracks {
 		fps, bps := t.meters[i].Rate(now)
 		frames, bytes := t.meters[i].Totals()
-		ts := pipeline.TrackStats{Track: tr.Name, Frames: frames, Bytes: bytes, FPS: fps, Bitrate: bps}
+		ts := pipeline.TrackStats{Track: tr.Name, Frames: frames, Bytes: bytes, Keyframes: t.keyframes[i].Load(), FPS: fps, Bitrate: bps}
 		if s.Uptime > 0 {
 			ts.AvgFPS = float64(frames) / s.Uptime.Seconds()
 		}
@@ -493,5 +501,6 @@ func (t *Transcoder) Stats() pipeline.SourceStats {
 		}
 		s.Tracks = append(s.Tracks, ts)
 	}
+	s.Keyframes = t.clock.keyframeStats()
 	return s
 }

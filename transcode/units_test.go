@@ -1,15 +1,17 @@
 package transcode
 
 import (
+	"maps"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 func TestKeyframeClockAlignsRungsWithDifferentRates(t *testing.T) {
-	c := newKeyframeClock(90000) // 1 s GOP
+	c := newKeyframeClock(90000, 45000) // 1 s GOP
 	full, half := &keyframeCursor{clock: c}, &keyframeCursor{clock: c}
 	var fullKeys, halfKeys []int64
 	for i := int64(0); i < 90; i++ { // 3 s at 30 fps; the half-rate rung sees every other frame
@@ -29,7 +31,7 @@ func TestKeyframeClockAlignsRungsWithDifferentRates(t *testing.T) {
 }
 
 func TestKeyframeClockForcedAndCoalesced(t *testing.T) {
-	c := newKeyframeClock(900000)
+	c := newKeyframeClock(900000, 0) // no spacing: every request forces at the next frame
 	a, b := &keyframeCursor{clock: c}, &keyframeCursor{clock: c}
 	var ka, kb []int64
 	step := func(pts int64) {
@@ -43,11 +45,11 @@ func TestKeyframeClockForcedAndCoalesced(t *testing.T) {
 	}
 	step(0)
 	step(3000)
-	c.force()
-	c.force() // coalesced
+	c.force(pipeline.KeyframePLI)
+	c.force(pipeline.KeyframePLI) // coalesced
 	step(6000)
 	step(9000)
-	c.force()
+	c.force(pipeline.KeyframeJoin)
 	// b lags: a encodes 12000 first, then b catches up; both must agree.
 	c.observe(12000)
 	if a.isKey(12000) {
@@ -60,6 +62,86 @@ func TestKeyframeClockForcedAndCoalesced(t *testing.T) {
 	if !slices.Equal(ka, want) || !slices.Equal(kb, want) {
 		t.Errorf("keys %v and %v, want %v", ka, kb, want)
 	}
+}
+
+// budgetRun steps a clock with a 1 s GOP and a 0.5 s budget through 30 fps
+// frames, calling at(pts) after each frame is observed and before it is
+// encoded, and returns the keyframe PTS one rung encodes.
+func budgetRun(c *keyframeClock, frames int, at func(pts int64)) []int64 {
+	k := &keyframeCursor{clock: c}
+	var keys []int64
+	for i := range int64(frames) {
+		pts := i * 3000
+		c.observe(pts)
+		at(pts)
+		if k.isKey(pts) {
+			keys = append(keys, pts)
+		}
+	}
+	return keys
+}
+
+// TestKeyframeBudget: a forced IDR comes no sooner than the minimum
+// interval after the last IDR (GOP or forced); a GOP boundary at or before
+// that point answers the request itself; a pending forced one absorbs the
+// next requests; a source change is an IDR whatever the budget says.
+func TestKeyframeBudget(t *testing.T) {
+	c := newKeyframeClock(90000, 45000)
+	c.force(pipeline.KeyframeJoin) // before the first frame, which is an IDR anyway
+	keys := budgetRun(c, 70, func(pts int64) {
+		switch pts {
+		case 3000:
+			c.force(pipeline.KeyframePLI) // 1/30 s after the first IDR: deferred to 0.5 s
+		case 6000:
+			c.force(pipeline.KeyframeJoin) // rides on the pending one
+		case 51000:
+			c.force(pipeline.KeyframePLI) // 0.5 s after the forced one is the GOP boundary: no IDR forced
+		case 93000:
+			c.force(pipeline.KeyframeHLS) // after the GOP IDR at 1 s: at 1.5 s
+			c.discontinuity(99000)        // a source change right after the GOP IDR: not budgeted
+		case 102000:
+			c.force(pipeline.KeyframeDrop) // pending (1.5 s)
+		}
+	})
+	want := []int64{0, 45000, 90000, 99000, 135000, 180000}
+	if !slices.Equal(keys, want) {
+		t.Errorf("keys %v, want %v", keys, want)
+	}
+	st := c.keyframeStats()
+	wantReq := map[string]uint64{pipeline.KeyframeJoin: 2, pipeline.KeyframePLI: 2, pipeline.KeyframeHLS: 1, pipeline.KeyframeDrop: 1}
+	if st.Forced != 2 || st.Coalesced != 4 || !maps.Equal(st.Requests, wantReq) {
+		t.Errorf("stats %+v, want 2 forced, 4 coalesced, requests %v", st, wantReq)
+	}
+}
+
+// TestKeyframeBudgetUnderPLIFlood: a viewer asking every 150 ms for 10 s
+// adds at most one IDR per minimum interval, and no two IDRs are closer
+// than it except at GOP boundaries (not budgeted).
+func TestKeyframeBudgetUnderPLIFlood(t *testing.T) {
+	const frames = 300 // 10 s
+	quiet := budgetRun(newKeyframeClock(90000, 45000), frames, func(int64) {})
+	c := newKeyframeClock(90000, 45000)
+	flood := budgetRun(c, frames, func(pts int64) {
+		if pts%13500 == 0 { // every 150 ms
+			c.force(pipeline.KeyframePLI)
+		}
+	})
+	if len(quiet) != 10 {
+		t.Fatalf("%d IDRs without requests, want 10 (one per GOP)", len(quiet))
+	}
+	if extra := len(flood) - len(quiet); extra < 1 || extra > frames*3000/45000 {
+		t.Errorf("%d extra IDRs, want 1..%d (10 s / 0.5 s)", extra, frames*3000/45000)
+	}
+	for i := 1; i < len(flood); i++ {
+		if d := flood[i] - flood[i-1]; d < 45000 && flood[i]%90000 != 0 {
+			t.Errorf("forced IDR at %d only %d ticks after the previous one", flood[i], d)
+		}
+	}
+	st := c.keyframeStats()
+	if st.Forced != uint64(len(flood)-len(quiet)) || st.Forced+st.Coalesced != st.Requests[pipeline.KeyframePLI] {
+		t.Errorf("stats %+v for %d extra IDRs", st, len(flood)-len(quiet))
+	}
+	t.Logf("%d IDRs without requests, %d with a PLI every 150 ms (%d requests)", len(quiet), len(flood), st.Requests[pipeline.KeyframePLI])
 }
 
 func TestTimeline(t *testing.T) {

@@ -2,10 +2,12 @@ package hls
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // TestForcedKeyframesAtStartKeepSegmentsOneGOP: two keyframes forced right
@@ -13,11 +15,12 @@ import (
 // taken for the GOP: segments stay one ladder GOP long.
 func TestForcedKeyframesAtStartKeepSegmentsOneGOP(t *testing.T) {
 	defer testutil.CheckGoroutines(t)()
-	f := startFixture(t, Config{}, "", nil)
+	// No keyframe budget spacing, so the two forced IDRs land a few frames apart.
+	f := startFixture(t, Config{}, strings.Replace(testLadder, "gop: 1s", "gop: 1s\nkeyframe_min_interval: 0s", 1), nil)
 	defer f.close()
-	f.job.RequestKeyframe()
+	f.job.RequestKeyframe(pipeline.KeyframeJoin)
 	time.Sleep(100 * time.Millisecond) // the second forced IDR a few frames after the first
-	f.job.RequestKeyframe()
+	f.job.RequestKeyframe(pipeline.KeyframeJoin)
 
 	mv := f.index()
 	uri := mv.Variants[0].URI

@@ -131,7 +131,7 @@ func (st *stream) run() {
 			pipeline.WithName("hls "+st.name+"/"+r.name),
 			// A muxer that lost packets resumes at the next IDR; ask for one
 			// now rather than wait up to a GOP (it lands on every rung alike).
-			pipeline.WithKeyframeRequest(func(int) { st.job.RequestKeyframe() }),
+			pipeline.WithKeyframeRequest(func(int) { st.job.RequestKeyframe(pipeline.KeyframeHLS) }),
 		)
 		feeders[i] = newFeeder(st, r, reader)
 	}

@@ -62,15 +62,16 @@ type Config struct {
 	// HandshakeTimeout closes a session whose ICE and DTLS have not
 	// completed this long after the answer. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
-	// KeyframeOnJoin forces an IDR (on every rung, rate limited) when a
-	// viewer connects, so its first frame does not wait for the next GOP.
-	// Default true.
+	// KeyframeOnJoin asks for an IDR (on every rung, within the job's
+	// keyframe budget) when a viewer connects, so its first frame does not
+	// wait for the next GOP. Default true.
 	KeyframeOnJoin bool `yaml:"keyframe_on_join"`
-	// KeyframeMinInterval is the shortest time between two forced IDRs of
-	// one stream, whatever asks for them (joins, PLI/FIR, moves down, pins,
-	// queue overflows): one lossy viewer cannot inflate every rung's
-	// bitrate. Requests inside the interval share one IDR at its end.
-	// Default 500ms.
+	// KeyframeMinInterval is a flood limit only: one stream's viewers pass
+	// on at most one keyframe request per reason (join, PLI/FIR, switch,
+	// pin, drop) per interval, the rest ride on one sent at its end. The
+	// IDRs themselves are spaced by the job's keyframe budget, the ladder's
+	// keyframe_min_interval (it was this setting's job before, hence the
+	// name). Default 100ms.
 	KeyframeMinInterval time.Duration `yaml:"keyframe_min_interval"`
 	// ViewerQueue is how many media units (a video frame or an audio
 	// packet) a viewer may have waiting before it drops. Default 256
@@ -139,7 +140,7 @@ func (c *Config) Defaults() {
 		MaxCandidates:       50,
 		HandshakeTimeout:    10 * time.Second,
 		KeyframeOnJoin:      true,
-		KeyframeMinInterval: 500 * time.Millisecond,
+		KeyframeMinInterval: 100 * time.Millisecond,
 		ViewerQueue:         256,
 		ABR: ABRConfig{
 			Enabled:         true,

@@ -15,7 +15,7 @@ func TestConfigDefaultsAreValid(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.UDPPort != 8189 || c.TCPPort != 8189 || !c.KeyframeOnJoin || c.KeyframeMinInterval != 500*time.Millisecond ||
+	if c.UDPPort != 8189 || c.TCPPort != 8189 || !c.KeyframeOnJoin || c.KeyframeMinInterval != 100*time.Millisecond ||
 		!c.ABR.Enabled || c.ABR.InitialBitrate != 2_500_000 || c.MaxSessionsPerIP != 20 || c.MaxSessionsPerStream != 0 ||
 		c.sessionsPerStream() != c.MaxSessions || c.OfferTimeout != 5*time.Second || c.MaxCandidates != 50 ||
 		len(c.DenyCandidateCIDRs) != 0 {

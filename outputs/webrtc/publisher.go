@@ -43,8 +43,9 @@ type Publisher struct {
 	ICEServers []ICEServer
 	// Client sends the WHIP requests; nil means http.DefaultClient.
 	Client *http.Client
-	// KeyframeMinInterval rate-limits the IDRs the receiver's PLIs force;
-	// 0 means 500ms.
+	// KeyframeMinInterval thins the keyframe requests passed on to Source
+	// to one per reason per interval (the source's keyframe budget spaces
+	// the IDRs); 0 means 100ms.
 	KeyframeMinInterval time.Duration
 	// Log receives the publisher's logs; nil means slog.Default().
 	Log *slog.Logger
@@ -86,7 +87,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 		p.Client = http.DefaultClient
 	}
 	if p.KeyframeMinInterval == 0 {
-		p.KeyframeMinInterval = 500 * time.Millisecond
+		p.KeyframeMinInterval = 100 * time.Millisecond
 	}
 	rungs, opus, err := p.selectTracks()
 	if err != nil {

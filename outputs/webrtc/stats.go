@@ -4,6 +4,8 @@ import (
 	"maps"
 	"sort"
 	"sync"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // Stats is a snapshot of the WebRTC output, for the API and metrics.
@@ -36,13 +38,10 @@ type SwitchStats struct {
 }
 
 // KeyframeStats counts a stream's keyframe requests by reason ("join",
-// "pli", "switch", "pin", "drop") and the IDRs actually forced; Coalesced
-// requests rode on an IDR forced for another.
-type KeyframeStats struct {
-	Requests  map[string]uint64 `json:"requests"`
-	Forced    uint64            `json:"forced"`
-	Coalesced uint64            `json:"coalesced"`
-}
+// "pli", "switch", "pin", "drop"), those passed on to the job (Forwarded)
+// and those that rode on one passed on (Coalesced). Which became IDRs is
+// in the job's stats (pipeline.SourceStats.Keyframes).
+type KeyframeStats = pipeline.KeyframeThrottleStats
 
 // StreamStats describes one stream served over WebRTC.
 type StreamStats struct {

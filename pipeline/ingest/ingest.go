@@ -207,8 +207,9 @@ func (s *Session) Subscribe(opts ...pipeline.ReaderOption) *pipeline.Reader {
 	return s.fanout.Subscribe(opts...)
 }
 
-// RequestKeyframe implements pipeline.Source.
-func (s *Session) RequestKeyframe() {
+// RequestKeyframe implements pipeline.Source: the publisher is asked
+// whatever the reason (it has no budget to spend it against).
+func (s *Session) RequestKeyframe(string) {
 	s.mu.Lock()
 	fn := s.onKey
 	s.mu.Unlock()

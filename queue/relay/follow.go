@@ -120,6 +120,7 @@ func (s *Stream) run(sub *subscription) {
 			s.end(fmt.Errorf("%s: %w", s.stream, ErrTracksChanged))
 			return
 		}
+		next.joinReason = pipeline.KeyframeFailover
 		s.mu.Lock()
 		s.current, s.changes = next, s.changes+1
 		s.mu.Unlock()
@@ -247,13 +248,13 @@ func (s *Stream) Subscribe(opts ...pipeline.ReaderOption) *pipeline.Reader {
 }
 
 // RequestKeyframe implements pipeline.Source: it asks the current
-// publisher, if any.
-func (s *Stream) RequestKeyframe() {
+// publisher, if any, whose job's keyframe budget decides.
+func (s *Stream) RequestKeyframe(reason string) {
 	s.mu.Lock()
 	cur := s.current
 	s.mu.Unlock()
 	if cur != nil {
-		cur.requestKeyframe()
+		cur.requestKeyframe(reason)
 	}
 }
 

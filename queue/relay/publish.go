@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +24,10 @@ import (
 //	media.<stream>.tracks   request → StreamInfo (JSON)
 //	media.<stream>.stats    StreamStatus (JSON) every StatsInterval, and a
 //	                        last one with Ended set when the publisher stops
-//	media.<stream>.ctl      "keyframe": ask the job for an IDR on every rung
+//	media.<stream>.ctl      "keyframe:<reason>": ask the job for an IDR on
+//	                        every rung, for one of the pipeline.Keyframe*
+//	                        reasons (plain "keyframe", from older nodes, and
+//	                        unknown reasons count as "other")
 //
 // A pushed stream's source (a publisher's compressed media, on its way from
 // the node that accepted the publisher to the worker that transcodes it)
@@ -47,7 +51,7 @@ const (
 	subjStats  = "stats"
 	subjCtl    = "ctl"
 
-	ctlKeyframe = "keyframe"
+	ctlKeyframe = "keyframe" // ctlKeyframe + ":" + reason, or alone
 	// ctlStop (source plane only) disconnects the publisher: a newer one
 	// of the same stream takes over (ingest takeover: newest).
 	ctlStop = "stop"
@@ -117,7 +121,8 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 	}
 	// Subscribe to the job before announcing the stream, so that every
 	// packet from the first answer on reaches NATS.
-	reader := job.Subscribe(pipeline.WithName("nats:"+stream), pipeline.WithKeyframeRequest(func(int) { job.RequestKeyframe() }))
+	reader := job.Subscribe(pipeline.WithName("nats:"+stream),
+		pipeline.WithKeyframeRequest(func(int) { job.RequestKeyframe(pipeline.KeyframeDrop) }))
 	defer reader.Close()
 
 	// The subscriptions' callbacks run on nats.go's goroutines, which end
@@ -128,9 +133,11 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 	}
 	defer func() { _ = tracksSub.Unsubscribe() }()
 	ctlSub, err := nc.Subscribe(prefix+subjCtl, func(m *nats.Msg) {
-		switch string(m.Data) {
+		cmd, reason, _ := strings.Cut(string(m.Data), ":")
+		switch cmd {
 		case ctlKeyframe:
-			job.RequestKeyframe()
+			// The job's keyframe budget decides; the reason only labels it.
+			job.RequestKeyframe(pipeline.KeyframeReason(reason))
 		case ctlStop:
 			if prefix == sourcePrefix(stream) {
 				_ = job.Close() // an ingest session's Close only closes its connection

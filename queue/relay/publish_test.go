@@ -80,13 +80,17 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 		}
 	}
 
-	// Keyframe requests reach the job (one at subscription, more now; the
-	// remote side sends at most one per 100 ms, so keep asking).
+	// Keyframe requests reach the job with their reasons (one at
+	// subscription, more now; the remote side sends at most one per reason
+	// per 100 ms, so keep asking).
 	before := job.Keyframes()
 	testutil.Eventually(t, 2*time.Second, "keyframe request reached the job", func() bool {
-		remote.RequestKeyframe()
+		remote.RequestKeyframe(pipeline.KeyframePLI)
 		return job.Keyframes() > before
 	})
+	if r := job.KeyframeReasons(); r[0] != pipeline.KeyframeFollower || r[len(r)-1] != pipeline.KeyframePLI {
+		t.Errorf("keyframe reasons %v: want %q first (the follower joining), %q last", r, pipeline.KeyframeFollower, pipeline.KeyframePLI)
+	}
 	testutil.Eventually(t, 3*time.Second, "publisher stats", func() bool { return remote.Stats().MediaTime == 42*time.Second })
 
 	// The job ends: the publisher says so and the remote job ends cleanly.
@@ -112,6 +116,7 @@ func TestRelayFromRealTranscoder(t *testing.T) {
 	pubConn, subConn := testutil.DialNATS(t, e, "worker"), testutil.DialNATS(t, e, "edge")
 	l, err := ladder.Resolve("", `name: longgop
 gop: 10s
+keyframe_min_interval: 500ms
 rungs:
   - {name: 180p, height: 180, bitrate: 300k, preset: ultrafast}
 `)
@@ -194,7 +199,7 @@ rungs:
 			// Ask again (at most every 100 ms, the remote side coalesces):
 			// a second keyframe long before the 10 s GOP ends proves the
 			// request reached the job.
-			remote.RequestKeyframe()
+			remote.RequestKeyframe(pipeline.KeyframePLI)
 		}
 		var want *pipeline.Packet
 		testutil.Eventually(t, time.Second, "local copy of the packet", func() bool {

@@ -67,6 +67,11 @@ type subscription struct {
 	opts     options
 	sub      *nats.Subscription
 	msgs     chan *nats.Msg
+	// joinReason is why the first keyframe is asked for: a first
+	// publisher is joined (KeyframeFollower), a later one replaces it
+	// (KeyframeFailover).
+	joinReason string
+	keys       *pipeline.KeyframeThrottle
 
 	mu      sync.Mutex
 	lastKey time.Time
@@ -78,7 +83,8 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 	if err := pipeline.ValidStreamName(stream); err != nil {
 		return nil, err
 	}
-	s := &subscription{nc: nc, stream: stream, opts: o, msgs: make(chan *nats.Msg, o.buffer)}
+	s := &subscription{nc: nc, stream: stream, opts: o, msgs: make(chan *nats.Msg, o.buffer), joinReason: pipeline.KeyframeFollower}
+	s.keys = pipeline.NewKeyframeThrottle(s.sendKeyframeRequest, keyframeFloodInterval)
 	prefix := o.prefixFor(stream)
 	// Ask first, subscribe after: subscribed to media.<stream>.*, we would
 	// answer "tracks" ourselves as far as NATS is concerned, and a missing
@@ -127,6 +133,7 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 // unsubscribes before returning.
 func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, pipeline.Kind), stats func(pipeline.SourceStats)) error {
 	defer func() { _ = s.sub.Unsubscribe() }()
+	defer s.keys.Stop()
 	var rx reassembler
 	// Join at a keyframe: until one arrives, a video track's packets
 	// cannot be decoded. Ask for one now rather than wait out the GOP.
@@ -136,7 +143,7 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 			waitKey[id] = true
 		}
 	}
-	s.requestKeyframe()
+	s.requestKeyframe(s.joinReason)
 	lastHeard := time.Now()
 	check := time.NewTicker(min(s.opts.staleAfter/4, 250*time.Millisecond))
 	defer check.Stop()
@@ -154,7 +161,7 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 				// The request after a loss may have been coalesced into an
 				// earlier one the job already answered, or lost: ask again
 				// rather than wait out the GOP.
-				s.requestKeyframe()
+				s.requestKeyframe(pipeline.KeyframeFollower)
 			}
 		case m := <-s.msgs:
 			kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
@@ -210,7 +217,7 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 				}
 				if lost && k == pipeline.KindVideo && !waitKey[track] {
 					waitKey[track] = true
-					s.requestKeyframe()
+					s.requestKeyframe(pipeline.KeyframeFollower)
 				}
 				if p == nil {
 					continue
@@ -238,16 +245,19 @@ func (s *subscription) sinceKeyframeRequest() time.Duration {
 	return time.Since(s.lastKey)
 }
 
-// requestKeyframe asks the publisher's job for an IDR, at most every
-// 100 ms (the job coalesces requests anyway). Safe from any goroutine.
-func (s *subscription) requestKeyframe() {
+// keyframeFloodInterval spaces one subscription's keyframe requests of one
+// reason. It only keeps NATS from a flood: which requests become IDRs is
+// the job's keyframe budget.
+const keyframeFloodInterval = 100 * time.Millisecond
+
+// requestKeyframe asks the publisher's job for an IDR for reason, at most
+// once per keyframeFloodInterval per reason (later ones wait for its end).
+// Safe from any goroutine.
+func (s *subscription) requestKeyframe(reason string) { s.keys.Request(reason) }
+
+func (s *subscription) sendKeyframeRequest(reason string) {
 	s.mu.Lock()
-	now := time.Now()
-	if now.Sub(s.lastKey) < 100*time.Millisecond {
-		s.mu.Unlock()
-		return
-	}
-	s.lastKey = now
+	s.lastKey = time.Now()
 	s.mu.Unlock()
-	_ = s.nc.Publish(s.opts.prefixFor(s.stream)+subjCtl, []byte(ctlKeyframe))
+	_ = s.nc.Publish(s.opts.prefixFor(s.stream)+subjCtl, []byte(ctlKeyframe+":"+reason))
 }

@@ -3,6 +3,7 @@
 package fake
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,8 @@ type Source struct {
 	fanout    pipeline.Fanout
 	tracks    []pipeline.Track
 	keyframes atomic.Int32
+	mu        sync.Mutex
+	reasons   []string
 	done      chan struct{}
 	once      sync.Once
 	// MediaTime is what Stats reports.
@@ -57,8 +60,20 @@ func (s *Source) Subscribe(o ...pipeline.ReaderOption) *pipeline.Reader {
 	return s.fanout.Subscribe(o...)
 }
 
+// KeyframeReasons lists the reasons of the RequestKeyframe calls, oldest first.
+func (s *Source) KeyframeReasons() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.reasons)
+}
+
 // RequestKeyframe implements pipeline.Source.
-func (s *Source) RequestKeyframe() { s.keyframes.Add(1) }
+func (s *Source) RequestKeyframe(reason string) {
+	s.mu.Lock()
+	s.reasons = append(s.reasons, reason)
+	s.mu.Unlock()
+	s.keyframes.Add(1)
+}
 
 // Stats implements pipeline.Source.
 func (s *Source) Stats() pipeline.SourceStats {
