@@ -27,6 +27,7 @@ import (
 	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/node"
 	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // prismBin is the binary under test, built once: these tests run prism as a
@@ -219,9 +220,14 @@ func TestServeDemo(t *testing.T) {
 			return false
 		}
 		for _, tr := range info.Stats.Tracks {
-			if tr.Frames == 0 {
+			if tr.Frames == 0 || tr.Track == "360p" && tr.Keyframes == 0 {
 				return false
 			}
+		}
+		// The job's keyframe budget counts the serving side's requests
+		// (the HLS output following the stream asks for one on joining).
+		if info.Stats.Keyframes.Requests[pipeline.KeyframeFollower] == 0 {
+			return false
 		}
 		// The default ladder on a 640x360 source: 360p (larger rungs skipped), AAC, Opus.
 		return len(info.Stats.Tracks) == 3
@@ -229,7 +235,10 @@ func TestServeDemo(t *testing.T) {
 	// Stage statistics come from the worker process over NATS.
 	if c, body := get("/metrics"); c != 200 || !strings.Contains(string(body), `prism_track_fps{stream="demo",track="360p"}`) ||
 		!strings.Contains(string(body), `prism_stage_latency_seconds{quantile="0.95",stage="encode-360p",stream="demo"}`) ||
-		!strings.Contains(string(body), `prism_hls_part_latency_seconds{quantile="0.95",stream="demo"}`) {
+		!strings.Contains(string(body), `prism_hls_part_latency_seconds{quantile="0.95",stream="demo"}`) ||
+		!strings.Contains(string(body), `prism_keyframe_requests_total{reason="follower",stream="demo"}`) ||
+		!strings.Contains(string(body), `prism_track_keyframes_total{stream="demo",track="360p"}`) ||
+		!strings.Contains(string(body), `prism_keyframes_forced_total{stream="demo"}`) {
 		t.Errorf("/metrics: %d\n%s", c, body)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

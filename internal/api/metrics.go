@@ -27,6 +27,9 @@ type streamCollector struct {
 	trackFPS, trackBitrate    *prometheus.Desc
 	stageFrames, stageDropped *prometheus.Desc
 	stageBusy, stageLatency   *prometheus.Desc
+	trackKeyframes            *prometheus.Desc
+	keyRequests, keyForced    *prometheus.Desc
+	keyCoalesced              *prometheus.Desc
 }
 
 func newStreamCollector(streams *pipeline.Registry, hlsLatency, rtcLatency func(string) (time.Duration, time.Duration, bool)) *streamCollector {
@@ -34,27 +37,32 @@ func newStreamCollector(streams *pipeline.Registry, hlsLatency, rtcLatency func(
 		return prometheus.NewDesc("prism_"+name, help, labels, nil)
 	}
 	return &streamCollector{
-		streams:      streams,
-		hlsLatency:   hlsLatency,
-		rtcLatency:   rtcLatency,
-		rtcSent:      d("webrtc_send_latency_seconds", "Time from ingest to a video frame's last RTP packet handed to a viewer's track.", "stream", "quantile"),
-		hlsPart:      d("hls_part_latency_seconds", "Time from ingest to the LL-HLS part being downloadable.", "stream", "quantile"),
-		speed:        d("stream_speed", "Media time encoded per wall-clock second (1 = real time).", "stream"),
-		mediaTime:    d("stream_media_seconds", "Newest video timestamp encoded.", "stream"),
-		trackFrames:  d("track_frames_total", "Encoded frames (packets) per output track.", "stream", "track"),
-		trackBytes:   d("track_bytes_total", "Encoded bytes per output track.", "stream", "track"),
-		trackFPS:     d("track_fps", "Output frame rate over the last seconds.", "stream", "track"),
-		trackBitrate: d("track_bitrate_bps", "Output bitrate over the last seconds.", "stream", "track"),
-		stageFrames:  d("stage_frames_total", "Frames out of a pipeline stage.", "stream", "stage"),
-		stageDropped: d("stage_dropped_total", "Frames a pipeline stage discarded.", "stream", "stage"),
-		stageBusy:    d("stage_busy_seconds_total", "Time a pipeline stage spent working.", "stream", "stage"),
-		stageLatency: d("stage_latency_seconds", "Time from ingest to a stage's output.", "stream", "stage", "quantile"),
+		streams:        streams,
+		hlsLatency:     hlsLatency,
+		rtcLatency:     rtcLatency,
+		rtcSent:        d("webrtc_send_latency_seconds", "Time from ingest to a video frame's last RTP packet handed to a viewer's track.", "stream", "quantile"),
+		hlsPart:        d("hls_part_latency_seconds", "Time from ingest to the LL-HLS part being downloadable.", "stream", "quantile"),
+		speed:          d("stream_speed", "Media time encoded per wall-clock second (1 = real time).", "stream"),
+		mediaTime:      d("stream_media_seconds", "Newest video timestamp encoded.", "stream"),
+		trackFrames:    d("track_frames_total", "Encoded frames (packets) per output track.", "stream", "track"),
+		trackBytes:     d("track_bytes_total", "Encoded bytes per output track.", "stream", "track"),
+		trackFPS:       d("track_fps", "Output frame rate over the last seconds.", "stream", "track"),
+		trackBitrate:   d("track_bitrate_bps", "Output bitrate over the last seconds.", "stream", "track"),
+		stageFrames:    d("stage_frames_total", "Frames out of a pipeline stage.", "stream", "stage"),
+		stageDropped:   d("stage_dropped_total", "Frames a pipeline stage discarded.", "stream", "stage"),
+		stageBusy:      d("stage_busy_seconds_total", "Time a pipeline stage spent working.", "stream", "stage"),
+		stageLatency:   d("stage_latency_seconds", "Time from ingest to a stage's output.", "stream", "stage", "quantile"),
+		trackKeyframes: d("track_keyframes_total", "IDRs per video track (rung): GOP boundaries and forced ones.", "stream", "track"),
+		keyRequests:    d("keyframe_requests_total", "Keyframe requests to the stream's job, per reason.", "stream", "reason"),
+		keyForced:      d("keyframes_forced_total", "IDRs the job's keyframe budget forced on every rung for requests.", "stream"),
+		keyCoalesced:   d("keyframe_requests_coalesced_total", "Keyframe requests answered by an IDR already due (forced or GOP).", "stream"),
 	}
 }
 
 func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.speed, c.mediaTime, c.trackFrames, c.trackBytes, c.trackFPS,
-		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart, c.rtcSent} {
+		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart, c.rtcSent,
+		c.trackKeyframes, c.keyRequests, c.keyForced, c.keyCoalesced} {
 		ch <- d
 	}
 }
@@ -88,7 +96,21 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 			m(c.trackBytes, prometheus.CounterValue, float64(t.Bytes), name, t.Track)
 			m(c.trackFPS, prometheus.GaugeValue, t.FPS, name, t.Track)
 			m(c.trackBitrate, prometheus.GaugeValue, t.Bitrate, name, t.Track)
+			if t.Keyframes > 0 {
+				m(c.trackKeyframes, prometheus.CounterValue, float64(t.Keyframes), name, t.Track)
+			}
 		}
+		// The reasons come from the publisher's report: fold them into the
+		// known set again, so the labels stay bounded whoever sent it.
+		requests := map[string]uint64{}
+		for reason, n := range s.Keyframes.Requests {
+			requests[pipeline.KeyframeReason(reason)] += n
+		}
+		for reason, n := range requests {
+			m(c.keyRequests, prometheus.CounterValue, float64(n), name, reason)
+		}
+		m(c.keyForced, prometheus.CounterValue, float64(s.Keyframes.Forced), name)
+		m(c.keyCoalesced, prometheus.CounterValue, float64(s.Keyframes.Coalesced), name)
 		for _, st := range s.Stages {
 			m(c.stageFrames, prometheus.CounterValue, float64(st.Frames), name, st.Name)
 			m(c.stageDropped, prometheus.CounterValue, float64(st.Dropped), name, st.Name)
