@@ -12,11 +12,11 @@ import (
 // stay bounded: stream, rung and reason, never a viewer; per-viewer figures
 // are the median over the viewers of a rung (each viewer is in the API).
 type webrtcCollector struct {
-	srv                               *webrtc.Server
-	viewers, estimate, loss, rtt      *prometheus.Desc
-	queueDelay                        *prometheus.Desc
-	switches, probesFailed, freezes   *prometheus.Desc
-	keyframeRequests, keyframesForced *prometheus.Desc
+	srv                             *webrtc.Server
+	viewers, estimate, loss, rtt    *prometheus.Desc
+	queueDelay                      *prometheus.Desc
+	switches, probesFailed, freezes *prometheus.Desc
+	keyframeRequests                *prometheus.Desc
 }
 
 func newWebRTCCollector(srv *webrtc.Server) *webrtcCollector {
@@ -33,14 +33,13 @@ func newWebRTCCollector(srv *webrtc.Server) *webrtcCollector {
 		switches:         d("switches_total", "Completed rung switches of the stream's viewers by reason.", "stream", "reason"),
 		probesFailed:     d("probes_failed_total", "Bandwidth probes that found no room for the next rung.", "stream"),
 		freezes:          d("freezes_total", "Gaps over 500 ms between two video frames sent to a connected viewer.", "stream"),
-		keyframeRequests: d("keyframe_requests_total", "Keyframe requests of the stream's viewers by reason.", "stream", "reason"),
-		keyframesForced:  d("keyframes_forced_total", "IDRs the stream's viewers' requests forced.", "stream"),
+		keyframeRequests: d("keyframe_requests_total", "Keyframe requests of the stream's viewers by reason (the job's budget decides which force an IDR: prism_keyframes_forced_total).", "stream", "reason"),
 	}
 }
 
 func (c *webrtcCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.viewers, c.estimate, c.loss, c.rtt, c.queueDelay, c.switches,
-		c.probesFailed, c.freezes, c.keyframeRequests, c.keyframesForced} {
+		c.probesFailed, c.freezes, c.keyframeRequests} {
 		ch <- d
 	}
 }
@@ -74,7 +73,6 @@ func (c *webrtcCollector) Collect(ch chan<- prometheus.Metric) {
 		for reason, n := range s.Keyframes.Requests {
 			m(c.keyframeRequests, prometheus.CounterValue, float64(n), s.Name, reason)
 		}
-		m(c.keyframesForced, prometheus.CounterValue, float64(s.Keyframes.Forced), s.Name)
 	}
 }
 
