@@ -33,7 +33,9 @@ type forwarder struct {
 	// down for congestion, where each further frame of cur only deepens the
 	// bottleneck queue the viewer must wait through.
 	pauseCur  bool
-	held      *unit
+	// held: the current rung's frames from its IDR on, kept while a
+	// switch waits for the target's IDR of the same source frame.
+	held      []*unit
 	vseq      uint16
 	aseq      uint16
 	sentVideo bool
@@ -80,9 +82,12 @@ func (f *forwarder) interest() uint64 {
 // any order. When a switch is pending and the current rung's IDR arrives
 // first, the forwarder holds it: the target rung's IDR for the same frame is
 // due within milliseconds, and sending both would put two frames on one RTP
-// timestamp. The held frame is sent after all if the current rung moves on
-// first (the target's IDR was not aligned), and the switch waits for the
-// next IDR.
+// timestamp. A larger rung can lag a smaller one by several frames (its
+// encoder is slower, and a busy machine makes it worse), so the frames that
+// follow the held IDR are held too, up to maxHeld: once the target's IDR
+// arrives they are dropped and the target rung goes on from the same
+// frame. If it does not come in time (its IDR was not aligned), the held
+// frames go out late and the switch waits for the next IDR.
 func (f *forwarder) onVideo(q queued) error {
 	u := q.u
 	if q.gap {
@@ -90,7 +95,7 @@ func (f *forwarder) onVideo(q queued) error {
 	}
 	if u.rung == f.want && f.want != f.cur && u.keyframe && (!f.sentVideo || u.pts > f.lastPTS) {
 		from := f.cur
-		f.cur, f.held, f.waitKey, f.pauseCur = f.want, nil, false, false
+		f.cur, f.held, f.waitKey, f.pauseCur = f.want, f.held[:0], false, false
 		if f.onSwitch != nil {
 			f.onSwitch(from, f.cur)
 		}
@@ -99,18 +104,31 @@ func (f *forwarder) onVideo(q queued) error {
 	if u.rung != f.cur || f.pauseCur {
 		return nil
 	}
-	if f.held != nil {
-		h := f.held
-		f.held = nil
+	switching := f.want != f.cur
+	if switching && (u.keyframe || len(f.held) > 0) && len(f.held) < maxHeld {
+		f.held = append(f.held, u)
+		return nil
+	}
+	if err := f.flushHeld(); err != nil {
+		return err
+	}
+	return f.sendVideo(u)
+}
+
+// maxHeld bounds the frames held for a switch: about 200 ms at 30 fps.
+const maxHeld = 6
+
+// flushHeld sends the held frames: the switch did not happen at them.
+func (f *forwarder) flushHeld() error {
+	for i, h := range f.held {
+		f.held[i] = nil
 		if err := f.sendVideo(h); err != nil {
+			f.held = f.held[:0]
 			return err
 		}
 	}
-	if f.want != f.cur && u.keyframe {
-		f.held = u
-		return nil
-	}
-	return f.sendVideo(u)
+	f.held = f.held[:0]
+	return nil
 }
 
 func (f *forwarder) sendVideo(u *unit) error {

@@ -107,17 +107,35 @@ func TestForwarderHoldsCurrentIDRWhileSwitching(t *testing.T) {
 	}
 	checkContinuous(t, video.pkts, true)
 
-	// Misaligned: the target's IDR does not come with the current one;
-	// the held frame goes out when the current rung moves on.
+	// The target rung lags by a frame (a larger rung's encoder is slower):
+	// the current rung's frames after its IDR are held too, and dropped at
+	// the switch.
 	video.pkts = nil
 	f.setWant(0)
 	send(1, 3, true)  // held
-	send(1, 4, false) // releases the held frame, then itself
-	send(0, 4, true)  // not after the last frame sent: too late for this IDR
-	send(1, 5, false)
-	send(0, 6, true) // next IDR: switch
-	if got, want := rungsOf(video.pkts), []int{1, 1, 1, 0}; !equalInts(got, want) {
+	send(1, 4, false) // held
+	send(0, 3, true)  // the target's IDR of the same frame: switch
+	send(0, 4, false)
+	if got, want := rungsOf(video.pkts), []int{0, 0}; !equalInts(got, want) {
 		t.Fatalf("frames from rungs %v, want %v", got, want)
+	}
+	checkContinuous(t, video.pkts, true)
+
+	// Misaligned: the target's IDR does not come within maxHeld frames;
+	// the held frames go out late and the switch waits for the next IDR.
+	video.pkts = nil
+	f.setWant(1)
+	for i := range maxHeld + 1 {
+		send(0, 10+i, i == 0)
+	}
+	if got := len(rungsOf(video.pkts)); got != maxHeld+1 {
+		t.Fatalf("%d frames out after %d held ones, want all of them", got, maxHeld+1)
+	}
+	send(1, 12, true) // too late for this IDR: frames after it went out
+	send(0, 17, false)
+	send(1, 18, true) // next IDR: switch
+	if got := rungsOf(video.pkts); got[len(got)-1] != 1 || len(got) != maxHeld+3 {
+		t.Fatalf("frames from rungs %v, want the switch at the next IDR", got)
 	}
 	checkContinuous(t, video.pkts, true)
 }
