@@ -32,7 +32,7 @@ type forwarder struct {
 	// pauseCur: stop sending cur until the switch to want; set for a move
 	// down for congestion, where each further frame of cur only deepens the
 	// bottleneck queue the viewer must wait through.
-	pauseCur  bool
+	pauseCur bool
 	// held: the current rung's frames from its IDR on, kept while a
 	// switch waits for the target's IDR of the same source frame.
 	held      []*unit
