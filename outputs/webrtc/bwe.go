@@ -60,6 +60,7 @@ type bwe struct {
 
 	overuse      bool
 	overuseSince time.Time
+	longerSince  time.Time // the delay rose without a rate bottleneck since
 	// onOveruse is told (without blocking) when a queue starts building,
 	// so the ABR need not wait for its next tick.
 	onOveruse    chan struct{}
@@ -96,6 +97,11 @@ const (
 	// this often (what got through before the cut was still overestimated).
 	recutInterval = 400 * time.Millisecond
 	lossCut       = 0.1 // loss fraction that cuts the estimate on its own
+	// pathChangeFactor, pathChangeHold: trains arriving at this many times
+	// the acknowledged rate, for this long, while the delay is up, mean
+	// the path is longer, not congested.
+	pathChangeFactor = 4
+	pathChangeHold   = 500 * time.Millisecond
 	// trainGap: packets written less than this apart belong to one train.
 	trainGap = time.Millisecond
 	// maxCapacity caps a capacity sample: a train that arrived within the
@@ -389,6 +395,25 @@ func dropBefore[S any](s []S, cut int64, at func(S) int64) []S {
 	return s[:n]
 }
 
+// rebaseLocked makes the current least delay the baseline.
+func (e *bwe) rebaseLocked() {
+	if len(e.recent) == 0 {
+		return
+	}
+	d := e.recent[0].delay
+	for _, s := range e.recent[1:] {
+		d = min(d, s.delay)
+	}
+	for i := range e.baseline {
+		if e.baseline[i] != 1<<63-1 {
+			e.baseline[i] += d
+		}
+	}
+	for i := range e.recent {
+		e.recent[i].delay -= d
+	}
+}
+
 // queueDelayLocked is the least queueing delay over the last delayWindow.
 func (e *bwe) queueDelayLocked() time.Duration {
 	if len(e.recent) == 0 {
@@ -464,11 +489,27 @@ func (e *bwe) update(now time.Time) {
 	// window, the latest trains do not (the narrowest of them: a queue is
 	// building, so the link is as narrow as its worst recent reading).
 	through := acked
-	if c := e.capacityLocked(cutWindow, true); c > 0 && (through == 0 || c < through) {
-		through = c
+	recentCap := e.capacityLocked(cutWindow, true)
+	if recentCap > 0 && (through == 0 || recentCap < through) {
+		through = recentCap
 	}
 	was := e.overuse
 	e.overuse = len(e.recent) > 0 && qd > overuseDelay
+	// More delay but the latest trains still arrive unspread: the path got
+	// longer (a new route, a delay line), no queue is building at a rate
+	// bottleneck. After pathChangeHold of it, the new delay is the
+	// baseline; until then it is not congestion.
+	if e.overuse && recentCap >= pathChangeFactor*max(acked, 1) {
+		e.overuse = false
+		if e.longerSince.IsZero() {
+			e.longerSince = now
+		} else if now.Sub(e.longerSince) >= pathChangeHold {
+			e.rebaseLocked()
+			e.longerSince = time.Time{}
+		}
+	} else {
+		e.longerSince = time.Time{}
+	}
 	if e.overuse && !was {
 		e.overuseSince = now
 		select {

@@ -22,6 +22,7 @@ type bottleneckSim struct {
 	queue int // packets the queue holds
 	// loss drops every n-th packet at random-looking places (0 = none).
 	lossEvery int
+	extra     time.Duration // added path delay
 
 	busyUntil time.Duration   // when the link finishes what it holds
 	inQueue   []time.Duration // departure times of queued packets
@@ -55,7 +56,7 @@ func (s *bottleneckSim) send(size int) {
 		start := max(s.now, s.busyUntil)
 		s.busyUntil = start + time.Duration(int64(size+28)*8*int64(time.Second)/int64(s.rate))
 		s.inQueue = append(s.inQueue, s.busyUntil)
-		p.arrival = s.busyUntil + 2*time.Millisecond // propagation
+		p.arrival = s.busyUntil + 2*time.Millisecond + s.extra // propagation
 	}
 	s.pending = append(s.pending, p)
 }
@@ -207,5 +208,26 @@ func TestBWERoundTripTime(t *testing.T) {
 	}
 	if rtt := e.snapshot().rtt; rtt < 125*time.Millisecond || rtt > 135*time.Millisecond {
 		t.Errorf("rtt %s, want 130ms", rtt)
+	}
+}
+
+func TestBWELongerPathIsNotCongestion(t *testing.T) {
+	s := newBottleneckSim(t)
+	s.run(3*time.Second, 2_800_000)
+	s.extra = 75 * time.Millisecond // a delay line on the way, no rate limit
+	snaps := s.run(3*time.Second, 2_800_000)
+	for _, sn := range snaps {
+		if sn.overuse || sn.estimate < 2_800_000 {
+			t.Fatalf("75 ms more path delay read as congestion: %+v", sn)
+		}
+	}
+	if qd := snaps[len(snaps)-1].queueDelay; qd > 10*time.Millisecond {
+		t.Errorf("queueing delay %s after the path change settled, want ~0", qd)
+	}
+	// A real bottleneck after that is still seen.
+	s.rate = 700_000
+	snaps = s.run(time.Second, 2_800_000)
+	if i := firstIndex(snaps, func(sn bweSnapshot) bool { return sn.overuse }); i < 0 || i > 5 {
+		t.Errorf("bottleneck after a path change seen after %d ticks", i)
 	}
 }
