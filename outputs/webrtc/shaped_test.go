@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -206,6 +207,9 @@ func runShapedCase(t *testing.T, srv *Server, ns *testutil.NetNS, base string, c
 	}
 	if len(rep.Errors) > 0 {
 		t.Fatalf("page errors: %v", rep.Errors)
+	}
+	if !strings.Contains(rep.Answer, "transport-wide-cc-extensions-01") || !strings.Contains(rep.Answer, " transport-cc\r\n") {
+		t.Errorf("the answer to Chromium's offer does not negotiate transport-cc:\n%s", rep.Answer)
 	}
 	a := analyzeShaped(&rep, shapedAt, releasedAt)
 	testutil.Report(t, "shaped %s: top %dp at the change; down after %s to %dp; fps unshaped %.1f, shaped %.1f (%.0f%%); "+

@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,54 @@ func hasMessage(v *viewer, typ string) bool {
 		}
 	}
 	return false
+}
+
+// TestAnswerNegotiatesCongestionControl: an offer with transport-cc gets it
+// back (extmap and rtcp-fb), which is what lets the estimator read the
+// viewer's feedback; an offer with only abs-send-time and REMB (a receiver
+// that estimates on its side) gets those instead.
+func TestAnswerNegotiatesCongestionControl(t *testing.T) {
+	job := startJob(t, smallSource, smallLadder)
+	_, hs := startServer(t, job, testConfig(), nil)
+	const (
+		twccExt = "a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\n"
+		absExt  = "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\n"
+	)
+	withVideo := func(lines string) string {
+		return strings.Replace(chromeOffer, "a=rtcp-mux\n", "a=rtcp-mux\n"+lines, 1)
+	}
+	fb := func(kinds ...string) string {
+		var b strings.Builder
+		for _, pt := range []string{"102", "106", "112", "113"} {
+			for _, k := range kinds {
+				b.WriteString("a=rtcp-fb:" + pt + " " + k + "\n")
+			}
+		}
+		return b.String()
+	}
+	twccOffer := withVideo(twccExt + fb("transport-cc", "goog-remb"))
+	rembOffer := withVideo(absExt + fb("goog-remb"))
+	for _, c := range []struct {
+		name, offer string
+		want, not   []string
+	}{
+		{"transport-cc", twccOffer, []string{"transport-wide-cc-extensions-01", " transport-cc\r\n"}, []string{"abs-send-time"}},
+		{"remb", rembOffer, []string{"abs-send-time", " goog-remb\r\n"}, []string{"transport-wide-cc", " transport-cc\r\n"}},
+	} {
+		status, answer := postSDP(t, hs.URL+"/whep/test", mimeSDP, []byte(crlf(c.offer)))
+		if status != http.StatusCreated {
+			t.Fatalf("%s: POST %d: %s", c.name, status, answer)
+		}
+		video := answer[strings.Index(answer, "m=video"):strings.Index(answer, "m=audio")]
+		for _, w := range c.want {
+			if !strings.Contains(video, w) {
+				t.Errorf("%s: the answer's video section lacks %q:\n%s", c.name, w, video)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(video, n) {
+				t.Errorf("%s: the answer's video section has %q:\n%s", c.name, n, video)
+			}
+		}
+	}
 }
