@@ -21,6 +21,7 @@ type abrInput struct {
 	// overuse: the queueing delay says a queue is building at the
 	// bottleneck (or, without transport-cc, the viewer's REMB fell).
 	overuse    bool
+	growing    bool // the queue grows fast: no reason to wait for down_hold
 	queueDelay time.Duration
 }
 
@@ -149,7 +150,7 @@ func (a *abrController) tick(in abrInput) abrDecision {
 		}
 		// A queue already twice the congestion mark is no blip: move now,
 		// each further frame of this rung deepens it.
-		deep := congested && in.queueDelay >= 2*overuseDelay
+		deep := congested && (in.queueDelay >= 2*overuseDelay || in.growing)
 		if (!deep && in.now.Sub(a.badSince) < a.cfg.DownHold) || a.cur == len(a.needs)-1 {
 			return d
 		}

@@ -93,6 +93,10 @@ const (
 	// any jitter of a working link and of a busy receiver, far below what a
 	// congested deep buffer reaches within a second.
 	overuseDelay = 40 * time.Millisecond
+	// growthDelay, growthRise, growthSpan: see growingLocked.
+	growthDelay = 20 * time.Millisecond
+	growthRise  = 15 * time.Millisecond
+	growthSpan  = 30 * time.Millisecond
 	// recutInterval: while the delay keeps rising after a cut, cut again
 	// this often (what got through before the cut was still overestimated).
 	recutInterval = 400 * time.Millisecond
@@ -155,6 +159,7 @@ type bweSnapshot struct {
 	loss       float64
 	queueDelay time.Duration
 	overuse    bool   // the queueing delay says a queue is building now
+	growing    bool   // ... and fast (growingLocked)
 	overuses   uint64 // cuts of the estimate so far
 	rtt        time.Duration
 	feedback   bool // transport-cc feedback has arrived
@@ -414,6 +419,24 @@ func (e *bwe) rebaseLocked() {
 	}
 }
 
+// growingLocked: the queue is growing fast (an overload of half the link
+// or more), seen before the delay reaches overuseDelay: the delay rose by
+// growthRise across the last delayWindow and is past growthDelay. At 3:1
+// overload each 10 ms of waiting is 30 ms of packets queued behind, so
+// acting on the slope rather than the level halves what must drain.
+func (e *bwe) growingLocked() bool {
+	if len(e.recent) < 4 {
+		return false
+	}
+	first, last := e.recent[0], e.recent[len(e.recent)-1]
+	if last.arrival-first.arrival < growthSpan.Microseconds() {
+		return false
+	}
+	// The newest packets, not one late one: the least of the last three.
+	newest := min(last.delay, e.recent[len(e.recent)-2].delay, e.recent[len(e.recent)-3].delay)
+	return newest > int64(growthDelay) && newest-first.delay > int64(growthRise)
+}
+
 // queueDelayLocked is the least queueing delay over the last delayWindow.
 func (e *bwe) queueDelayLocked() time.Duration {
 	if len(e.recent) == 0 {
@@ -494,7 +517,7 @@ func (e *bwe) update(now time.Time) {
 		through = recentCap
 	}
 	was := e.overuse
-	e.overuse = len(e.recent) > 0 && qd > overuseDelay
+	e.overuse = len(e.recent) > 0 && (qd > overuseDelay || e.growingLocked())
 	// More delay but the latest trains still arrive unspread: the path got
 	// longer (a new route, a delay line), no queue is building at a rate
 	// bottleneck. After pathChangeHold of it, the new delay is the
@@ -562,7 +585,7 @@ func (e *bwe) snapshot() bweSnapshot {
 	defer e.mu.Unlock()
 	return bweSnapshot{
 		estimate: e.estimate, capacity: e.capacityLocked(capacityWindow, false), acked: e.ackedLocked(), loss: e.lossLocked(),
-		queueDelay: e.queueDelayLocked(), overuse: e.overuse, overuses: e.overuses, rtt: e.rtt,
+		queueDelay: e.queueDelayLocked(), overuse: e.overuse, growing: e.overuse && e.growingLocked(), overuses: e.overuses, rtt: e.rtt,
 		feedback: e.feedbacks > 0,
 	}
 }

@@ -355,7 +355,7 @@ func (s *session) tick() {
 	now := time.Now()
 	b := s.bwe.snapshot()
 	in := abrInput{now: now, estimate: b.estimate, capacity: b.capacity, loss: b.loss, overuse: b.overuse,
-		queueDelay: b.queueDelay}
+		growing: b.growing, queueDelay: b.queueDelay}
 	remb := int(s.remb.Load())
 	if !b.feedback && remb > 0 {
 		// No transport-cc (the viewer did not offer it): its REMB is the
