@@ -63,8 +63,9 @@ type Config struct {
 	// completed this long after the answer. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// KeyframeOnJoin asks for an IDR (on every rung, within the job's
-	// keyframe budget) when a viewer connects, so its first frame does not
-	// wait for the next GOP. Default true.
+	// keyframe budget) when a viewer's offer is answered, so that one is
+	// ready when ICE and DTLS are done instead of at the next GOP; a viewer
+	// that connects too long after it asks once more. Default true.
 	KeyframeOnJoin bool `yaml:"keyframe_on_join"`
 	// KeyframeMinInterval is a flood limit only: one stream's viewers pass
 	// on at most one keyframe request per reason (join, PLI/FIR, switch,

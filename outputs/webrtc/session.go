@@ -283,10 +283,9 @@ func (s *session) teardown() {
 func (s *session) onState(state webrtc.PeerConnectionState) {
 	switch state {
 	case webrtc.PeerConnectionStateConnected:
-		if s.active.CompareAndSwap(false, true) && s.srv.Config.KeyframeOnJoin {
-			// The first frame should not wait for the next GOP.
-			s.st.kf.request(keyReasonJoin)
-		}
+		// Media starts: video on the rung's latest keyframe if it is
+		// young (the join IDR was asked for at the POST), else at the next.
+		s.st.activate(s)
 	case webrtc.PeerConnectionStateFailed:
 		s.close(endICEFailed)
 	case webrtc.PeerConnectionStateClosed:

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/bits"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prism-streaming/prism/pipeline"
 )
@@ -48,6 +51,18 @@ type stream struct {
 	mu       sync.RWMutex
 	sessions map[*session]struct{}
 	closed   bool
+
+	// starts: per rung, the units since its most recent keyframe, for
+	// viewers that connect soon after it (see startCache). Written only by
+	// the goroutine running run, with mu held (read-locked, inside
+	// dispatch); read by activate with mu held exclusively.
+	starts []startCache
+	// keyOnJoin is Config.KeyframeOnJoin; joinAsked (UnixNano) is when a
+	// joining viewer last asked for an IDR.
+	keyOnJoin bool
+	joinAsked atomic.Int64
+	// How viewers started: on a cached keyframe, or waiting for the next.
+	startedCached, startedWaiting atomic.Uint64
 }
 
 func newStream(name string, job pipeline.Source, cfg *Config, log *slog.Logger) *stream {
@@ -83,6 +98,8 @@ func newStream(name string, job pipeline.Source, cfg *Config, log *slog.Logger) 
 	if st.opus != nil {
 		ids = append(ids, st.opus.ID)
 	}
+	st.starts = make([]startCache, len(videos))
+	st.keyOnJoin = cfg.KeyframeOnJoin
 	st.h264 = newH264Params(videos)
 	st.pk = newPacketizer(rungOf, len(videos), st.opus)
 	st.kf = newKeyframeLimiter(job.RequestKeyframe, cfg.KeyframeMinInterval)
@@ -140,7 +157,7 @@ func (st *stream) run(ctx context.Context) {
 		if _, ok := st.pk.rungOf[p.Track]; ok && p.Keyframe {
 			st.h264.observe(st.pk.rungOf[p.Track], p.Data)
 		}
-		if !st.wanted(p.Track) {
+		if !st.wanted(p.Track) && !st.caches(p) {
 			continue // no viewer would forward it: do not packetize it
 		}
 		if u := st.pk.packetize(p); u != nil {
@@ -181,6 +198,7 @@ func (st *stream) wanted(track int) bool {
 func (st *stream) dispatch(u *unit) {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
+	st.remember(u) // under mu: activate finds every unit cached or dispatched, exactly once
 	for s := range st.sessions {
 		if !s.active.Load() {
 			continue
@@ -217,4 +235,125 @@ func (st *stream) stats() StreamStats {
 	st.mu.RUnlock()
 	return StreamStats{Name: st.name, Rungs: st.rungNames(), Viewers: n,
 		Dropped: st.reader.Dropped(), Keyframes: st.kf.stats()}
+}
+
+// A viewer that connects shortly after a keyframe of its rung starts on it:
+// the stream keeps, per rung, the units since the rung's most recent
+// keyframe (startCache) and pre-queues them when the viewer becomes active.
+// The burst starts the viewer as far behind the live edge as the keyframe is
+// old, so only a young one is served; with an older one the viewer waits for
+// the next IDR (the join IDR asked for at the POST, budgeted).
+//
+// 300 ms, by measurement (README, "Joining"): the join IDR reaches the
+// stream 20–40 ms after the POST in-process and 40–260 ms after from a
+// loaded worker over NATS, and Chromium connects 30–200 ms after the POST,
+// so at connect it is typically 0–150 ms old or still coming; 300 ms covers
+// slow connects and stays below what a viewer notices as delay, where a
+// fresh IDR would cost another round trip to the encoder.
+const (
+	startCacheMaxAge = 300 * time.Millisecond
+	// startCacheMaxUnits bounds the memory of one rung's cache whatever the
+	// frame rate: 300 ms at 60 fps is 18 frames.
+	startCacheMaxUnits = 32
+)
+
+// keyReasonJoinLate labels the IDR a viewer asks for when it connects after
+// its join IDR (asked for at the POST) has aged out of the start cache.
+const keyReasonJoinLate = "join_late"
+
+// startCache is one rung's units since its most recent keyframe, while that
+// keyframe is younger than startCacheMaxAge.
+type startCache struct {
+	keyAt time.Time // when the rung's most recent keyframe reached the stream
+	units []*unit   // from that keyframe on; nil once too old or too many
+	// (on a rung nobody watches, up to startCacheMaxUnits stay until its
+	// next keyframe: its frames are no longer packetized to notice)
+}
+
+// caches reports whether the start cache takes p: a keyframe of a rung, or
+// the frames after one while it is young. The stream packetizes these even
+// when no viewer watches the rung, so a viewer joining on it can start at
+// once. Called by run.
+func (st *stream) caches(p *pipeline.Packet) bool {
+	r, ok := st.pk.rungOf[p.Track]
+	if !ok {
+		return false
+	}
+	c := &st.starts[r]
+	return p.Keyframe || (c.units != nil && time.Since(c.keyAt) <= startCacheMaxAge && len(c.units) < startCacheMaxUnits)
+}
+
+// remember adds a video unit to its rung's start cache: a keyframe restarts
+// it, later frames extend it while it is young and small enough. Called by
+// run (through dispatch) with mu read-locked.
+func (st *stream) remember(u *unit) {
+	if !u.video {
+		return
+	}
+	c := &st.starts[u.rung]
+	now := time.Now()
+	switch {
+	case u.keyframe:
+		clear(c.units)
+		c.units = append(c.units[:0], u)
+		c.keyAt = now
+	case c.units == nil:
+	case now.Sub(c.keyAt) > startCacheMaxAge || len(c.units) >= startCacheMaxUnits:
+		clear(c.units)
+		c.units = nil // no longer a place to start: free the frames
+	default:
+		c.units = append(c.units, u)
+	}
+}
+
+// askJoinKeyframe asks for an IDR for a viewer whose offer was just
+// answered: it is produced while ICE and DTLS run, so that the viewer finds
+// it in the start cache when it connects.
+func (st *stream) askJoinKeyframe() {
+	if !st.keyOnJoin {
+		return
+	}
+	st.joinAsked.Store(time.Now().UnixNano())
+	st.kf.request(keyReasonJoin)
+}
+
+// activate starts media for a viewer that connected: audio from the next
+// packet on, video from the start cache of its rung when that keyframe is
+// young, else from the rung's next IDR. It holds mu exclusively, so every
+// unit reaches the viewer once: pre-queued here, or dispatched after. Later
+// calls (a reconnect) change nothing.
+func (st *stream) activate(s *session) {
+	m := s.interest.Load()
+	rung := bits.TrailingZeros64(m) // before its first frame a viewer wants one rung
+	st.mu.Lock()
+	if !s.active.CompareAndSwap(false, true) {
+		st.mu.Unlock()
+		return
+	}
+	var c startCache
+	if bits.OnesCount64(m) == 1 && rung < len(st.starts) {
+		c = st.starts[rung]
+	}
+	age := time.Since(c.keyAt)
+	cached := c.units != nil && age <= startCacheMaxAge
+	if cached {
+		for _, u := range c.units {
+			s.queue.push(u)
+		}
+	}
+	st.mu.Unlock()
+
+	if cached {
+		st.startedCached.Add(1)
+		s.log.Debug("webrtc: viewer starts on a cached keyframe", "age", age, "frames", len(c.units))
+		return
+	}
+	st.startedWaiting.Add(1)
+	// Ask again only if the keyframe asked for at the POST has come and
+	// gone; one still on its way will do.
+	late := st.keyOnJoin && !c.keyAt.IsZero() && c.keyAt.UnixNano() >= st.joinAsked.Load()
+	s.log.Debug("webrtc: viewer waits for the next keyframe", "last_keyframe_age", age, "ask", late)
+	if late {
+		st.kf.request(keyReasonJoinLate)
+	}
 }

@@ -166,6 +166,8 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	s.counters.accept()
+	// The join IDR is produced while ICE and DTLS run (stream.activate).
+	st.askJoinKeyframe()
 	h := w.Header()
 	h.Set("Content-Type", mimeSDP)
 	h.Set("Location", strings.TrimSuffix(r.URL.Path, "/")+"/"+sess.id)
