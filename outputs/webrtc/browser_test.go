@@ -100,9 +100,9 @@ func TestBrowserPlayback(t *testing.T) {
 	med := median(presented)
 	v := rep.Video
 	testutil.Report(t, "first presented frame after the POST (ms), %d joins in order: %.0f, median %.0f (first decoded: median %.0f); "+
-		"first audio minus first frame (ms): %.0f; started on a cached keyframe %d, waiting for one %d (keyframe requests %v, forced %d); "+
+		"first audio minus first frame (ms): %.0f; started on a cached keyframe %d, waiting for one %d (keyframe requests %v, passed on %d); "+
 		"last join: %dx%d at %.1f fps, %d frames decoded (%d dropped, %d lost packets, decoder %s); %d audio packets",
-		joins, presented, med, median(decoded), audioAfter, cached, waited, kf.Requests, kf.Forced,
+		joins, presented, med, median(decoded), audioAfter, cached, waited, kf.Requests, kf.Forwarded,
 		v.Width, v.Height, v.FPS, v.FramesDecoded, v.FramesDropped, v.PacketsLost, v.Decoder, rep.Audio.PacketsReceived)
 	if med > 400 {
 		t.Errorf("median time to the first presented frame %.0f ms, want <= 400", med)

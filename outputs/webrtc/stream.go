@@ -257,9 +257,10 @@ const (
 	startCacheMaxUnits = 32
 )
 
-// keyReasonJoinLate labels the IDR a viewer asks for when it connects after
-// its join IDR (asked for at the POST) has aged out of the start cache.
-const keyReasonJoinLate = "join_late"
+// keyReasonJoinLate: the IDR a viewer asks for when it connects after
+// the one its POST asked for went by. It counts as a join in the job's
+// budget (whose reasons are a closed set); startedWaiting tells them apart.
+const keyReasonJoinLate = keyReasonJoin
 
 // startCache is one rung's units since its most recent keyframe, while that
 // keyframe is younger than startCacheMaxAge.
