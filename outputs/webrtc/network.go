@@ -23,6 +23,10 @@ const (
 	socketBuffer = 4 << 20
 )
 
+// udpBatching sends the shared UDP socket's datagrams in batches (Linux);
+// a variable so that the benchmarks can compare.
+var udpBatching = true
+
 // network holds the sockets every session shares: one UDP port (ICE UDP mux)
 // and optionally one TCP port (ICE-TCP mux), and the SettingEngine that
 // points pion at them.
@@ -50,15 +54,21 @@ func openNetwork(cfg *Config, nw transport.Net, remote candidateFilter, log *slo
 	}
 	var conn net.PacketConn = udp
 	if uc, ok := udp.(*net.UDPConn); ok {
-		if n.dropConn, err = newDropWhenFullConn(uc); err != nil {
-			_ = udp.Close()
-			return nil, fmt.Errorf("webrtc.udp_port: %w", err)
-		}
 		// Room for a burst of every viewer's frames; the kernel caps it
 		// at net.core.wmem_max.
 		_ = uc.SetWriteBuffer(socketBuffer)
 		_ = uc.SetReadBuffer(socketBuffer)
-		conn = n.dropConn
+		if udpBatching {
+			conn = newBatchConn(uc)
+		}
+		if conn == net.PacketConn(uc) {
+			// No batching here: one send per datagram, still never waiting.
+			if n.dropConn, err = newDropWhenFullConn(uc); err != nil {
+				_ = udp.Close()
+				return nil, fmt.Errorf("webrtc.udp_port: %w", err)
+			}
+			conn = n.dropConn
+		}
 	}
 	n.udp = udp
 	n.udpMux = ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: conn, Net: nw, Logger: lf.NewLogger("udpmux")})
