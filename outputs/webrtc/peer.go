@@ -99,11 +99,11 @@ func senderInterceptors(me *webrtc.MediaEngine, lf pionLogs, opts *bweOptions, o
 			ir.Add(absSendTimeFactory{})
 		}
 	}
-	if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
+	if err := configureTWCCStamping(me, ir); err != nil {
 		return nil, fmt.Errorf("webrtc: transport-cc: %w", err)
 	}
 	if err := webrtc.ConfigureNackWithOptions(me, ir, []nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)},
-		nack.WithResponderLoggerFactory(lf)); err != nil {
+		nack.WithResponderLoggerFactory(lf), nack.ResponderSize(nackHistory)); err != nil {
 		return nil, fmt.Errorf("webrtc: nack: %w", err)
 	}
 	if err := webrtc.ConfigureRTCPReportsWithOptions(ir, []report.ReceiverOption{report.WithReceiverLoggerFactory(lf)},
