@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest fuzz clean
+.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -128,3 +128,11 @@ bench-ingest: build ## Push ingest latency (RTMP 720p30, default ladder): p50/p9
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI
 	$(ENV) go test -run '^$$' -bench . -benchtime 3x ./benchmarks/
+
+# WebRTC viewer density: a replayed clip of real ladder packets to 500 pion
+# viewers in a child process (only the server's CPU is counted), then the
+# per-packet send path with -benchmem. About 2 minutes on 2 cores; the
+# viewers need about as much CPU as the server, so run it on a quiet machine.
+bench-webrtc: setup ## WebRTC density: 500 pion viewers (CPU per viewer-second, viewers/core, allocs/packet)
+	$(ENV) go test -count=1 -run '^$$' -bench '^BenchmarkViewers$$' -benchtime 1x -timeout 10m ./outputs/webrtc/
+	$(ENV) go test -count=1 -run '^TestSendPathAllocs$$' -bench '^BenchmarkSendPath' -benchmem -benchtime 200000x ./outputs/webrtc/

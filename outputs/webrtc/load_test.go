@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,8 @@ const (
 	envLoadURL     = "PRISM_LOAD_URL"
 	envLoadViewers = "PRISM_LOAD_VIEWERS"
 	envLoadSeconds = "PRISM_LOAD_SECONDS"
+	envLoadProfile = "PRISM_LOAD_PROFILE" // CPU profile of the steady window
+	envLoadWarmup  = "PRISM_LOAD_WARMUP"  // seconds between every viewer having video and the window
 )
 
 type loadSummary struct {
@@ -65,82 +68,161 @@ func TestLoad(t *testing.T) {
 
 	// Baseline: the transcoder alone.
 	time.Sleep(2 * time.Second)
-	c0, t0 := cpuSeconds(syscall.RUSAGE_SELF), time.Now()
-	time.Sleep(10 * time.Second)
-	baseline := (cpuSeconds(syscall.RUSAGE_SELF) - c0) / time.Since(t0).Seconds()
+	baseline := cpuRate(10 * time.Second)
 
+	w := runLoad(t, srv, hs.URL, viewers, seconds, func() uint64 { return job.Stats().Dropped }, envInt(envLoadWarmup, 1))
+	server := w.cores()
+	t.Logf("%d viewers joined in %s; steady window %.0f s", w.summary.Connected, w.joined.Round(time.Millisecond), w.seconds())
+	t.Logf("server process CPU: %.2f cores with viewers (%.1f CPU-s in the window), %.2f cores transcoder alone; "+
+		"WebRTC per viewer %.2f ms CPU per second (%.3f %% of a core)",
+		server, w.cpu1-w.cpu0, baseline, (server-baseline)/float64(viewers)*1000, (server-baseline)/float64(viewers)*100)
+	w.log(t)
+	if w.summary.Connected != viewers {
+		t.Errorf("%d of %d viewers connected", w.summary.Connected, viewers)
+	}
+	if w.srcDrops1 != w.srcDrops0 {
+		t.Errorf("the transcoder dropped %d frames while serving the viewers", w.srcDrops1-w.srcDrops0)
+	}
+}
+
+// cpuRate measures this process's CPU use over d, in cores.
+func cpuRate(d time.Duration) float64 {
+	c0, t0 := cpuSeconds(syscall.RUSAGE_SELF), time.Now()
+	time.Sleep(d)
+	return (cpuSeconds(syscall.RUSAGE_SELF) - c0) / time.Since(t0).Seconds()
+}
+
+// loadWindow is what the server process saw during a load run's steady
+// window: from every viewer having received video to the clients' summary.
+type loadWindow struct {
+	joined             time.Duration
+	cpu0, cpu1         float64 // this process's CPU seconds
+	wall0, wall1       time.Time
+	mallocs0, mallocs1 uint64
+	srcDrops0          uint64
+	srcDrops1          uint64
+	stats0, stats1     Stats
+	summary            loadSummary
+	peakGoroutines     int
+}
+
+func (w *loadWindow) seconds() float64 { return w.wall1.Sub(w.wall0).Seconds() }
+func (w *loadWindow) cores() float64   { return (w.cpu1 - w.cpu0) / w.seconds() }
+
+// sent sums what the server sent to its viewers in the window: media
+// packets, their payload bytes and padding packets.
+func (w *loadWindow) sent() (packets, bytes, padding uint64) {
+	before := map[string]ViewerStats{}
+	for _, v := range w.stats0.Viewers {
+		before[v.ID] = v
+	}
+	for _, v := range w.stats1.Viewers {
+		b := before[v.ID]
+		packets += v.Packets - b.Packets
+		bytes += v.Bytes - b.Bytes
+		padding += v.Padding - b.Padding
+	}
+	return packets, bytes, padding
+}
+
+func (w *loadWindow) log(tb testing.TB) {
+	tb.Helper()
+	rungs := map[string]int{}
+	var queueDrops uint64
+	for _, v := range w.stats1.Viewers {
+		rungs[v.Rung]++
+		queueDrops += v.Dropped
+	}
+	var readerDrops uint64
+	for _, s := range w.stats1.Streams {
+		readerDrops += s.Dropped
+	}
+	tb.Logf("client process CPU: %.1f CPU-s total", w.summary.ClientCPUSec)
+	tb.Logf("source dropped %d frames in the window; stream reader dropped %d packets; viewer queues dropped %d units",
+		w.srcDrops1-w.srcDrops0, readerDrops, queueDrops)
+	tb.Logf("viewers: fps min %.1f median %.1f; audio packets/s median %.1f; lost packets %d; rungs %v; switches %+v; peak goroutines %d",
+		w.summary.FPSMin, w.summary.FPSMedian, w.summary.AudioPerSec, w.summary.LostPackets, rungs, w.stats1.Switches, w.peakGoroutines)
+}
+
+// runLoad runs the viewers in a child process (this test binary,
+// TestLoadClients) against url and measures the steady window.
+func runLoad(tb testing.TB, srv *Server, url string, viewers, seconds int, srcDropped func() uint64, warmup int) *loadWindow {
+	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadClients$", "-test.v", "-test.timeout=0")
-	cmd.Env = append(os.Environ(), envLoadURL+"="+hs.URL, envLoadViewers+"="+strconv.Itoa(viewers),
-		envLoadSeconds+"="+strconv.Itoa(seconds), envLoad+"=")
+	cmd.Env = append(os.Environ(), envLoadURL+"="+url, envLoadViewers+"="+strconv.Itoa(viewers),
+		envLoadSeconds+"="+strconv.Itoa(seconds), envLoadWarmup+"="+strconv.Itoa(warmup), envLoad+"=")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
 	joinStart := time.Now()
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 
-	var (
-		c1, c2         float64
-		w1, w2         time.Time
-		d1, d2         uint64
-		joined         time.Duration
-		summary        loadSummary
-		peakGoroutines int
-		st             Stats
-	)
+	w := &loadWindow{}
+	var ms runtime.MemStats
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
 		case line == "LOAD READY":
-			joined = time.Since(joinStart)
-			c1, w1, d1 = cpuSeconds(syscall.RUSAGE_SELF), time.Now(), job.Stats().Dropped
+			w.joined = time.Since(joinStart)
+			w.stats0 = srv.Stats()
+			w.srcDrops0 = srcDropped()
+			runtime.ReadMemStats(&ms)
+			w.mallocs0 = ms.Mallocs
+			startProfile(tb)
+			w.cpu0, w.wall0 = cpuSeconds(syscall.RUSAGE_SELF), time.Now()
 		case strings.HasPrefix(line, "LOAD SUMMARY "):
-			c2, w2, d2 = cpuSeconds(syscall.RUSAGE_SELF), time.Now(), job.Stats().Dropped
-			st = srv.Stats()
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "LOAD SUMMARY ")), &summary); err != nil {
-				t.Fatal(err)
+			w.cpu1, w.wall1 = cpuSeconds(syscall.RUSAGE_SELF), time.Now()
+			stopProfile()
+			runtime.ReadMemStats(&ms)
+			w.mallocs1 = ms.Mallocs
+			w.srcDrops1 = srcDropped()
+			w.stats1 = srv.Stats()
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "LOAD SUMMARY ")), &w.summary); err != nil {
+				tb.Fatal(err)
 			}
 		case strings.HasPrefix(line, "LOAD TICK"):
-			peakGoroutines = max(peakGoroutines, runtime.NumGoroutine())
+			w.peakGoroutines = max(w.peakGoroutines, runtime.NumGoroutine())
 		}
 	}
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("client process: %v", err)
+		tb.Fatalf("client process: %v", err)
 	}
-	if w2.IsZero() || w1.IsZero() {
-		t.Fatal("the client process did not report")
+	if w.wall1.IsZero() || w.wall0.IsZero() {
+		tb.Fatal("the client process did not report")
 	}
-	window := w2.Sub(w1).Seconds()
-	server := (c2 - c1) / window
-	rungs := map[string]int{}
-	var queueDrops uint64
-	for _, v := range st.Viewers {
-		rungs[v.Rung]++
-		queueDrops += v.Dropped
+	return w
+}
+
+// startProfile writes a CPU profile of the steady window alone (not the
+// joins) to $PRISM_LOAD_PROFILE, when set.
+func startProfile(tb testing.TB) {
+	path := os.Getenv(envLoadProfile)
+	if path == "" {
+		return
 	}
-	var readerDrops uint64
-	for _, s := range st.Streams {
-		readerDrops += s.Dropped
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	t.Logf("%d viewers joined in %s; steady window %.0f s", summary.Connected, joined.Round(time.Millisecond), window)
-	t.Logf("server process CPU: %.2f cores with viewers (%.1f CPU-s in the window), %.2f cores transcoder alone; "+
-		"WebRTC per viewer %.2f ms CPU per second (%.3f %% of a core)",
-		server, c2-c1, baseline, (server-baseline)/float64(viewers)*1000, (server-baseline)/float64(viewers)*100)
-	t.Logf("client process CPU: %.1f CPU-s total", summary.ClientCPUSec)
-	t.Logf("transcoder dropped %d frames in the window; stream reader dropped %d packets; viewer queues dropped %d units",
-		d2-d1, readerDrops, queueDrops)
-	t.Logf("viewers: fps min %.1f median %.1f; audio packets/s median %.1f; lost packets %d; rungs %v; switches %+v; peak goroutines %d",
-		summary.FPSMin, summary.FPSMedian, summary.AudioPerSec, summary.LostPackets, rungs, st.Switches, peakGoroutines)
-	if summary.Connected != viewers {
-		t.Errorf("%d of %d viewers connected", summary.Connected, viewers)
+	if err := pprof.StartCPUProfile(f); err != nil {
+		tb.Fatal(err)
 	}
-	if d2 != d1 {
-		t.Errorf("the transcoder dropped %d frames while serving the viewers", d2-d1)
+	profileFile = f
+}
+
+var profileFile *os.File
+
+func stopProfile() {
+	if profileFile != nil {
+		pprof.StopCPUProfile()
+		_ = profileFile.Close()
+		profileFile = nil
 	}
 }
 
@@ -173,12 +255,17 @@ func TestLoadClients(t *testing.T) {
 		}(vs[i])
 	}
 	wg.Wait()
+	fmt.Fprintf(os.Stderr, "load clients: %d of %d joined\n", connected, n)
 	deadline := time.Now().Add(30 * time.Second)
 	for _, v := range vs {
 		for len(v.snapshot()) == 0 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	// Warm up: the server's per-viewer buffers (NACK history) fill, the
+	// bandwidth estimates and rungs settle.
+	warm := time.NewTimer(time.Duration(envInt(envLoadWarmup, 1)) * time.Second)
+	<-warm.C
 	start := make([]int, n)
 	startAudio := make([]int64, n)
 	for i, v := range vs {
