@@ -52,6 +52,20 @@ func BenchmarkViewers(b *testing.B) {
 	if w.summary.Connected != viewers {
 		b.Errorf("%d of %d viewers connected", w.summary.Connected, viewers)
 	}
+	// A starved server (a busy machine) drops units and serves fewer
+	// packets per viewer, which makes each viewer look cheap.
+	before := map[string]uint64{}
+	for _, v := range w.stats0.Viewers {
+		before[v.ID] = v.Dropped
+	}
+	var queueDrops uint64 // in the window
+	for _, v := range w.stats1.Viewers {
+		queueDrops += v.Dropped - before[v.ID]
+	}
+	if queueDrops > 0 || w.summary.FPSMedian < 25 {
+		b.Errorf("not a steady state: viewer queues dropped %d units, median %.1f fps (is the machine busy?)",
+			queueDrops, w.summary.FPSMedian)
+	}
 	packets, bytes, padding := w.sent()
 	viewerSec := float64(w.summary.Connected) * w.seconds()
 	cpu := (w.cores() - baseline) * w.seconds() // CPU seconds the viewers cost
