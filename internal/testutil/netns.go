@@ -91,8 +91,9 @@ func (ns *NetNS) Shape(dev string, qdisc ...string) error {
 // no loss until it is full, seconds of delay), 50 a shallow one.
 func (ns *NetNS) Limit(dev string, kbit, queue int) error {
 	rate := fmt.Sprintf("%dkbit", kbit)
+	_ = ns.Unshape(dev) // htb cannot replace an htb in place
 	for _, args := range [][]string{
-		{"qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10"},
+		{"qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10"},
 		{"class", "replace", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", rate, "ceil", rate},
 		{"qdisc", "replace", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo", "limit", fmt.Sprint(queue)},
 	} {

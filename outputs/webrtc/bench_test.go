@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/srtp/v3"
@@ -242,7 +241,7 @@ func pionTrack(tb testing.TB, batched bool) *webrtc.TrackLocalStaticRTP {
 		tb.Fatal(err)
 	}
 	ir, err := senderInterceptors(me, pionLogs{log: testLogger()},
-		&bweOptions{initial: 1_000_000, min: 100_000, max: 4_000_000}, func(cc.BandwidthEstimator) {})
+		&bweOptions{initial: 1_000_000, min: 100_000, max: 4_000_000}, func(*bwe) {})
 	if err != nil {
 		tb.Fatal(err)
 	}
