@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/ipv4"
 )
@@ -14,7 +15,10 @@ import (
 // packets stay near 1250 bytes (rtpPayloadMTU), DTLS and SCTP below
 // pion's 1200-byte MTU; anything larger is sent on its own.
 const (
-	batchSlots    = 2048
+	batchSlots    = 8192 // one frame's packets to hundreds of viewers at once
+	// batchWait: a writer that finds the ring full waits this long for
+	// room (a burst being sent) before it drops the datagram.
+	batchWait = 20 * time.Millisecond
 	batchSlotSize = 1500
 	batchMax      = 64 // datagrams per sendmmsg
 )
@@ -29,17 +33,20 @@ const (
 // goroutines queue the next ones. Order is kept. Reads go to the socket
 // directly.
 //
-// Writers never wait. When the ring is full (the server's own egress is
-// backed up: a shaper on its interface, a saturated uplink) the datagram
-// is dropped, as a full router queue would drop it, and the viewer's
+// Writers never wait long. A full ring is normally a burst (one frame to
+// every viewer at once) that the flusher is sending, so a writer waits up
+// to batchWait for room; if the ring stays full (the server's own egress
+// is backed up: a shaper on its interface, a saturated uplink) the
+// datagram is dropped, as a full router queue would drop it, and the viewer's
 // feedback reports it lost: one viewer's congested path must not stall the
 // sessions of all the others, and the stalled viewer's estimator would see
 // nothing until the queue drained.
 type batchConn struct {
 	*net.UDPConn
 	pc   *ipv4.PacketConn
-	wake chan struct{} // signalled (without blocking) when a datagram is queued
-	done chan struct{} // closed when the flusher returned
+	wake  chan struct{} // signalled (without blocking) when a datagram is queued
+	space chan struct{} // signalled (without blocking) when the flusher freed slots
+	done  chan struct{} // closed when the flusher returned
 
 	mu      sync.Mutex
 	head, n int // queued datagrams: slots head..head+n-1 (mod batchSlots)
@@ -66,7 +73,7 @@ func newBatchConn(pc net.PacketConn) net.PacketConn {
 	}
 	b := &batchConn{
 		UDPConn: c, pc: ipv4.NewPacketConn(c),
-		wake: make(chan struct{}, 1), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{}),
 		bufs:  make([]byte, batchSlots*batchSlotSize),
 		addrs: make([]net.UDPAddr, batchSlots),
 		msgs:  make([]ipv4.Message, batchSlots),
@@ -103,14 +110,24 @@ func (b *batchConn) WriteToAddrPort(p []byte, addr netip.AddrPort) (int, error) 
 		return b.WriteToUDPAddrPort(p, addr) // rare: sent at once, out of the ring's order
 	}
 	b.mu.Lock()
+	var deadline *time.Timer
+	for b.n == batchSlots && !b.closed {
+		b.mu.Unlock()
+		if deadline == nil {
+			deadline = time.NewTimer(batchWait)
+			defer deadline.Stop()
+		}
+		select {
+		case <-b.space:
+		case <-deadline.C:
+			b.dropped.Add(1)
+			return len(p), nil // lost on the way, as far as the sender can tell
+		}
+		b.mu.Lock()
+	}
 	if b.closed {
 		b.mu.Unlock()
 		return 0, net.ErrClosed
-	}
-	if b.n == batchSlots {
-		b.mu.Unlock()
-		b.dropped.Add(1)
-		return len(p), nil // lost on the way, as far as the sender can tell
 	}
 	i := (b.head + b.n) % batchSlots
 	buf := b.bufs[i*batchSlotSize : (i+1)*batchSlotSize]
@@ -162,6 +179,10 @@ func (b *batchConn) flush() {
 		b.head = (b.head + k) % batchSlots
 		b.n -= k
 		b.mu.Unlock()
+		select {
+		case b.space <- struct{}{}:
+		default:
+		}
 	}
 }
 
