@@ -55,7 +55,7 @@ abr:
 	}
 	if c.UDPPort != 9000 || c.TCPPort != 0 || c.NAT1To1IPs[0] != "203.0.113.7" || len(c.ICEServers) != 2 ||
 		c.ICEServers[1].Username != "prism" || c.KeyframeMinInterval != time.Second ||
-		c.ABR.InitialBitrate != 1_000_000 || c.ABR.UpHold != 2*time.Second || c.ABR.DownHold != 400*time.Millisecond ||
+		c.ABR.InitialBitrate != 1_000_000 || c.ABR.UpHold != 2*time.Second || c.ABR.DownHold != 150*time.Millisecond ||
 		c.MaxSessionsPerIP != 4 || c.sessionsPerStream() != 100 || c.OfferTimeout != 2*time.Second || c.MaxCandidates != 20 ||
 		len(c.DenyCandidateCIDRs) != 2 {
 		t.Fatalf("decoded %+v", c)
@@ -90,7 +90,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"threshold", func(c *Config) { c.ABR.DownThreshold = 1.5 }, "webrtc.abr.down_threshold: must be in (0, 1]"},
 		{"loss", func(c *Config) { c.ABR.LossThreshold = 0 }, "webrtc.abr.loss_threshold: must be in (0, 1)"},
 		{"hold", func(c *Config) { c.ABR.DownHold = time.Millisecond }, "webrtc.abr.down_hold: must be 100ms..1m"},
-		{"backoff", func(c *Config) { c.ABR.ProbeBackoffMax = 10 * time.Millisecond }, "webrtc.abr.probe_backoff_max: must be probe_duration..5m"},
+		{"backoff", func(c *Config) { c.ABR.ProbeBackoffMax = 10 * time.Millisecond }, "webrtc.abr.probe_backoff_max: must be probe_backoff..5m"},
+		{"backoff start", func(c *Config) { c.ABR.ProbeBackoff = time.Millisecond }, "webrtc.abr.probe_backoff: must be 100ms..5m"},
 		{"origin", func(c *Config) { c.AllowOrigin = "a\r\nb" }, "webrtc.allow_origin: must be a single header value"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {

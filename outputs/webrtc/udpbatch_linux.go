@@ -15,10 +15,10 @@ import (
 // packets stay near 1250 bytes (rtpPayloadMTU), DTLS and SCTP below
 // pion's 1200-byte MTU; anything larger is sent on its own.
 const (
-	batchSlots    = 8192 // one frame's packets to hundreds of viewers at once
+	batchSlots = 8192 // one frame's packets to hundreds of viewers at once
 	// batchWait: a writer that finds the ring full waits this long for
 	// room (a burst being sent) before it drops the datagram.
-	batchWait = 20 * time.Millisecond
+	batchWait     = 20 * time.Millisecond
 	batchSlotSize = 1500
 	batchMax      = 64 // datagrams per sendmmsg
 )
@@ -43,7 +43,7 @@ const (
 // nothing until the queue drained.
 type batchConn struct {
 	*net.UDPConn
-	pc   *ipv4.PacketConn
+	pc    *ipv4.PacketConn
 	wake  chan struct{} // signalled (without blocking) when a datagram is queued
 	space chan struct{} // signalled (without blocking) when the flusher freed slots
 	done  chan struct{} // closed when the flusher returned
