@@ -3,15 +3,16 @@
 package testutil
 
 import (
+	"errors"
 	"net"
 	"testing"
 	"time"
 )
 
-// TestEmulatedLinkDelaysAndDrops sends UDP from this side to a socat-free
-// echo: the namespace's kernel answers ICMP port unreachable, so the test
-// measures the round trip of a UDP packet to a closed port with a
-// connected socket (the error comes back through the link).
+// TestEmulatedLinkDelaysAndDrops measures the round trip of a UDP packet
+// to a closed port in the namespace: its kernel answers with ICMP port
+// unreachable, which a connected socket reads as an error, so no echo
+// server is needed (the error comes back through the link).
 func TestEmulatedLinkDelaysAndDrops(t *testing.T) {
 	l := StartEmulatedNetNS(t)
 	rtt := func() time.Duration {
@@ -27,7 +28,7 @@ func TestEmulatedLinkDelaysAndDrops(t *testing.T) {
 		var b [8]byte
 		if _, err := c.Read(b[:]); err == nil {
 			t.Fatal("a closed port answered")
-		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 			return -1
 		}
 		return time.Since(start)
