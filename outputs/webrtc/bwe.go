@@ -118,7 +118,8 @@ type sentPacket struct {
 	size  int32 // bytes above UDP
 	seq   uint16
 	valid bool
-	done  bool // reported by feedback already
+	done  bool // reported received by feedback already
+	lost  bool // reported not received (it may still arrive late)
 }
 
 type delaySample struct {
@@ -292,10 +293,16 @@ func (e *bwe) onFeedback(fb *rtcp.TransportLayerCC, now time.Time) {
 			if known {
 				rec.done = true
 				received++
+				if rec.lost {
+					// Reported missing before and arrived after all (late or
+					// reordered): it was not lost.
+					lost--
+				}
 				e.onAck(rec, arrival)
 			}
 		case rtcp.TypeTCCPacketNotReceived:
-			if known {
+			if known && !rec.lost {
+				rec.lost = true
 				lost++
 				e.train.active = false // a lost packet breaks the train
 			}
@@ -313,7 +320,7 @@ func (e *bwe) onFeedback(fb *rtcp.TransportLayerCC, now time.Time) {
 			}
 		}
 	}
-	if received+lost > 0 && e.haveArrival {
+	if (received != 0 || lost != 0) && e.haveArrival {
 		e.lossLog = append(e.lossLog, lossSample{arrival: e.lastArrival, received: received, lost: lost})
 	}
 	e.trim()
@@ -470,8 +477,8 @@ func (e *bwe) lossLocked() float64 {
 		r += s.received
 		l += s.lost
 	}
-	if r+l < 20 {
-		return 0 // too few packets to tell
+	if r+l < 20 || l <= 0 {
+		return 0 // too few packets to tell, or none lost
 	}
 	return float64(l) / float64(r+l)
 }

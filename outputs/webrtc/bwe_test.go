@@ -231,3 +231,44 @@ func TestBWELongerPathIsNotCongestion(t *testing.T) {
 		t.Errorf("bottleneck after a path change seen after %d ticks", i)
 	}
 }
+
+func TestBWELateArrivalIsNotLoss(t *testing.T) {
+	e := newBWE(1_000_000, 100_000, 5_000_000)
+	now := e.epoch
+	for i := range 40 {
+		e.onSent(uint16(i), now.Add(time.Duration(i)*time.Millisecond), 1200) //nolint:gosec // small
+	}
+	fb := func(base uint16, syms []uint16, start time.Duration) *rtcp.TransportLayerCC {
+		p := &rtcp.TransportLayerCC{BaseSequenceNumber: base, PacketStatusCount: uint16(len(syms)), //nolint:gosec // small
+			ReferenceTime: uint32(start / (64 * time.Millisecond))} //nolint:gosec // small
+		for _, s := range syms {
+			p.PacketChunks = append(p.PacketChunks, &rtcp.RunLengthChunk{PacketStatusSymbol: s, RunLength: 1})
+			if s != rtcp.TypeTCCPacketNotReceived {
+				p.RecvDeltas = append(p.RecvDeltas, &rtcp.RecvDelta{Type: s, Delta: 1000})
+			}
+		}
+		return p
+	}
+	// Packets 0..29 arrive except 10..19, reported missing; then 10..19
+	// and 30..39 arrive (reordered, late).
+	var first []uint16
+	for i := range 30 {
+		sym := uint16(rtcp.TypeTCCPacketReceivedLargeDelta)
+		if i >= 10 && i < 20 {
+			sym = rtcp.TypeTCCPacketNotReceived
+		}
+		first = append(first, sym)
+	}
+	e.onFeedback(fb(0, first, 0), now.Add(50*time.Millisecond))
+	if l := e.snapshot().loss; l < 0.3 {
+		t.Fatalf("loss %.2f after 10 of 30 reported missing", l)
+	}
+	var late []uint16
+	for range 10 {
+		late = append(late, rtcp.TypeTCCPacketReceivedLargeDelta)
+	}
+	e.onFeedback(fb(10, late, 64*time.Millisecond), now.Add(100*time.Millisecond))
+	if l := e.snapshot().loss; l != 0 {
+		t.Fatalf("loss %.2f after the missing packets arrived late, want 0", l)
+	}
+}
