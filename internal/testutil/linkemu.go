@@ -8,8 +8,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -54,13 +52,7 @@ func StartEmulatedNetNS(t testing.TB) *EmulatedLink {
 	ns := &NetNS{Name: "prism-" + id, HostIP: fmt.Sprintf("10.232.%d.%d", third, fourth+1),
 		PeerIP: fmt.Sprintf("10.232.%d.%d", third, fourth+2), HostDev: "pt" + id + "h", PeerDev: "pt" + id + "p"}
 	l := &EmulatedLink{NS: ns}
-	run := func(args ...string) error {
-		out, err := exec.Command("ip", args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
+	run := ipCommand
 	t.Cleanup(func() {
 		l.close()
 		_ = run("netns", "del", ns.Name)

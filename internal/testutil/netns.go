@@ -45,13 +45,7 @@ func StartNetNS(t testing.TB) *NetNS {
 	ns := &NetNS{Name: "prism-" + id, HostIP: fmt.Sprintf("10.231.%d.%d", third, fourth+1), PeerIP: fmt.Sprintf("10.231.%d.%d", third, fourth+2)}
 	host, peer := "pv"+id+"h", "pv"+id+"p"
 	ns.HostDev, ns.PeerDev = host, peer
-	run := func(args ...string) error {
-		out, err := exec.Command("ip", args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
+	run := ipCommand
 	t.Cleanup(func() {
 		_ = run("link", "del", host)
 		_ = run("netns", "del", ns.Name)
@@ -71,6 +65,15 @@ func StartNetNS(t testing.TB) *NetNS {
 		}
 	}
 	return ns
+}
+
+// ipCommand runs iproute2's ip with args.
+func ipCommand(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 // Command runs name with args inside the namespace.

@@ -20,12 +20,7 @@ func (absSendTimeFactory) NewInterceptor(string) (interceptor.Interceptor, error
 type absSendTime struct{ interceptor.NoOp }
 
 func (*absSendTime) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
-	var id uint8
-	for _, x := range info.RTPHeaderExtensions {
-		if x.URI == sdp.ABSSendTimeURI {
-			id = uint8(x.ID) //nolint:gosec // extension IDs are 1..255
-		}
-	}
+	id := extensionID(info, sdp.ABSSendTimeURI)
 	if id == 0 {
 		return w
 	}
@@ -35,4 +30,15 @@ func (*absSendTime) BindLocalStream(info *interceptor.StreamInfo, w interceptor.
 		}
 		return w.Write(h, payload, a)
 	})
+}
+
+// extensionID is the negotiated ID of the header extension uri on a
+// stream; 0 when it was not negotiated.
+func extensionID(info *interceptor.StreamInfo, uri string) uint8 {
+	for _, x := range info.RTPHeaderExtensions {
+		if x.URI == uri {
+			return uint8(x.ID) //nolint:gosec // extension IDs are 1..255
+		}
+	}
+	return 0
 }

@@ -178,12 +178,7 @@ func newBWE(initial, minBPS, maxBPS int) *bwe {
 // transport-wide sequence number, size and send time. The transport-cc
 // header interceptor runs before it, so the number is already stamped.
 func (e *bwe) AddStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
-	var id uint8
-	for _, x := range info.RTPHeaderExtensions {
-		if x.URI == sdp.TransportCCURI {
-			id = uint8(x.ID) //nolint:gosec // extension IDs are 1..255
-		}
-	}
+	id := extensionID(info, sdp.TransportCCURI)
 	if id == 0 {
 		return w
 	}

@@ -50,13 +50,7 @@ type twccStamper struct {
 }
 
 func (t *twccStamper) BindLocalStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
-	var id uint8
-	for _, e := range info.RTPHeaderExtensions {
-		if e.URI == sdp.TransportCCURI {
-			id = uint8(e.ID) //nolint:gosec // one-byte extension IDs are 1..14
-			break
-		}
-	}
+	id := extensionID(info, sdp.TransportCCURI)
 	if id == 0 {
 		return writer // not negotiated
 	}
