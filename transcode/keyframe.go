@@ -25,7 +25,13 @@ type keyframeClock struct {
 	epoch    int64
 	hasEpoch bool
 	lastSeen int64
-	forced   [8]int64 // recent forced keyframe points, newest last; 0 = unused
+	// encoded is the newest PTS any rung's encoder has taken (its cursor
+	// answered isKey for it); hasEncoded once one has. A forced IDR goes on
+	// the frame after it, so frames already queued between the filter and
+	// the encoders become the IDR instead of waiting behind it.
+	encoded    int64
+	hasEncoded bool
+	forced     [8]int64 // recent forced keyframe points, newest last; 0 = unused
 	// discont are recent source changes (a pushed stream's publisher came
 	// back): the first frame at or after each is an IDR on every rung and
 	// its packets carry Discontinuity. Newest last; 0 = unused.
@@ -85,19 +91,26 @@ func (c *keyframeClock) force(reason string) {
 		c.stats.Coalesced++ // the first frame is an IDR anyway
 		return
 	}
-	lastIDR := c.epoch + floorDiv(c.lastSeen-c.epoch, c.gop)*c.gop // the GOP boundary's
+	// The next frame no encoder has taken yet: the one after the most
+	// advanced rung's (every other rung is behind it, so all meet at the
+	// same frame); before any encoder ran, the next to enter the filter.
+	next := c.lastSeen + 1
+	if c.hasEncoded {
+		next = c.encoded + 1
+	}
+	lastIDR := c.epoch + floorDiv(next-1-c.epoch, c.gop)*c.gop // the GOP boundary's
 	for _, f := range c.forced {
 		if f == 0 {
 			continue
 		}
-		if f > c.lastSeen {
+		if f >= next {
 			c.stats.Coalesced++ // one is pending already
 			return
 		}
 		lastIDR = max(lastIDR, f)
 	}
-	at := max(c.lastSeen+1, lastIDR+c.minInterval)
-	if nextGOP := c.epoch + (floorDiv(c.lastSeen-c.epoch, c.gop)+1)*c.gop; nextGOP <= at {
+	at := max(next, lastIDR+c.minInterval)
+	if nextGOP := c.epoch + (floorDiv(next-1-c.epoch, c.gop)+1)*c.gop; nextGOP <= at {
 		c.stats.Coalesced++
 		return
 	}
@@ -128,8 +141,14 @@ type keyframeCursor struct {
 // isKey reports whether the frame at pts must be an IDR on this rung.
 func (k *keyframeCursor) isKey(pts int64) bool {
 	c := k.clock
+	// Reading the forced points and recording pts as taken is one step:
+	// force either sees this frame taken (and picks a later one) or this
+	// cursor sees its point.
 	c.mu.Lock()
 	epoch, forced := c.epoch, c.forced
+	if !c.hasEncoded || pts > c.encoded {
+		c.encoded, c.hasEncoded = pts, true
+	}
 	c.mu.Unlock()
 	key := !k.started || floorDiv(pts-epoch, c.gop) > floorDiv(k.lastPTS-epoch, c.gop)
 	if k.started {

@@ -195,3 +195,25 @@ func TestFPSString(t *testing.T) {
 		}
 	}
 }
+
+// TestForcedKeyframeSkipsNoQueuedFrame: frames already past the filter,
+// queued for the encoders, can carry a forced IDR; it goes on the frame
+// after the one the most advanced encoder took, and a lagging rung meets it
+// there.
+func TestForcedKeyframeSkipsNoQueuedFrame(t *testing.T) {
+	c := newKeyframeClock(900000, 0)
+	fast, slow := &keyframeCursor{clock: c}, &keyframeCursor{clock: c}
+	for pts := int64(0); pts <= 30000; pts += 3000 {
+		c.observe(pts) // eleven frames into the filter graph
+	}
+	fast.isKey(0)
+	fast.isKey(3000) // the fast encoder took two, the slow one one
+	slow.isKey(0)
+	c.force(pipeline.KeyframeJoin)
+	if !fast.isKey(6000) {
+		t.Fatal("the forced IDR did not go on the fast encoder's next frame, 6000 (it would wait behind 8 queued frames)")
+	}
+	if slow.isKey(3000) || !slow.isKey(6000) {
+		t.Fatal("the slow encoder must put its IDR on the same frame, 6000")
+	}
+}
