@@ -2,6 +2,7 @@ package transcode
 
 import (
 	"maps"
+	"math"
 	"sync"
 
 	"github.com/prism-streaming/prism/pipeline"
@@ -99,6 +100,11 @@ func (c *keyframeClock) force(reason string) {
 		next = c.encoded + 1
 	}
 	lastIDR := c.epoch + floorDiv(next-1-c.epoch, c.gop)*c.gop // the GOP boundary's
+	if reason == pipeline.KeyframeSwitch {
+		// A viewer moving down for congestion waits for this IDR with
+		// its old rung paused: only forced IDRs space it, not the GOP's.
+		lastIDR = math.MinInt64 / 2
+	}
 	for _, f := range c.forced {
 		if f == 0 {
 			continue

@@ -217,3 +217,38 @@ func TestForcedKeyframeSkipsNoQueuedFrame(t *testing.T) {
 		t.Fatal("the slow encoder must put its IDR on the same frame, 6000")
 	}
 }
+
+// TestSwitchKeyframeIsSpacedFromForcedOnly: a move down for congestion
+// (reason switch) is not held back by a GOP IDR that just went, only by
+// another forced one.
+func TestSwitchKeyframeIsSpacedFromForcedOnly(t *testing.T) {
+	c := newKeyframeClock(90000, 45000) // 1 s GOP, 0.5 s budget
+	k := &keyframeCursor{clock: c}
+	var keys []int64
+	step := func(pts int64) {
+		c.observe(pts)
+		if k.isKey(pts) {
+			keys = append(keys, pts)
+		}
+	}
+	for pts := int64(0); pts <= 93000; pts += 3000 {
+		step(pts) // the GOP IDR at 90000 has just gone
+	}
+	c.force(pipeline.KeyframePLI) // spaced from the GOP IDR: 135000
+	c.force(pipeline.KeyframeSwitch)
+	step(96000)
+	if keys[len(keys)-1] != 90000 {
+		t.Fatalf("keys %v: a PLI request forced an IDR 0.07 s after the GOP's", keys)
+	}
+	c2 := newKeyframeClock(90000, 45000)
+	k2 := &keyframeCursor{clock: c2}
+	for pts := int64(0); pts <= 93000; pts += 3000 {
+		c2.observe(pts)
+		k2.isKey(pts)
+	}
+	c2.force(pipeline.KeyframeSwitch)
+	c2.observe(96000)
+	if !k2.isKey(96000) {
+		t.Fatal("a switch request waited for the budget after a GOP IDR")
+	}
+}
