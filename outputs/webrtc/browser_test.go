@@ -52,14 +52,7 @@ func TestBrowserPlayback(t *testing.T) {
 	cfg := testConfig()
 	cfg.ABR.InitialBitrate = 300_000
 	srv, hs := startServer(t, job, cfg, nil, func(mux *http.ServeMux) {
-		mux.HandleFunc("/report", func(w http.ResponseWriter, r *http.Request) {
-			b, _ := io.ReadAll(r.Body)
-			select {
-			case reports <- b:
-			default:
-			}
-			w.WriteHeader(http.StatusNoContent)
-		})
+		mux.HandleFunc("/report", pageReports(reports))
 	})
 
 	const joins, seconds = 10, 8
@@ -155,6 +148,19 @@ func median(xs []float64) float64 {
 		return xs[n/2]
 	}
 	return (xs[n/2-1] + xs[n/2]) / 2
+}
+
+// pageReports is the handler a test page POSTs its report to: the first
+// body goes to reports, later ones are dropped.
+func pageReports(reports chan<- []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		select {
+		case reports <- b:
+		default:
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
 }
 
 func tail(s string, n int) string {

@@ -37,9 +37,8 @@ import (
 // a queue is building (or loss passes 10 %), and otherwise rises toward the
 // measured capacity. The ABR controller reads all of these (bweSnapshot).
 type bwe struct {
-	mu      sync.Mutex
-	epoch   time.Time
-	twccExt uint8 // header extension ID of transport-cc on the first stream that has it
+	mu    sync.Mutex
+	epoch time.Time
 
 	sent [bweHistory]sentPacket
 
@@ -56,11 +55,11 @@ type bwe struct {
 	acked   []ackSample   // acknowledged packets of the last rateWindow, by arrival
 	lossLog []lossSample  // received/lost counts per feedback, last lossWindow
 	trains  []capSample   // capacity samples, last capacityWindow
+	scratch []int         // capacityLocked's sort buffer
 	train   trainState
 
-	overuse      bool
-	overuseSince time.Time
-	longerSince  time.Time // the delay rose without a rate bottleneck since
+	overuse     bool
+	longerSince time.Time // the delay rose without a rate bottleneck since
 	// onOveruse is told (without blocking) when a queue starts building,
 	// so the ABR need not wait for its next tick.
 	onOveruse    chan struct{}
@@ -182,11 +181,6 @@ func (e *bwe) AddStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) i
 	if id == 0 {
 		return w
 	}
-	e.mu.Lock()
-	if e.twccExt == 0 {
-		e.twccExt = id
-	}
-	e.mu.Unlock()
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if ext := h.GetExtension(id); len(ext) >= 2 {
 			size := h.MarshalSize() + len(payload)
@@ -483,7 +477,8 @@ func (e *bwe) lossLocked() float64 {
 // train arrived in it.
 func (e *bwe) capacityLocked(window time.Duration, least bool) int {
 	cut := e.lastArrival - window.Microseconds()
-	var v []int
+	v := e.scratch[:0] // reused: this runs on every feedback
+	defer func() { e.scratch = v[:0] }()
 	for _, s := range e.trains {
 		if s.arrival >= cut {
 			v = append(v, s.bps)
@@ -536,7 +531,6 @@ func (e *bwe) update(now time.Time) {
 		e.longerSince = time.Time{}
 	}
 	if e.overuse && !was {
-		e.overuseSince = now
 		select {
 		case e.onOveruse <- struct{}{}:
 		default:

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -113,14 +112,7 @@ func TestBrowserShaped(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("/report", func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		select {
-		case reports <- b:
-		default:
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	mux.HandleFunc("/report", pageReports(reports))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	bases := map[*testutil.NetNS]string{}
 	var serving sync.WaitGroup
