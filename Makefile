@@ -91,6 +91,7 @@ FUZZ_TARGETS ?= \
   ./outputs/webrtc:FuzzInspectOffer \
   ./outputs/webrtc:FuzzTrickleFragment \
   ./outputs/webrtc:FuzzWHEPPath \
+  ./outputs/webrtc:FuzzBWEFeedback \
   ./pipeline/ingest/rtmp:FuzzParseURL \
   ./pipeline/ingest/rtmp:FuzzAccessUnit \
   ./pipeline/ingest/rtmp:FuzzMetadataFPS \

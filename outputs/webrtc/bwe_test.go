@@ -272,3 +272,37 @@ func TestBWELateArrivalIsNotLoss(t *testing.T) {
 		t.Fatalf("loss %.2f after the missing packets arrived late, want 0", l)
 	}
 }
+
+// FuzzBWEFeedback: the viewer sends whatever RTCP it likes; the estimator
+// takes any feedback without panicking and keeps its estimate in bounds.
+func FuzzBWEFeedback(f *testing.F) {
+	fb := &rtcp.TransportLayerCC{BaseSequenceNumber: 0, PacketStatusCount: 40, ReferenceTime: 1}
+	for range 40 {
+		fb.PacketChunks = append(fb.PacketChunks, &rtcp.RunLengthChunk{PacketStatusSymbol: rtcp.TypeTCCPacketReceivedSmallDelta, RunLength: 1})
+		fb.RecvDeltas = append(fb.RecvDeltas, &rtcp.RecvDelta{Type: rtcp.TypeTCCPacketReceivedSmallDelta, Delta: 250})
+	}
+	seed, err := fb.Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte{0x8f, 0xcd, 0x00, 0x05, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0x20, 0x01, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pkts, err := rtcp.Unmarshal(b)
+		if err != nil {
+			return
+		}
+		e := newBWE(1_000_000, 100_000, 5_000_000)
+		for i := range 64 {
+			e.onSent(uint16(i), e.epoch.Add(time.Duration(i)*time.Millisecond), 1200) //nolint:gosec // small
+		}
+		for range 3 {
+			if err := e.WriteRTCP(pkts, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := e.snapshot(); st.estimate < 100_000 || st.estimate > 5_000_000 || st.loss < 0 || st.loss > 1 {
+			t.Fatalf("estimate out of bounds: %+v", st)
+		}
+	})
+}
