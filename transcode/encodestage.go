@@ -50,9 +50,15 @@ func (e *encodeStage) run(ctx context.Context, in <-chan *astiav.Frame) error {
 			return e.receive(start)
 		}
 		if e.cursor != nil {
-			// Every rung decides from the PTS alone, so all rungs put their
-			// IDRs on the same source frames.
-			if e.cursor.isKey(f.Pts()) {
+			// Every rung sees every source frame and decides from the PTS
+			// alone, so all rungs put their IDRs on the same source frames;
+			// a capped rung then drops the frames its cap leaves out.
+			keep, key := e.cursor.take(f.Pts())
+			if !keep {
+				f.Free()
+				continue
+			}
+			if key {
 				f.SetPictureType(astiav.PictureTypeI)
 			} else {
 				f.SetPictureType(astiav.PictureTypeNone)
@@ -86,7 +92,9 @@ func (e *encodeStage) receive(start time.Time) error {
 			Keyframe: e.pkt.Flags().Has(astiav.PacketFlagKey),
 		}
 		e.pkt.Unref()
-		if p.Duration <= 0 {
+		if p.Duration <= 0 || e.cursor != nil && e.cursor.capNum != 0 {
+			// A capped rung's frames carry the source frame's duration;
+			// the cap's interval is nearer what it shows for.
 			p.Duration = e.frameDur
 		}
 		if p.Keyframe && e.cursor != nil {

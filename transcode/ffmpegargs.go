@@ -15,7 +15,7 @@ import (
 // the pipeline. The graph is the plain one a CLI user writes, every rung
 // scaled from the decoded source (cascade false), or Prism's own (true).
 func FFmpegArgs(input string, l *ladder.Ladder, rungs []ladder.PlannedRung, sourceFPS float64, withAudio, cascade bool) []string {
-	v := &videoFilter{rungs: rungs, sourceFPS: sourceFPS, cascade: cascade}
+	v := &videoFilter{rungs: rungs, sourceFPS: sourceFPS, cascade: cascade, cliFPS: true}
 	graph := strings.Replace(v.graphString(0, 0), "[in]", "[0:v]", 1)
 	args := []string{"-hide_banner", "-nostats", "-loglevel", "error"}
 	if strings.HasPrefix(input, LavfiPrefix) {

@@ -27,13 +27,12 @@ func TestGraphString(t *testing.T) {
 			"[in]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r0];[r0]split=2[o0][r0_1];" +
 				"[r0_1]scale=w=854:h=480:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r1];[r1]split=2[o1][r1_1];" +
 				"[r1_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o2]"},
-		{"lower fps cascades with an fps cap", []ladder.PlannedRung{planned("a", 640, 360, 15), planned("b", 1280, 720, 30)}, true,
+		{"a capped rung cascades without a filter of its own", []ladder.PlannedRung{planned("a", 640, 360, 15), planned("b", 1280, 720, 30)}, true,
 			"[in]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r1];[r1]split=2[o1][r1_1];" +
-				"[r1_1]fps=fps=15,scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0]"},
-		{"higher fps cannot cascade from lower", []ladder.PlannedRung{planned("a", 1280, 720, 15), planned("b", 640, 360, 30)}, true,
-			"[in]split=2[in_0][in_1];" +
-				"[in_0]fps=fps=15,scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0];" +
-				"[in_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o1]"},
+				"[r1_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o0]"},
+		{"a higher rate cascades from a capped rung", []ladder.PlannedRung{planned("a", 1280, 720, 15), planned("b", 640, 360, 30)}, true,
+			"[in]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r0];[r0]split=2[o0][r0_1];" +
+				"[r0_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o1]"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {
 			v := &videoFilter{rungs: ca.rungs, cascade: ca.cascade}
@@ -41,5 +40,19 @@ func TestGraphString(t *testing.T) {
 				t.Errorf("graph\n got %s\nwant %s", got, ca.want)
 			}
 		})
+	}
+}
+
+// TestGraphStringCLI: the benchmark's FFmpeg CLI baseline has no keyframe
+// cursor, so its capped rungs end in an fps filter, after the scale (the
+// same scaling work as Prism's) and after the split that feeds smaller rungs
+// every frame.
+func TestGraphStringCLI(t *testing.T) {
+	v := &videoFilter{rungs: []ladder.PlannedRung{planned("a", 1280, 720, 15), planned("b", 640, 360, 30)}, cascade: true, cliFPS: true, sourceFPS: 30}
+	want := "[in]scale=w=1280:h=720:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[r0];[r0]split=2[o0_all][r0_1];" +
+		"[o0_all]fps=fps=15[o0];" +
+		"[r0_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o1]"
+	if got := v.graphString(1920, 1080); got != want {
+		t.Errorf("graph\n got %s\nwant %s", got, want)
 	}
 }

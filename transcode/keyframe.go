@@ -138,10 +138,64 @@ func (c *keyframeClock) keyframeStats() pipeline.KeyframeStats {
 	return st
 }
 
+// keyframeCursor is one rung's view of the clock. It sees every source
+// frame, capped rung or not, so that its IDR decisions are the same as every
+// other rung's; a rung with a frame-rate cap then drops the frames it does
+// not encode (take), instead of FFmpeg's fps filter restamping them onto a
+// grid of its own, which would put its IDRs on other source frames.
 type keyframeCursor struct {
 	clock   *keyframeClock
 	started bool
 	lastPTS int64
+
+	// The cap, a 1/fps grid counted from the clock's epoch: capNum/capDen
+	// frames per second (capNum 0: no cap). tol is half a source frame, so
+	// that jittery source timestamps (RTMP's milliseconds) pick the frame
+	// nearest a slot, not the one after it.
+	capNum, capDen int64
+	tol            int64
+	kept           bool
+	lastSlot       int64 // grid slot of the last frame kept
+}
+
+// newRungCursor returns the cursor of a rung encoding at outFPS from a
+// source at srcFPS (0 when unknown): capped when outFPS is below it.
+func newRungCursor(clock *keyframeClock, outFPS, srcFPS float64) *keyframeCursor {
+	k := &keyframeCursor{clock: clock}
+	if outFPS > 0 && (srcFPS <= 0 || outFPS < srcFPS-0.01) {
+		r := rationalFPS(outFPS)
+		k.capNum, k.capDen = int64(r.Num()), int64(r.Den())
+		if srcFPS > 0 {
+			k.tol = int64(math.Round(pipeline.VideoClockRate / srcFPS / 2))
+		}
+	}
+	return k
+}
+
+// take reports whether this rung encodes the source frame at pts and if so
+// whether as an IDR. Without a cap every frame is taken. With one, a frame
+// is taken when it is an IDR (GOP boundary, forced point, source change:
+// the same frame on every rung) or the first frame reaching the next slot
+// of the cap's grid; the decision depends only on PTS and the clock's
+// epoch, so rungs with the same cap keep the same frames.
+func (k *keyframeCursor) take(pts int64) (keep, key bool) {
+	key = k.isKey(pts)
+	if k.capNum == 0 {
+		return true, key
+	}
+	slot := floorDiv((pts-k.epoch()+k.tol)*k.capNum, pipeline.VideoClockRate*k.capDen)
+	if key || !k.kept || slot > k.lastSlot {
+		k.kept = true
+		k.lastSlot = max(k.lastSlot, slot)
+		return true, key
+	}
+	return false, false
+}
+
+func (k *keyframeCursor) epoch() int64 {
+	k.clock.mu.Lock()
+	defer k.clock.mu.Unlock()
+	return k.clock.epoch
 }
 
 // isKey reports whether the frame at pts must be an IDR on this rung.

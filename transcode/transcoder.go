@@ -163,7 +163,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 			ClockRate: pipeline.VideoClockRate, Width: r.OutWidth, Height: r.OutHeight, FPS: r.OutFPS,
 			Profile: r.Profile, Encoder: backend.Codec(), Bitrate: int64(r.Bitrate), GOP: time.Duration(opts.Ladder.GOP),
 		}
-		t.addEncoder(cc, tr, &keyframeCursor{clock: t.clock}, t.vstamps, &t.videoPTS,
+		t.addEncoder(cc, tr, newRungCursor(t.clock, r.OutFPS, srcFPS), t.vstamps, &t.videoPTS,
 			int64(math.Round(pipeline.VideoClockRate/r.OutFPS)))
 		t.backends = append(t.backends, backend.Name())
 	}

@@ -49,10 +49,13 @@ type videoFilter struct {
 	cascade   bool // scale each rung from the next larger one
 	sourceFPS float64
 	threads   int
-	clock     *keyframeClock
-	stamps    *ingestStamps
-	stats     *pipeline.StageStats
-	log       *slog.Logger
+	// cliFPS caps rungs with FFmpeg's fps filter at their sinks: only the
+	// benchmark's CLI baseline (FFmpegArgs), which has no keyframe cursor.
+	cliFPS bool
+	clock  *keyframeClock
+	stamps *ingestStamps
+	stats  *pipeline.StageStats
+	log    *slog.Logger
 
 	graph   *filterGraph
 	srcW    int
@@ -64,8 +67,11 @@ type videoFilter struct {
 }
 
 // graphString builds the filter graph for a source of w x h: decoded once,
-// then per rung an optional fps cap, a scale and the pixel format the encoder
-// takes. With cascade, each rung is scaled from the smallest larger rung
+// then per rung a scale and the pixel format the encoder takes. Every branch
+// carries every source frame with its source PTS: a rung's frame-rate cap
+// is applied by its encoder stage (keyframeCursor.take), after the IDR
+// decision, so capped rungs start their GOPs on the same source frames.
+// With cascade, each rung is scaled from the smallest larger rung
 // (1080p -> 720p -> 480p ...) instead of from the source: the same bicubic
 // scaler on fewer input pixels, which is most of the CPU a ladder spends
 // outside the encoders. A source whose aspect differs from the one the
@@ -89,7 +95,8 @@ func (v *videoFilter) graphString(w, h int) string {
 		if v.cascade {
 			for _, j := range order[:k] {
 				p := v.rungs[j]
-				if p.OutWidth >= r.OutWidth && p.OutHeight >= r.OutHeight && p.OutFPS >= r.OutFPS-0.01 &&
+				// Any larger rung will do, capped or not: no branch drops frames.
+				if p.OutWidth >= r.OutWidth && p.OutHeight >= r.OutHeight &&
 					(parent[i] < 0 || area(j) < area(parent[i])) {
 					parent[i] = j
 				}
@@ -140,13 +147,6 @@ func (v *videoFilter) graphString(w, h int) string {
 		taps[parent[i]] = taps[parent[i]][1:]
 		var b strings.Builder
 		fmt.Fprintf(&b, "[%s]", in)
-		from := srcFPS
-		if parent[i] >= 0 {
-			from = v.rungs[parent[i]].OutFPS
-		}
-		if r.OutFPS > 0 && r.OutFPS < from-0.01 {
-			fmt.Fprintf(&b, "fps=fps=%s,", fpsString(r.OutFPS))
-		}
 		if aspectChanged && parent[i] < 0 {
 			fmt.Fprintf(&b, "scale=w=%d:h=%d:flags=bicubic:force_original_aspect_ratio=decrease:force_divisible_by=2,pad=w=%d:h=%d:x=(ow-iw)/2:y=(oh-ih)/2,",
 				r.OutWidth, r.OutHeight, r.OutWidth, r.OutHeight)
@@ -154,13 +154,21 @@ func (v *videoFilter) graphString(w, h int) string {
 			fmt.Fprintf(&b, "scale=w=%d:h=%d:flags=bicubic,", r.OutWidth, r.OutHeight)
 		}
 		fmt.Fprintf(&b, "format=pix_fmts=yuv420p,settb=1/%d", pipeline.VideoClockRate)
+		sink := fmt.Sprintf("o%d", i)
+		capped := v.cliFPS && r.OutFPS > 0 && r.OutFPS < srcFPS-0.01
+		if capped {
+			sink += "_all"
+		}
 		if consumers[i] == 1 {
-			fmt.Fprintf(&b, "[o%d]", i)
+			fmt.Fprintf(&b, "[%s]", sink)
 			chains = append(chains, b.String())
 		} else {
 			fmt.Fprintf(&b, "[%s]", label(i))
 			chains = append(chains, b.String())
-			split(i, fmt.Sprintf("o%d", i))
+			split(i, sink)
+		}
+		if capped {
+			chains = append(chains, fmt.Sprintf("[%s]fps=fps=%s[o%d]", sink, fpsString(r.OutFPS), i))
 		}
 	}
 	return strings.Join(chains, ";")
