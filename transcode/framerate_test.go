@@ -269,3 +269,25 @@ func TestCapTakesSlotsAndIDRs(t *testing.T) {
 		})
 	}
 }
+
+// TestCapPatternRepeatsEveryGOP: 29.97 fps capped to 15 keeps every other
+// source frame counted from each GOP's IDR, for minutes: a grid counted from
+// the first frame would slip to the odd frames after 33 s (15 slots a second
+// against 14.985 frame pairs), and LL-HLS parts of six source frames would
+// no longer start on a frame the capped rung has.
+func TestCapPatternRepeatsEveryGOP(t *testing.T) {
+	c := newKeyframeClock(90000, 45000)
+	k := newRungCursor(c, 15, 30000.0/1001)
+	idr := 0
+	for i := range 30 * 120 {
+		pts := int64(i) * 3003
+		c.observe(pts)
+		keep, key := k.take(pts)
+		if key {
+			idr = i
+		}
+		if want := (i-idr)%2 == 0; keep != want {
+			t.Fatalf("frame %d (%d after the IDR): kept %v", i, i-idr, keep)
+		}
+	}
+}

@@ -148,13 +148,18 @@ type keyframeCursor struct {
 	started bool
 	lastPTS int64
 
-	// The cap, a 1/fps grid counted from the clock's epoch: capNum/capDen
-	// frames per second (capNum 0: no cap). tol is half a source frame, so
-	// that jittery source timestamps (RTMP's milliseconds) pick the frame
-	// nearest a slot, not the one after it.
+	// The cap: a 1/fps grid of capNum/capDen frames per second (capNum 0:
+	// no cap), counted from the GOP's IDR (anchor). Restarting it at every
+	// GOP boundary keeps the choice of frames the same in every GOP: 29.97
+	// capped to 15 keeps every other source frame from each IDR on, where
+	// a grid run from the first frame drifts by a frame every 33 s, and
+	// LL-HLS parts (cut every so many frames from the segment's IDR) find
+	// their boundary frame on the capped rung too. tol is half a source
+	// frame, so that jittery source timestamps (RTMP's milliseconds) pick
+	// the frame nearest a slot, not the one after it.
 	capNum, capDen int64
 	tol            int64
-	kept           bool
+	anchor         int64
 	lastSlot       int64 // grid slot of the last frame kept
 }
 
@@ -176,30 +181,34 @@ func newRungCursor(clock *keyframeClock, outFPS, srcFPS float64) *keyframeCursor
 // whether as an IDR. Without a cap every frame is taken. With one, a frame
 // is taken when it is an IDR (GOP boundary, forced point, source change:
 // the same frame on every rung) or the first frame reaching the next slot
-// of the cap's grid; the decision depends only on PTS and the clock's
-// epoch, so rungs with the same cap keep the same frames.
+// of the cap's grid; the decision depends only on PTS and the clock, so
+// rungs with the same cap keep the same frames.
 func (k *keyframeCursor) take(pts int64) (keep, key bool) {
-	key = k.isKey(pts)
+	key, boundary := k.decide(pts)
 	if k.capNum == 0 {
 		return true, key
 	}
-	slot := floorDiv((pts-k.epoch()+k.tol)*k.capNum, pipeline.VideoClockRate*k.capDen)
-	if key || !k.kept || slot > k.lastSlot {
-		k.kept = true
+	if boundary {
+		k.anchor, k.lastSlot = pts, 0
+		return true, key
+	}
+	slot := floorDiv((pts-k.anchor+k.tol)*k.capNum, pipeline.VideoClockRate*k.capDen)
+	if key || slot > k.lastSlot {
 		k.lastSlot = max(k.lastSlot, slot)
 		return true, key
 	}
 	return false, false
 }
 
-func (k *keyframeCursor) epoch() int64 {
-	k.clock.mu.Lock()
-	defer k.clock.mu.Unlock()
-	return k.clock.epoch
-}
-
 // isKey reports whether the frame at pts must be an IDR on this rung.
 func (k *keyframeCursor) isKey(pts int64) bool {
+	key, _ := k.decide(pts)
+	return key
+}
+
+// decide is isKey, and also reports whether the IDR is the first frame or
+// a GOP boundary (not only a forced point).
+func (k *keyframeCursor) decide(pts int64) (key, boundary bool) {
 	c := k.clock
 	// Reading the forced points and recording pts as taken is one step:
 	// force either sees this frame taken (and picks a later one) or this
@@ -210,7 +219,8 @@ func (k *keyframeCursor) isKey(pts int64) bool {
 		c.encoded, c.hasEncoded = pts, true
 	}
 	c.mu.Unlock()
-	key := !k.started || floorDiv(pts-epoch, c.gop) > floorDiv(k.lastPTS-epoch, c.gop)
+	boundary = !k.started || floorDiv(pts-epoch, c.gop) > floorDiv(k.lastPTS-epoch, c.gop)
+	key = boundary
 	if k.started {
 		for _, f := range forced {
 			if f != 0 && k.lastPTS < f && f <= pts {
@@ -220,7 +230,7 @@ func (k *keyframeCursor) isKey(pts int64) bool {
 	}
 	k.started = true
 	k.lastPTS = pts
-	return key
+	return key, boundary
 }
 
 func floorDiv(a, b int64) int64 {
