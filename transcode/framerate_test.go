@@ -291,3 +291,25 @@ func TestCapPatternRepeatsEveryGOP(t *testing.T) {
 		}
 	}
 }
+
+// TestCapSurvivesTimeSteppingBack: should a PTS ever go back, a capped
+// rung carries on at its cap instead of dropping every frame until the
+// timestamps catch up with where they were.
+func TestCapSurvivesTimeSteppingBack(t *testing.T) {
+	c := newKeyframeClock(10*90000, 45000)
+	k := newRungCursor(c, 15, 30)
+	kept := 0
+	for i := range 60 {
+		pts := int64(i) * 3000
+		if i >= 30 {
+			pts -= 5 * 90000 // back 5 s, mid-GOP
+		}
+		c.observe(pts)
+		if keep, _ := k.take(pts); keep && i >= 30 {
+			kept++
+		}
+	}
+	if kept != 15 {
+		t.Errorf("kept %d of the 30 frames after the step back, want 15", kept)
+	}
+}

@@ -188,7 +188,9 @@ func (k *keyframeCursor) take(pts int64) (keep, key bool) {
 	if k.capNum == 0 {
 		return true, key
 	}
-	if boundary {
+	if boundary || pts < k.anchor {
+		// A GOP starts (or time stepped back, which the timeline should
+		// never let through: restart rather than drop until it catches up).
 		k.anchor, k.lastSlot = pts, 0
 		return true, key
 	}
