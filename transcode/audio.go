@@ -86,7 +86,13 @@ type audioStage struct {
 }
 
 func newAudioStage(in *input, stats *pipeline.StageStats, log *slog.Logger) (*audioStage, error) {
-	dec, err := openDecoder("audio", in, in.audio, 1, clock48k, 1024, stats, log)
+	// The frame duration until the first frame says (decoder.decode): the
+	// codec's frame size at its sample rate, on the 48 kHz clock.
+	frameDur := int64(1024)
+	if cp := in.audio.CodecParameters(); cp.FrameSize() > 0 && cp.SampleRate() > 0 {
+		frameDur = int64(cp.FrameSize()) * AudioSampleRate / int64(cp.SampleRate())
+	}
+	dec, err := openDecoder("audio", in, in.audio, 1, clock48k, frameDur, stats, log)
 	if err != nil {
 		return nil, err
 	}
@@ -162,11 +168,8 @@ func (a *audioStage) run(ctx context.Context, in <-chan demuxedPacket, outs []ch
 		a.stamps.add(f.Pts(), ingest)
 		return a.graph.push(f, emit)
 	}
-	return consume(ctx, in, func(dp demuxedPacket, ok bool) error {
+	flush := func() error {
 		start = time.Now()
-		if ok {
-			return a.dec.decode(&dp, filter)
-		}
 		if err := a.dec.decode(nil, filter); err != nil {
 			return err
 		}
@@ -174,7 +177,11 @@ func (a *audioStage) run(ctx context.Context, in <-chan demuxedPacket, outs []ch
 			return a.graph.push(nil, emit)
 		}
 		return nil
-	})
+	}
+	return a.dec.run(ctx, in, func(f *astiav.Frame, ingest time.Time) error {
+		start = time.Now()
+		return filter(f, ingest)
+	}, flush)
 }
 
 func (a *audioStage) free() {

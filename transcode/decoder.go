@@ -23,7 +23,7 @@ type decoder struct {
 	cc       *astiav.CodecContext
 	tb       astiav.Rational // stream time base
 	clock    astiav.Rational // output clock: 1/90000 video, 1/48000 audio
-	timeline *timeline
+	timeline *timeline       // on the input's one clock, shared with its other streams
 	limit    int64               // drop frames at or after this PTS (0: none)
 	pending  map[int64]time.Time // packet PTS -> ingest time, until its frame is out
 	stats    *pipeline.StageStats
@@ -34,10 +34,16 @@ type decoder struct {
 	// a packet marked discont (video of a pushed source).
 	onDiscontinuity func(pts int64)
 	discPending     bool
+	// fill keeps a live input's outputs flowing while its source stalls
+	// (stall.go); nil for files and lavfi.
+	fill *stallFill
 }
 
 func openDecoder(kind string, in *input, s *astiav.Stream, threads int, clock astiav.Rational, frameDur int64,
 	stats *pipeline.StageStats, log *slog.Logger) (*decoder, error) {
+	if frameDur <= 0 {
+		frameDur = 1
+	}
 	cp := s.CodecParameters()
 	codec := astiav.FindDecoder(cp.CodecID())
 	if codec == nil {
@@ -59,7 +65,7 @@ func openDecoder(kind string, in *input, s *astiav.Stream, threads int, clock as
 		cc:       cc,
 		tb:       s.TimeBase(),
 		clock:    clock,
-		timeline: newTimeline(int64(clock.Den()), in.originSeconds(), frameDur),
+		timeline: newTimeline(in.sharedClock(), int64(clock.Den()), frameDur, in.live),
 		pending:  make(map[int64]time.Time),
 		stats:    stats,
 		log:      log,
@@ -114,13 +120,24 @@ func (d *decoder) decode(dp *demuxedPacket, emit func(f *astiav.Frame, ingest ti
 		} else {
 			ingest = time.Now()
 		}
+		if n, rate := f.NbSamples(), f.SampleRate(); n > 0 && rate > 0 {
+			// The real duration of this audio frame (AAC 1024 or 960, MP3
+			// 1152, Opus 120-2880 samples, any rate), on the output clock.
+			d.timeline.frameDur = max(1, int64(n)*int64(d.clock.Den())/int64(rate))
+		}
 		pts, ok := d.timeline.next(astiav.RescaleQ(raw, d.tb, d.clock))
+		if ok && d.fill != nil {
+			pts, ok = d.fill.real(d, pts)
+		}
 		if !ok || (d.limit > 0 && pts >= d.limit) {
 			f.Free()
 			d.stats.Drop()
 			continue
 		}
 		f.SetPts(pts)
+		if d.fill != nil {
+			d.fill.emitted(d, f)
+		}
 		if d.discPending && d.onDiscontinuity != nil {
 			d.discPending = false
 			d.onDiscontinuity(pts) // on the output timeline, after any folding

@@ -37,6 +37,16 @@ type input struct {
 	live        bool           // network or device source: never paced
 	push        *pushInput     // a pushed source (pushinput.go), else nil
 	unopened    bool           // fc only holds streams: never opened, not demuxed
+	clock       *inputClock    // shared by the decoders' timelines (sharedClock)
+}
+
+// sharedClock is the input's one clock: every stream's timeline maps
+// through it, so a jump on one stream moves all of them.
+func (in *input) sharedClock() *inputClock {
+	if in.clock == nil {
+		in.clock = newInputClock(in.originSeconds())
+	}
+	return in.clock
 }
 
 // readPacket reads the next packet, when its data entered Prism, and

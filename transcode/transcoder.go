@@ -196,6 +196,10 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		}
 	}
 
+	if t.in.live {
+		t.fillStalls()
+	}
+
 	t.videoPTS.Store(-1)
 	t.audioPTS.Store(-1)
 	t.ctx, t.cancel = context.WithCancel(context.Background())
@@ -228,6 +232,21 @@ func (t *Transcoder) addEncoder(cc *astiav.CodecContext, tr pipeline.Track, curs
 		meter: m, stats: st, frameDur: frameDur, newest: newest, keyframes: keys,
 	})
 	t.encIn = append(t.encIn, make(chan *astiav.Frame, 4))
+}
+
+// fillStalls keeps a live input's outputs flowing through source stalls
+// (stall.go); the filler frames are counted as the video-fill and
+// audio-fill stages' frames.
+func (t *Transcoder) fillStalls() {
+	vst := &pipeline.StageStats{Name: "video-fill"}
+	t.stageList = append(t.stageList, vst)
+	t.vdec.fill = newStallFill("video", pipeline.VideoClockRate, vst, t.log, repeatPicture)
+	t.vdec.fill.onResume = t.clock.resumed
+	if t.audio != nil {
+		ast := &pipeline.StageStats{Name: "audio-fill"}
+		t.stageList = append(t.stageList, ast)
+		t.audio.dec.fill = newStallFill("audio", AudioSampleRate, ast, t.log, silence)
+	}
 }
 
 // planThreads splits the CPU budget over the rungs' encoders by pixel rate,

@@ -145,7 +145,7 @@ func TestKeyframeBudgetUnderPLIFlood(t *testing.T) {
 }
 
 func TestTimeline(t *testing.T) {
-	tl := newTimeline(90000, 1.0, 3000) // origin 1 s
+	tl := newTimeline(newInputClock(1.0), 90000, 3000, false) // origin 1 s
 	var got []int64
 	for _, ts := range []int64{90000, 93000, 93000, 92000, 96000, 5 * 90000 * 100, 5*90000*100 + 3000, 1000} {
 		if out, ok := tl.next(ts); ok {

@@ -35,12 +35,9 @@ func runVideoDecode(ctx context.Context, d *decoder, in <-chan demuxedPacket, ou
 		}
 		return nil
 	}
-	return consume(ctx, in, func(dp demuxedPacket, ok bool) error {
-		if !ok {
-			return d.decode(nil, emit) // end of input: the decoder's delayed frames
-		}
-		return d.decode(&dp, emit)
-	})
+	// At the end of input, the decoder's delayed frames; a live input's
+	// stalls are filled (stall.go).
+	return d.run(ctx, in, emit, func() error { return d.decode(nil, emit) })
 }
 
 // videoFilter is the split+scale stage: one graph, one branch per rung.
