@@ -122,8 +122,8 @@ func (t *timeline) next(ts int64) (out int64, ok bool) {
 		// (interleaving lag) is dropped.
 		t.gen++
 		out = t.mapLocked(ts, t.gen)
-		if out <= t.last {
-			return 0, false
+		if out < t.last+t.frameDur {
+			return 0, false // it would overlap this stream's last frame
 		}
 		return t.accept(out, now), true
 	}
