@@ -21,9 +21,9 @@ var errStopped = errors.New("stopped")
 type decoder struct {
 	kind     string
 	cc       *astiav.CodecContext
-	tb       astiav.Rational // stream time base
-	clock    astiav.Rational // output clock: 1/90000 video, 1/48000 audio
-	timeline *timeline       // on the input's one clock, shared with its other streams
+	tb       astiav.Rational     // stream time base
+	clock    astiav.Rational     // output clock: 1/90000 video, 1/48000 audio
+	timeline *timeline           // on the input's one clock, shared with its other streams
 	limit    int64               // drop frames at or after this PTS (0: none)
 	pending  map[int64]time.Time // packet PTS -> ingest time, until its frame is out
 	stats    *pipeline.StageStats

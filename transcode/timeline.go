@@ -46,8 +46,8 @@ func (c *inputClock) shiftGeneration() int {
 // large jumps folded into a continuous timeline through the input's clock.
 type timeline struct {
 	clk       *inputClock
-	clockRate int64 // output units per second
-	gen       int   // the clock generation this stream's timestamps are on
+	clockRate int64   // output units per second
+	gen       int     // the clock generation this stream's timestamps are on
 	shiftAt   float64 // the clock's shift when last was taken
 	last      int64
 	lastWall  time.Time
