@@ -96,6 +96,7 @@ func newAudioStage(in *input, stats *pipeline.StageStats, log *slog.Logger) (*au
 	if err != nil {
 		return nil, err
 	}
+	dec.timeline.spans = true
 	return &audioStage{dec: dec, stats: stats, log: log}, nil
 }
 

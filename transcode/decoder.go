@@ -117,7 +117,8 @@ func (d *decoder) decode(dp *demuxedPacket, emit func(f *astiav.Frame, ingest ti
 		ingest, found := d.pending[raw]
 		if found {
 			delete(d.pending, raw)
-		} else {
+		}
+		if ingest.IsZero() {
 			ingest = time.Now()
 		}
 		if n, rate := f.NbSamples(), f.SampleRate(); n > 0 && rate > 0 {
@@ -125,9 +126,14 @@ func (d *decoder) decode(dp *demuxedPacket, emit func(f *astiav.Frame, ingest ti
 			// 1152, Opus 120-2880 samples, any rate), on the output clock.
 			d.timeline.frameDur = max(1, int64(n)*int64(d.clock.Den())/int64(rate))
 		}
-		pts, ok := d.timeline.next(astiav.RescaleQ(raw, d.tb, d.clock))
+		pts, ok := d.timeline.nextAt(astiav.RescaleQ(raw, d.tb, d.clock), ingest)
 		if ok && d.fill != nil {
-			pts, ok = d.fill.real(d, pts)
+			if pts, ok = d.fill.real(d, pts, ingest); ok {
+				if err := d.fill.fillTo(d, pts, emit); err != nil {
+					f.Free()
+					return err
+				}
+			}
 		}
 		if !ok || (d.limit > 0 && pts >= d.limit) {
 			f.Free()
@@ -136,7 +142,7 @@ func (d *decoder) decode(dp *demuxedPacket, emit func(f *astiav.Frame, ingest ti
 		}
 		f.SetPts(pts)
 		if d.fill != nil {
-			d.fill.emitted(d, f)
+			d.fill.emitted(d, f, ingest)
 		}
 		if d.discPending && d.onDiscontinuity != nil {
 			d.discPending = false

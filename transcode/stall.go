@@ -104,10 +104,15 @@ func (s *stallFill) dur(ticks int64) time.Duration {
 	return time.Duration(float64(ticks) / float64(s.rate) * float64(time.Second))
 }
 
-// real judges a real frame at pts (already on the output timeline): ok
-// false drops it, and pts may move when the input is re-anchored.
-func (s *stallFill) real(d *decoder, pts int64) (int64, bool) {
-	if s.last == nil || pts > s.lastOut {
+// real judges a real frame at pts (already on the output timeline) whose
+// packet arrived at ingest: ok false drops it, and pts may move when the
+// input is re-anchored.
+func (s *stallFill) real(d *decoder, pts int64, ingest time.Time) (int64, bool) {
+	covers := s.lastOut // the filler's last instant
+	if d.timeline.spans {
+		covers += s.lastDur / 2 // and its samples: more than half a frame overlaps
+	}
+	if s.last == nil || pts > covers || (!s.stalled && pts > s.lastOut) {
 		return pts, true
 	}
 	now := s.now()
@@ -122,7 +127,9 @@ func (s *stallFill) real(d *decoder, pts int64) (int64, bool) {
 	// input after the filler. Another stream of the input may have done it
 	// for this stall already; then only insist when this one is still
 	// covered long after.
-	target := s.lastOut + s.lastDur
+	// Where real time is (the filler trails it by stallAfter; fillTo
+	// closes that), so the stall adds no latency.
+	target := max(s.lastOut+s.lastDur, s.anchorPTS+s.ticks(ingest.Sub(s.anchorWall)))
 	seen := s.stallGen
 	if covered >= 2*stallCatchUp {
 		seen = -1
@@ -135,12 +142,13 @@ func (s *stallFill) real(d *decoder, pts int64) (int64, bool) {
 	return 0, false
 }
 
-// emitted records a real frame about to go out.
-func (s *stallFill) emitted(d *decoder, f *astiav.Frame) {
-	now := s.now()
+// emitted records a real frame about to go out, which arrived at ingest:
+// the filler is paced from arrivals, as the frames it stands for would
+// have come.
+func (s *stallFill) emitted(d *decoder, f *astiav.Frame, ingest time.Time) {
 	if s.stalled {
 		s.log.Info("live input resumed", "stream", s.kind, "filled", s.filled,
-			"stall", now.Sub(s.anchorWall).Round(time.Millisecond))
+			"stall", ingest.Sub(s.anchorWall).Round(time.Millisecond))
 		if s.onResume != nil {
 			s.onResume(f.Pts())
 		}
@@ -151,23 +159,23 @@ func (s *stallFill) emitted(d *decoder, f *astiav.Frame) {
 	}
 	s.last = f.Clone()
 	s.lastOut, s.lastDur = f.Pts(), d.timeline.frameDur
-	s.anchorPTS, s.anchorWall = f.Pts(), now
+	s.anchorPTS, s.anchorWall = f.Pts(), ingest
 }
 
-// due is when the next filler frame is due; zero when none will be.
+// due is when the next filler frame is due; zero when none will be. The
+// filler trails real time by stallAfter, so a source that comes back on
+// its own clock finds its frame not yet covered (fillTo closes the rest).
 func (s *stallFill) due() time.Time {
 	if s.last == nil {
 		return time.Time{}
 	}
-	next := s.anchorWall.Add(s.dur(s.lastOut + s.lastDur - s.anchorPTS))
-	if next.Sub(s.anchorWall) > stallMax {
+	ahead := s.dur(s.lastOut + s.lastDur - s.anchorPTS)
+	if ahead > stallMax {
 		return time.Time{} // gone for longer than filling makes sense
 	}
-	if first := s.lastInput.Add(stallAfter); next.Before(first) && !s.stalled {
-		next = first
-	}
-	if first := s.anchorWall.Add(stallAfter); next.Before(first) {
-		next = first
+	next := s.anchorWall.Add(ahead + stallAfter)
+	if first := s.lastInput.Add(stallAfter); !s.stalled && next.Before(first) {
+		next = first // packets still come: the decoder is only slow
 	}
 	return next
 }
@@ -176,31 +184,51 @@ func (s *stallFill) due() time.Time {
 func (s *stallFill) fill(d *decoder, emit func(*astiav.Frame, time.Time) error) error {
 	now := s.now()
 	for {
-		at := s.due()
-		if at.IsZero() || at.After(now) {
+		if at := s.due(); at.IsZero() || at.After(now) {
 			return nil
 		}
-		pts := s.lastOut + s.lastDur
-		if d.limit > 0 && pts >= d.limit {
-			return nil
-		}
-		f, err := s.makeFill(s.last, pts)
-		if err != nil {
-			return err
-		}
-		if !s.stalled {
-			s.stalled = true
-			s.stallGen = d.timeline.clk.shiftGeneration()
-			s.log.Info("live input stalled, filling", "stream", s.kind, "after", now.Sub(s.anchorWall).Round(time.Millisecond))
-		}
-		s.lastOut = pts
-		s.filled++
-		s.total++
-		s.stats.Done(now, 0)
-		if err := emit(f, now); err != nil {
+		if more, err := s.fillOne(d, emit, now); err != nil || !more {
 			return err
 		}
 	}
+}
+
+// fillTo closes the rest of a stall before a real frame at pts: filler
+// frames up to the one before it, at once.
+func (s *stallFill) fillTo(d *decoder, pts int64, emit func(*astiav.Frame, time.Time) error) error {
+	if !s.stalled {
+		return nil
+	}
+	now := s.now()
+	for s.lastOut+s.lastDur+s.lastDur/2 <= pts && s.dur(s.lastOut-s.anchorPTS) < stallMax {
+		if more, err := s.fillOne(d, emit, now); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// fillOne emits the next filler frame; more is false once the job's
+// duration is reached.
+func (s *stallFill) fillOne(d *decoder, emit func(*astiav.Frame, time.Time) error, now time.Time) (more bool, err error) {
+	pts := s.lastOut + s.lastDur
+	if d.limit > 0 && pts >= d.limit {
+		return false, nil
+	}
+	f, err := s.makeFill(s.last, pts)
+	if err != nil {
+		return false, err
+	}
+	if !s.stalled {
+		s.stalled = true
+		s.stallGen = d.timeline.clk.shiftGeneration()
+		s.log.Info("live input stalled, filling", "stream", s.kind, "after", now.Sub(s.anchorWall).Round(time.Millisecond))
+	}
+	s.lastOut = pts
+	s.filled++
+	s.total++
+	s.stats.Done(now, 0)
+	return true, emit(f, now)
 }
 
 func (s *stallFill) free() {

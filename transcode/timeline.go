@@ -60,6 +60,12 @@ type timeline struct {
 	maxGap, maxBack int64
 	live            bool
 	frameDur        int64 // this stream's frame duration, to continue after a jump
+	// spans: a frame lasts frameDur (audio samples), so one that starts
+	// more than half a frame before the last one ends overlaps it (after
+	// a reset, the new base's first frames) and is dropped; less is the
+	// jitter of millisecond timestamps (RTMP).
+	spans   bool
+	lastDur int64
 	discontinuities int
 	now             func() time.Time // for tests
 }
@@ -89,11 +95,15 @@ func (t *timeline) mapLocked(ts int64, gen int) int64 {
 
 // next converts a timestamp already rescaled to clockRate. ok is false when
 // the frame must be dropped because it does not move time forward.
-func (t *timeline) next(ts int64) (out int64, ok bool) {
+func (t *timeline) next(ts int64) (out int64, ok bool) { return t.nextAt(ts, t.now()) }
+
+// nextAt is next for a frame whose packet arrived at now: a live input's
+// forward jumps are judged against arrival times, not decode times (a
+// frame-threaded decoder holds frames back across a stall).
+func (t *timeline) nextAt(ts int64, now time.Time) (out int64, ok bool) {
 	c := t.clk
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := t.now()
 	if t.shiftAt != c.shift {
 		// The input was re-anchored after a stall: the shift moves this
 		// stream's time too, it is no jump.
@@ -111,6 +121,9 @@ func (t *timeline) next(ts int64) (out int64, ok bool) {
 	}
 	switch d := out - t.last; {
 	case d > 0 && d <= maxGap:
+		if t.overlaps(out) {
+			return 0, false
+		}
 		return t.accept(out, now), true
 	case d <= 0 && -d < t.maxBack:
 		return 0, false // jitter or a duplicate: keep time strictly increasing
@@ -122,8 +135,8 @@ func (t *timeline) next(ts int64) (out int64, ok bool) {
 		// (interleaving lag) is dropped.
 		t.gen++
 		out = t.mapLocked(ts, t.gen)
-		if out < t.last+t.frameDur {
-			return 0, false // it would overlap this stream's last frame
+		if out <= t.last || t.overlaps(out) {
+			return 0, false
 		}
 		return t.accept(out, now), true
 	}
@@ -154,8 +167,12 @@ func (t *timeline) reanchor(out, target int64, seen int) bool {
 	return true
 }
 
+func (t *timeline) overlaps(out int64) bool {
+	return t.spans && t.started && out < t.last+t.lastDur/2
+}
+
 func (t *timeline) accept(out int64, now time.Time) int64 {
-	t.last, t.lastWall = out, now
+	t.last, t.lastWall, t.lastDur = out, now, t.frameDur
 	if end := float64(out+t.frameDur) / float64(t.clockRate); end > t.clk.end {
 		t.clk.end = end
 	}
