@@ -64,8 +64,8 @@ type timeline struct {
 	// more than half a frame before the last one ends overlaps it (after
 	// a reset, the new base's first frames) and is dropped; less is the
 	// jitter of millisecond timestamps (RTMP).
-	spans   bool
-	lastDur int64
+	spans           bool
+	lastDur         int64
 	discontinuities int
 	now             func() time.Time // for tests
 }
