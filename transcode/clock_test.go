@@ -212,3 +212,27 @@ func TestInputClockReanchor(t *testing.T) {
 		t.Errorf("the re-anchor counted as %d resets", a.clk.resets)
 	}
 }
+
+// TestInputClockLiveRestart: a live source that restarts its clock after
+// 2 s away continues 2 s later on the output (the filler covered them),
+// its other stream on the same offset.
+func TestInputClockLiveRestart(t *testing.T) {
+	a := newAVClock(true)
+	now := time.Unix(1000, 0)
+	a.video.now = func() time.Time { return now }
+	a.audio.now = a.video.now
+	for k := 0; k < 30; k++ {
+		a.push(true, 50+float64(k)/30)
+		a.push(false, 50.01+float64(k)/30)
+		now = now.Add(time.Second / 30)
+	}
+	now = now.Add(2 * time.Second)
+	v := a.push(true, 0) // a new publisher, from zero
+	au := a.push(false, 0.01)
+	if want := 50 + 29.0/30 + 2 + 1.0/30; math.Abs(v-want) > 1e-3 {
+		t.Errorf("restart at output %.4f s, want %.4f (after the real gap)", v, want)
+	}
+	if math.Abs(au-v-0.01) > 1e-4 {
+		t.Errorf("A/V offset %.4f s after the restart, want 0.01", au-v)
+	}
+}

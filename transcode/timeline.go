@@ -143,6 +143,11 @@ func (t *timeline) nextAt(ts int64, now time.Time) (out int64, ok bool) {
 	// The first stream to meet it: continue after the newest media of the
 	// whole input, so no stream overlaps itself when it follows.
 	target := max(t.last+t.frameDur, t.units(c.end))
+	if t.live {
+		// A live source that restarted (an SRT publisher's new TS): after
+		// the real time it was away, which the stall filler covered.
+		target = max(target, t.last+t.units(now.Sub(t.lastWall).Seconds()))
+	}
 	c.gens = append(c.gens, c.gens[t.gen]+float64(target-out)/float64(t.clockRate))
 	c.resets++
 	t.gen++
