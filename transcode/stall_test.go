@@ -290,4 +290,3 @@ func flockedStall(t *testing.T, run func() stallRun) stallRun {
 	t.Helper()
 	return run()
 }
-
