@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -18,9 +19,10 @@ import (
 // in from NATS, and its fan-out is the only one between NATS and the
 // outputs. When a publisher goes away (its node died, the job moved or its
 // input restarted) and another takes over, the stream subscribes again,
-// shifts the new publisher's timestamps so they continue where the old ones
-// stopped, marks the first packets as a discontinuity and asks for a
-// keyframe: players and WebRTC sessions keep going after a short gap.
+// shifts the new publisher's timestamps so that they continue after the old
+// ones by the real outage, marks the first packets as a discontinuity and
+// asks for a keyframe: players and WebRTC sessions keep going after a gap
+// as long as the outage.
 type Stream struct {
 	nc     *nats.Conn
 	stream string
@@ -83,12 +85,12 @@ func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts
 func (s *Stream) run(sub *subscription) {
 	defer close(s.done)
 	defer s.fanout.Close()
-	var shift timeShift
+	shift := timeShift{maxGap: s.opts.publisherWait + s.opts.staleAfter}
 	emit := func(p *pipeline.Packet, kind pipeline.Kind) {
 		if p.Track < 0 || p.Track >= len(s.tracks) {
 			return
 		}
-		if out := shift.apply(p, s.tracks[p.Track]); out != nil {
+		if out := shift.apply(p, s.tracks[p.Track], time.Now()); out != nil {
 			s.fanout.Publish(out, kind)
 		}
 	}
@@ -178,25 +180,60 @@ func sameCodecs(a, b []pipeline.Track) bool {
 	})
 }
 
-// timeShift keeps timestamps continuous across publishers: each new
-// publisher starts its own clock near zero, so one offset in seconds, taken
-// from where the previous publisher's newest packet ended, is added to all
-// its tracks (keeping audio and video in sync).
+// timeShift keeps one timeline across publishers: each new publisher
+// starts its own clock near zero, so one offset in seconds is added to all
+// its tracks (keeping audio and video in sync). The offset places the new
+// publisher's first packet as far after the previous publisher's newest one
+// as it arrived after it, by this process's monotonic clock: media time
+// advances by the real outage, as the packets' Ingest wall-clock times (and
+// so PROGRAM-DATE-TIME) do.
 type timeShift struct {
-	offset  float64       // seconds added to the current publisher
-	end     float64       // end of the newest packet forwarded, in seconds
-	pending bool          // a publisher change waits for its first video keyframe
-	fresh   map[int]bool  // tracks that still need their discontinuity mark
-	lastDTS map[int]int64 // per track, to keep DTS strictly increasing
-	started bool
+	offset float64 // seconds added to the current publisher
+	end    float64 // end of the newest packet forwarded, in seconds
+	start  float64 // start (PTS) of that packet, in seconds
+	frame  float64 // duration of the last video frame forwarded, in seconds
+	lastAt time.Time
+	// maxGap bounds the measured outage: no real one is longer than the
+	// publisher wait plus the silence that ended the previous publisher.
+	maxGap time.Duration
+
+	pending  bool          // a publisher change waits for its first video keyframe
+	firstAt  time.Time     // when the new publisher's first packet arrived
+	firstPTS float64       // its PTS, in seconds
+	fresh    map[int]bool  // tracks that still need their discontinuity mark
+	lastDTS  map[int]int64 // per track, to keep DTS strictly increasing
 }
 
+// minFrame is the least step across a publisher change when no video frame
+// duration is known yet.
+const minFrame = 1.0 / 30
+
 func (s *timeShift) restart() {
-	s.pending, s.started = true, false
+	s.pending, s.firstAt = true, time.Time{}
 	s.fresh = map[int]bool{}
 }
 
-func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track) *pipeline.Packet {
+// gap is the outage to put between the previous publisher's newest packet
+// and the new publisher's first: the measured one, at least a frame, at
+// most maxGap.
+func (s *timeShift) gap() float64 {
+	least := s.frame
+	if least <= 0 {
+		least = minFrame
+	}
+	if s.lastAt.IsZero() {
+		return least
+	}
+	g := s.firstAt.Sub(s.lastAt)
+	if s.maxGap > 0 {
+		g = min(g, s.maxGap)
+	}
+	return max(g.Seconds(), least)
+}
+
+// apply shifts p, which arrived at now, onto the stream's timeline; nil
+// means drop it.
+func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track, now time.Time) *pipeline.Packet {
 	if s.lastDTS == nil {
 		s.lastDTS = map[int]int64{}
 	}
@@ -213,16 +250,23 @@ func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track) *pipeline.Packe
 	}
 	rate := float64(tr.ClockRate)
 	if s.pending {
+		if s.firstAt.IsZero() {
+			// Whatever track comes first dates the new publisher: its
+			// packets are on one clock, so the keyframe below keeps its
+			// place relative to it.
+			s.firstAt, s.firstPTS = now, float64(p.PTS)/rate
+		}
 		// Start the new publisher at a video keyframe, so the first picture
 		// every output sends after the gap decodes.
 		if tr.Kind != pipeline.KindVideo || !p.Keyframe {
 			return nil
 		}
-		s.offset = s.end + 1.0/30 - float64(p.PTS)/rate
+		at := max(s.end, s.start+s.gap())
+		s.offset = at - s.firstPTS
 		s.pending = false
 	}
 	q := *p
-	shift := int64(s.offset * rate)
+	shift := int64(math.Round(s.offset * rate))
 	q.PTS += shift
 	q.DTS += shift
 	if last, ok := s.lastDTS[p.Track]; ok && q.DTS <= last {
@@ -234,8 +278,12 @@ func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track) *pipeline.Packe
 		q.Discontinuity = true
 	}
 	if end := float64(q.PTS+q.Duration) / rate; end > s.end {
-		s.end = end
+		s.end, s.start = end, float64(q.PTS)/rate
 	}
+	if tr.Kind == pipeline.KindVideo && q.Duration > 0 {
+		s.frame = float64(q.Duration) / rate
+	}
+	s.lastAt = now
 	return &q
 }
 
