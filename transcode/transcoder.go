@@ -84,6 +84,13 @@ type Transcoder struct {
 	errOnce sync.Once
 	err     error
 	started time.Time
+
+	// media closes once every encoder published its first packet (on a
+	// video rung an IDR: the keyframe clock makes the first frame one);
+	// mediaOut says which have.
+	media     chan struct{}
+	mediaOut  []atomic.Bool
+	mediaLeft atomic.Int32
 }
 
 var _ pipeline.Source = (*Transcoder)(nil)
@@ -280,6 +287,17 @@ func (t *Transcoder) launch() {
 			}
 		}()
 	}
+	t.media = make(chan struct{})
+	t.mediaOut = make([]atomic.Bool, len(t.encoders))
+	t.mediaLeft.Store(int32(len(t.encoders)))
+	for i, e := range t.encoders {
+		e.onFirst = func() {
+			t.mediaOut[i].Store(true)
+			if t.mediaLeft.Add(-1) == 0 {
+				close(t.media)
+			}
+		}
+	}
 	nv := len(t.vfilter.rungs)
 	run("demux", t.demux)
 	run("video-decode", func() error { return runVideoDecode(t.ctx, t.vdec, t.vpackets, t.vframes) })
@@ -466,6 +484,22 @@ func (t *Transcoder) RequestKeyframe(reason string) {
 
 // ticks90k converts d to the video clock.
 func ticks90k(d time.Duration) int64 { return int64(d.Seconds() * pipeline.VideoClockRate) }
+
+// Started is closed once media flows: every video rung published its first
+// IDR and every audio track its first packet. A transcoder that ends
+// before that never closes it; wait on Done too.
+func (t *Transcoder) Started() <-chan struct{} { return t.media }
+
+// Waiting names the tracks that have published nothing yet.
+func (t *Transcoder) Waiting() []string {
+	var names []string
+	for i := range t.mediaOut {
+		if !t.mediaOut[i].Load() {
+			names = append(names, t.tracks[i].Name)
+		}
+	}
+	return names
+}
 
 // Done implements pipeline.Source.
 func (t *Transcoder) Done() <-chan struct{} { return t.done }
