@@ -171,6 +171,13 @@ func (a *attempt) run() {
 		}
 		costCh <- c
 	})
+	var progressMu sync.Mutex
+	progress := ""
+	runCtx = WithProgressReporter(runCtx, func(what string) {
+		progressMu.Lock()
+		progress = what
+		progressMu.Unlock()
+	})
 	result := make(chan error, 1)
 	spec := a.job.Spec
 	go func() { // owned by this attempt: run waits for result before returning
@@ -226,6 +233,11 @@ loop:
 		case <-startTimer.C:
 			if runningSince.IsZero() {
 				end, reason = endFailed, fmt.Sprintf("did not start within %s", n.StartTimeout)
+				progressMu.Lock()
+				if progress != "" {
+					reason += ": " + progress
+				}
+				progressMu.Unlock()
 				break loop
 			}
 		case runErr = <-result:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/jobs"
@@ -16,6 +17,10 @@ import (
 
 // runningLine is what a worker prints on stdout once media flows.
 const runningLine = "running"
+
+// progressPrefix starts the line on which a worker that is not running yet
+// says what it waits for (jobs.ReportProgress).
+const progressPrefix = "waiting "
 
 // costPrefix starts the line on which a worker reports its job's real cost
 // (pixels per second, jobs.ReportCost) once the transcoder planned it.
@@ -62,6 +67,9 @@ func Child(ctx context.Context, natsURL string, stdin io.Reader, stdout io.Write
 		return &ExitError{ExitFailed, err}
 	}
 	ctx = jobs.WithCostReporter(ctx, func(c float64) { fmt.Fprintf(stdout, "%s%g\n", costPrefix, c) })
+	ctx = jobs.WithProgressReporter(ctx, func(what string) {
+		fmt.Fprintln(stdout, progressPrefix+strings.ReplaceAll(what, "\n", " "))
+	})
 	if err := runJob(ctx, nc, spec, l, log, func() { fmt.Fprintln(stdout, runningLine) }); err != nil {
 		return &ExitError{exitCode(err), err}
 	}

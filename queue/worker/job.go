@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,10 +22,14 @@ import (
 
 // runJob is one job's media work, in a worker process or in-process: the
 // transcoder, its media on NATS and its WHIP publishes, until the input
-// ends (nil), it fails, or ctx ends (nil). running is called once the
-// transcoder runs.
+// ends (nil), it fails, or ctx ends (nil). running is called once media
+// flows: every video rung encoded its first IDR and every audio track its
+// first packet (an input that opens and delivers nothing stays starting
+// until the node's start timeout; jobs.ReportProgress says what it waits
+// for).
 func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder, log *slog.Logger, running func()) error {
 	opts := transcode.Options{Input: spec.Input, Ladder: l, Realtime: spec.Paced(), Logger: log}
+	jobs.ReportProgress(ctx, "opening the input")
 	if stream, ok := ingest.StreamOfInput(spec.Input); ok {
 		source, err := followSource(ctx, nc, stream, spec.Ingest, log)
 		if err != nil {
@@ -44,13 +49,23 @@ func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder
 		return err
 	}
 	jobs.ReportCost(ctx, sourceCost(src.Tracks()))
-	running()
 	pubCtx, stopPublishers := context.WithCancel(ctx)
 	var publishers sync.WaitGroup
 	for _, target := range spec.Publish {
 		publishers.Go(func() { publishWHIP(pubCtx, target, src, log) })
 	}
-	perr := relay.Publish(ctx, nc, spec.ID, src)
+	// Publishing starts before the first packet, so that the packets that
+	// make the job running are on NATS by the time it says so.
+	var perr error
+	relayed := make(chan struct{})
+	publishers.Go(func() { // ends with src or ctx
+		defer close(relayed)
+		perr = relay.Publish(ctx, nc, spec.ID, src)
+	})
+	if awaitMedia(ctx, src, relayed) {
+		running()
+	}
+	<-relayed
 	stopPublishers()
 	publishers.Wait()
 	jerr := src.Close()
@@ -58,6 +73,32 @@ func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder
 		return nil // stopped by the node
 	}
 	return errors.Join(perr, jerr)
+}
+
+// awaitMedia waits for src to start (Started), reporting meanwhile, when
+// it changes, which tracks have published nothing yet. It is false when src
+// ended, the relay publisher returned or ctx ended first.
+func awaitMedia(ctx context.Context, src *transcode.Transcoder, relayed <-chan struct{}) bool {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		if w := strings.Join(src.Waiting(), ", "); w != last && w != "" {
+			jobs.ReportProgress(ctx, "input open, no media yet: waiting for the first frames of "+w)
+			last = w
+		}
+		select {
+		case <-src.Started():
+			return true
+		case <-src.Done():
+			return false
+		case <-relayed:
+			return false
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 // sourceCost is the encoding load of the rungs planned for the actual

@@ -128,6 +128,8 @@ func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()
 				if c, err := strconv.ParseFloat(v, 64); err == nil {
 					jobs.ReportCost(ctx, c)
 				}
+			} else if v, ok := strings.CutPrefix(line, progressPrefix); ok {
+				jobs.ReportProgress(ctx, redact.Text(v))
 			}
 		}
 	})

@@ -86,6 +86,22 @@ exit 3`)
 	}
 }
 
+// TestSupervisorPassesProgressOn: what a starting worker says it waits for
+// reaches the node (jobs.ReportProgress), for the start timeout's reason.
+func TestSupervisorPassesProgressOn(t *testing.T) {
+	testutil.LeakCheck(t)
+	exe := fakeWorker(t, `echo 'waiting input open, no media yet: waiting for the first frames of 720p'`)
+	s := &Supervisor{Exe: exe, Log: testutil.Logger(t)}
+	var got []string
+	ctx := jobs.WithProgressReporter(context.Background(), func(what string) { got = append(got, what) })
+	if code, err := s.runOnce(ctx, jobs.Spec{ID: "cam"}, func() { t.Error("running reported") }); code != ExitInputEnded || err != nil {
+		t.Fatalf("runOnce = %d, %v", code, err)
+	}
+	if fmt.Sprint(got) != "[input open, no media yet: waiting for the first frames of 720p]" {
+		t.Fatalf("progress %q", got)
+	}
+}
+
 func TestSupervisorStopsItsWorkerOnCancel(t *testing.T) {
 	testutil.LeakCheck(t)
 	// The worker runs until signalled; cancelling the job stops it with
