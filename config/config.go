@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prism-streaming/prism/internal/auth"
 	"github.com/prism-streaming/prism/internal/inputs"
@@ -98,6 +99,11 @@ type Node struct {
 	// Workers runs each job's FFmpeg work in its own child process (the
 	// default), so a crash ends only that job. false runs jobs in-process.
 	Workers *bool `yaml:"workers"`
+	// StartTimeout is how long a claimed job may take to have media
+	// flowing (the first IDR of every rung, the first packet of every
+	// audio track) before the attempt fails with what it waited for; a
+	// failed attempt is retried as any other. Default 30s.
+	StartTimeout time.Duration `yaml:"start_timeout"`
 }
 
 // Stream is a stream pulled from a URL at start-up.
@@ -163,6 +169,9 @@ func (c *Config) Defaults() {
 	if c.Node.Workers == nil {
 		t := true
 		c.Node.Workers = &t
+	}
+	if c.Node.StartTimeout == 0 {
+		c.Node.StartTimeout = 30 * time.Second // jobs.DefaultStartTimeout
 	}
 	for i := range c.Streams {
 		if c.Streams[i].Ladder == "" {
@@ -238,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Node.ID != "" && pipeline.ValidStreamName(c.Node.ID) != nil {
 		errs.Addf("node.id", "%q: use letters, digits, '-' and '_'", c.Node.ID)
+	}
+	if d := c.Node.StartTimeout; d < time.Second || d > 10*time.Minute {
+		errs.Addf("node.start_timeout", "%s: between 1s and 10m", d)
 	}
 	seen := map[string]int{}
 	for i, s := range c.Streams {

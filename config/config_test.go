@@ -18,7 +18,10 @@ func TestParse(t *testing.T) {
 	if c, err := Parse("partial.yaml", []byte("webrtc:\n  udp_port: 9000\n")); err != nil || c.WebRTC.UDPPort != 9000 || c.WebRTC.MaxSessions != 500 {
 		t.Errorf("webrtc defaults under a partial section: %v %+v", err, c.WebRTC)
 	}
-	if c, err := Parse("empty.yaml", nil); err != nil || c.HTTP.Address != ":8080" {
+	if c, err := Parse("node.yaml", []byte("node:\n  start_timeout: 45s\n")); err != nil || c.Node.StartTimeout != 45*time.Second {
+		t.Errorf("node.start_timeout: %v %+v", err, c.Node)
+	}
+	if c, err := Parse("empty.yaml", nil); err != nil || c.HTTP.Address != ":8080" || c.Node.StartTimeout != 30*time.Second {
 		t.Errorf("empty file: %v %+v", err, c)
 	}
 }
@@ -35,6 +38,7 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"webrtc section", "webrtc:\n  udp_port: 70000\n", "prism.yaml:2: webrtc.udp_port: must be 0..65535"},
 		{"unknown output", "streams:\n  - name: a\n    input: x\n    outputs: [hls, rtmp]\n", `prism.yaml:4: streams[0].outputs[1]: "rtmp" is not "hls" or "webrtc"`},
 		{"bad duration", "hls:\n  ready_timeout: A\n", `prism.yaml:2: hls.ready_timeout: time: invalid duration "A"`},
+		{"start timeout", "node:\n  start_timeout: 100ms\n", "prism.yaml:2: node.start_timeout: 100ms: between 1s and 10m"},
 		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {

@@ -101,7 +101,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	gpus, encoders := hardware()
 	n.agent = &jobs.Node{ID: n.id, Roles: []string{jobs.RoleTranscode, jobs.RoleServe}, Store: n.store,
-		Runner: runner, Capacity: capacity, GPUs: gpus, Encoders: encoders, Log: n.Log.With("node", n.id)}
+		Runner: runner, Capacity: capacity, GPUs: gpus, Encoders: encoders, StartTimeout: cfg.Node.StartTimeout, Log: n.Log.With("node", n.id)}
 	if err := n.agent.Start(ctx); err != nil {
 		return err
 	}
