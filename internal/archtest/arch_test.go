@@ -34,6 +34,7 @@ var rank = map[string]int{
 	"internal/testutil":    1,
 	"internal/inputs":      1, // what API jobs may read
 	"internal/redact":      0, // masks secrets in what is shown
+	"internal/stamp":       0, // the demo source's capture-time stamp and its reader
 	"internal/auth":        1, // who may do what: asked by the API, outputs' guards and ingest
 	"transcode":            2,
 	"outputs":              2,
