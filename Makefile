@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc fuzz clean
+.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc bench-glass fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -125,6 +125,13 @@ clean: ## Remove bin/ and build/
 # (default ladder); publisher AU in -> LL-HLS part and -> WebRTC viewer.
 bench-ingest: build ## Push ingest latency (RTMP 720p30, default ladder): p50/p95 to LL-HLS and WebRTC
 	$(ENV) PRISM_BENCH_INGEST=1 go test -count=1 -v -run TestIngestLatency ./benchmarks/
+
+# Glass to glass: the demo source stamps each frame's capture time in the
+# picture; the player page in Chromium reads it back from the displayed
+# frames over WebRTC and LL-HLS (default ladder) for GLASS_SECONDS.
+GLASS_SECONDS ?= 60
+bench-glass: build ## Glass to glass (picture stamp), WebRTC and LL-HLS: median/p95 over GLASS_SECONDS (60)
+	$(ENV) PRISM_BENCH_GLASS=$(GLASS_SECONDS) go test -count=1 -v -timeout $$(( $(GLASS_SECONDS) + 300 ))s -run '^TestBenchGlass$$' ./cmd/prism/
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI

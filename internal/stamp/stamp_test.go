@@ -126,7 +126,7 @@ func TestDecodeLiveClock(t *testing.T) {
 		case i == latchAt:
 			first = ms
 			// Latched between start and end, plus the one frame of lead.
-			if d := Since(ms, start); d > 0 || d < -(end.Sub(start) + 100*time.Millisecond) {
+			if d := Since(ms, start); d > 0 || d < -(end.Sub(start)+100*time.Millisecond) {
 				t.Errorf("frame %d stamped %d, %v from the start of the run (which took %v)", i, ms, d, end.Sub(start))
 			}
 		default:

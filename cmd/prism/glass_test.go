@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+)
+
+// latencySamples is what the player page posts to ?glass= (its
+// window.prismLatency): seconds per displayed frame.
+type latencySamples struct {
+	WebRTC struct {
+		Capture []float64 `json:"capture"`
+	} `json:"webrtc"`
+	HLS struct {
+		Capture []float64 `json:"capture"`
+		Ingest  []float64 `json:"ingest"`
+	} `json:"hls"`
+}
+
+// playDemo serves the demo stream (the stamped source) with ladder, plays
+// the player page in Chromium for seconds and returns its samples.
+func playDemo(t *testing.T, ladder string, seconds int) latencySamples {
+	t.Helper()
+	addr := freePort(t)
+	srv := exec.Command(prismBin, "serve", "--demo", "--ladder", ladder, "--http", addr, "--data-dir", t.TempDir(),
+		"--webrtc-port", "0", "--rtmp", "off", "--srt", "off", "--stats-interval", "0")
+	var srvErr testutil.SyncBuffer
+	srv.Stderr = &srvErr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
+	testutil.Eventually(t, 30*time.Second, "the demo stream", func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	got := make(chan latencySamples, 1)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
+		var s latencySamples
+		if r.Method == http.MethodPost && json.NewDecoder(r.Body).Decode(&s) == nil {
+			select {
+			case got <- s:
+			default:
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer collector.Close()
+	testutil.StartBrowser(t, fmt.Sprintf("http://%s/?stream=demo&glass=%s&seconds=%d", addr, collector.URL+"/glass", seconds))
+	select {
+	case s := <-got:
+		return s
+	case <-time.After(time.Duration(seconds)*time.Second + 60*time.Second):
+		t.Fatalf("no samples from the player page\nserver log:\n%s", srvErr.String())
+		return latencySamples{}
+	}
+}
+
+// quantile of v (sorted copy), q in [0, 1]; NaN when v is empty.
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[int(q*float64(len(s)-1)+0.5)]
+}
+
+// TestGlassToGlass plays the stamped demo source on the player page in
+// Chromium over WebRTC and LL-HLS at once: the page reads the capture time
+// back from the displayed frames of both, and the figures are plausible.
+// Capture precedes ingest, so capture-to-display is at least
+// ingest-to-display, by the little the source is made ahead of being read.
+func TestGlassToGlass(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the transcoder and Chromium")
+	}
+	// One 360p rung at the default ladder's lowest bitrate: the stamp has to
+	// survive scaling from 720p and a low bitrate.
+	ladder := writeFile(t, t.TempDir(), "l.yaml", `name: glass
+rungs:
+  - {name: 360p, height: 360, bitrate: 450k, preset: veryfast}
+`)
+	s := playDemo(t, ladder, 20)
+	rtc, hlsCap, hlsIngest := s.WebRTC.Capture, s.HLS.Capture, s.HLS.Ingest
+	testutil.Report(t, "glass to glass on the player page (360p, 2-core machine, under load): WebRTC capture to display (picture stamp) median %.3f s p95 %.3f s (%d frames); "+
+		"LL-HLS capture to display (picture stamp) median %.3f s p95 %.3f s (%d frames), ingest to display (PROGRAM-DATE-TIME) median %.3f s",
+		quantile(rtc, .5), quantile(rtc, .95), len(rtc), quantile(hlsCap, .5), quantile(hlsCap, .95), len(hlsCap), quantile(hlsIngest, .5))
+	// 20 s at 30 fps, less the start: a stamp must read on most frames.
+	if len(rtc) < 150 || len(hlsCap) < 150 || len(hlsIngest) < 150 {
+		t.Fatalf("too few samples: WebRTC %d, LL-HLS %d (PDT %d)", len(rtc), len(hlsCap), len(hlsIngest))
+	}
+	for name, v := range map[string][]float64{"WebRTC": rtc, "LL-HLS": hlsCap} {
+		if lo, hi := quantile(v, 0), quantile(v, .5); lo <= 0 || hi > 8 {
+			t.Errorf("%s capture to display: min %.3f s, median %.3f s: want > 0 and a median under 8 s", name, lo, hi)
+		}
+	}
+	if d := quantile(hlsCap, .5) - quantile(hlsIngest, .5); d < -0.05 || d > 0.5 {
+		t.Errorf("LL-HLS: capture to display is %.3f s more than ingest to display: want 0..0.5 s", d)
+	}
+}
+
+// TestBenchGlass is `make bench-glass`: the default ladder from the demo
+// source, played on the player page for PRISM_BENCH_GLASS seconds; prints
+// each measure's median and p95, and how the capture-to-ingest offset (the
+// stamp's own error) moved from the first minute to the last.
+func TestBenchGlass(t *testing.T) {
+	secs, _ := strconv.Atoi(os.Getenv("PRISM_BENCH_GLASS"))
+	if secs <= 0 {
+		t.Skip("set PRISM_BENCH_GLASS=<seconds> (make bench-glass)")
+	}
+	s := playDemo(t, "default", secs)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "\nglass to glass, demo source (720p30, picture stamp), default ladder, %d s on the player page (WebRTC and LL-HLS at once, hls.js lowLatencyMode, maxLiveSyncPlaybackRate 1.5)\n", secs)
+	fmt.Fprintf(&b, "%-45s %8s %8s %8s %7s\n", "measure", "median", "p95", "max", "frames")
+	row := func(name string, v []float64) {
+		fmt.Fprintf(&b, "%-45s %7.3fs %7.3fs %7.3fs %7d\n", name, quantile(v, .5), quantile(v, .95), quantile(v, 1), len(v))
+	}
+	row("WebRTC capture to display (picture stamp)", s.WebRTC.Capture)
+	row("LL-HLS capture to display (picture stamp)", s.HLS.Capture)
+	row("LL-HLS ingest to display (PROGRAM-DATE-TIME)", s.HLS.Ingest)
+	// Frames whose both measures exist: the difference is capture to
+	// ingest, how far the stamp runs ahead of Prism's own clock.
+	n := min(len(s.HLS.Capture), len(s.HLS.Ingest))
+	if n >= 60 {
+		diff := func(from, to int) float64 {
+			d := make([]float64, 0, to-from)
+			for i := from; i < to; i++ {
+				d = append(d, s.HLS.Capture[len(s.HLS.Capture)-n+i]-s.HLS.Ingest[len(s.HLS.Ingest)-n+i])
+			}
+			return quantile(d, .5)
+		}
+		w := min(n/2, 1800) // a minute of frames, or half the run
+		fmt.Fprintf(&b, "capture to ingest (LL-HLS stamp minus PDT, median): first %d frames %.3f s, last %d frames %.3f s\n", w, diff(0, w), w, diff(n-w, n))
+	}
+	t.Log(b.String())
+	fmt.Print(b.String())
+	testutil.Report(t, "WebRTC capture to display (picture stamp) median %.3f s p95 %.3f s; LL-HLS capture to display (picture stamp) median %.3f s p95 %.3f s; LL-HLS ingest to display (PROGRAM-DATE-TIME) median %.3f s",
+		quantile(s.WebRTC.Capture, .5), quantile(s.WebRTC.Capture, .95), quantile(s.HLS.Capture, .5), quantile(s.HLS.Capture, .95), quantile(s.HLS.Ingest, .5))
+	if len(s.WebRTC.Capture) == 0 || len(s.HLS.Capture) == 0 {
+		t.Errorf("no picture stamp read: WebRTC %d, LL-HLS %d samples", len(s.WebRTC.Capture), len(s.HLS.Capture))
+	}
+}
