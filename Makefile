@@ -128,10 +128,12 @@ bench-ingest: build ## Push ingest latency (RTMP 720p30, default ladder): p50/p9
 
 # Glass to glass: the demo source stamps each frame's capture time in the
 # picture; the player page in Chromium reads it back from the displayed
-# frames over WebRTC and LL-HLS (default ladder) for GLASS_SECONDS.
+# frames over WebRTC and LL-HLS (GLASS_LADDER, a shipped name or a file) for
+# GLASS_SECONDS.
 GLASS_SECONDS ?= 60
+GLASS_LADDER ?= default
 bench-glass: build ## Glass to glass (picture stamp), WebRTC and LL-HLS: median/p95 over GLASS_SECONDS (60)
-	$(ENV) PRISM_BENCH_GLASS=$(GLASS_SECONDS) go test -count=1 -v -timeout $$(( $(GLASS_SECONDS) + 300 ))s -run '^TestBenchGlass$$' ./cmd/prism/
+	$(ENV) PRISM_BENCH_GLASS=$(GLASS_SECONDS) PRISM_BENCH_GLASS_LADDER=$(GLASS_LADDER) go test -count=1 -v -timeout $$(( $(GLASS_SECONDS) + 300 ))s -run '^TestBenchGlass$$' ./cmd/prism/
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI

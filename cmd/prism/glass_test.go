@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/testutil"
 )
 
@@ -31,8 +33,10 @@ type latencySamples struct {
 }
 
 // playDemo serves the demo stream (the stamped source) with ladder, plays
-// the player page in Chromium for seconds and returns its samples.
-func playDemo(t *testing.T, ladder string, seconds int) latencySamples {
+// the player page in Chromium for seconds and returns its samples and the
+// transcoder's speed then (media time / uptime: under 1 means it fell
+// behind real time, which the stamp counts and PDT does not).
+func playDemo(t *testing.T, ladder string, seconds int) (latencySamples, float64) {
 	t.Helper()
 	addr := freePort(t)
 	srv := exec.Command(prismBin, "serve", "--demo", "--ladder", ladder, "--http", addr, "--data-dir", t.TempDir(),
@@ -68,10 +72,18 @@ func playDemo(t *testing.T, ladder string, seconds int) latencySamples {
 	testutil.StartBrowser(t, fmt.Sprintf("http://%s/?stream=demo&glass=%s&seconds=%d", addr, collector.URL+"/glass", seconds))
 	select {
 	case s := <-got:
-		return s
+		speed := math.NaN()
+		if resp, err := http.Get("http://" + addr + "/api/v1/streams/demo"); err == nil {
+			var info api.StreamInfo
+			if json.NewDecoder(resp.Body).Decode(&info) == nil {
+				speed = info.Stats.Speed
+			}
+			resp.Body.Close()
+		}
+		return s, speed
 	case <-time.After(time.Duration(seconds)*time.Second + 60*time.Second):
 		t.Fatalf("no samples from the player page\nserver log:\n%s", srvErr.String())
-		return latencySamples{}
+		return latencySamples{}, 0
 	}
 }
 
@@ -100,11 +112,11 @@ func TestGlassToGlass(t *testing.T) {
 rungs:
   - {name: 360p, height: 360, bitrate: 450k, preset: veryfast}
 `)
-	s := playDemo(t, ladder, 20)
+	s, speed := playDemo(t, ladder, 20)
 	rtc, hlsCap, hlsIngest := s.WebRTC.Capture, s.HLS.Capture, s.HLS.Ingest
 	testutil.Report(t, "glass to glass on the player page (360p, 2-core machine, under load): WebRTC capture to display (picture stamp) median %.3f s p95 %.3f s (%d frames); "+
-		"LL-HLS capture to display (picture stamp) median %.3f s p95 %.3f s (%d frames), ingest to display (PROGRAM-DATE-TIME) median %.3f s",
-		quantile(rtc, .5), quantile(rtc, .95), len(rtc), quantile(hlsCap, .5), quantile(hlsCap, .95), len(hlsCap), quantile(hlsIngest, .5))
+		"LL-HLS capture to display (picture stamp) median %.3f s p95 %.3f s (%d frames), ingest to display (PROGRAM-DATE-TIME) median %.3f s; transcoder speed %.2fx",
+		quantile(rtc, .5), quantile(rtc, .95), len(rtc), quantile(hlsCap, .5), quantile(hlsCap, .95), len(hlsCap), quantile(hlsIngest, .5), speed)
 	// 20 s at 30 fps, less the start: a stamp must read on most frames.
 	if len(rtc) < 150 || len(hlsCap) < 150 || len(hlsIngest) < 150 {
 		t.Fatalf("too few samples: WebRTC %d, LL-HLS %d (PDT %d)", len(rtc), len(hlsCap), len(hlsIngest))
@@ -119,8 +131,8 @@ rungs:
 	}
 }
 
-// TestBenchGlass is `make bench-glass`: the default ladder from the demo
-// source, played on the player page for PRISM_BENCH_GLASS seconds; prints
+// TestBenchGlass is `make bench-glass`: the default ladder (or
+// PRISM_BENCH_GLASS_LADDER) from the demo source, played on the player page for PRISM_BENCH_GLASS seconds; prints
 // each measure's median and p95, and how the capture-to-ingest offset (the
 // stamp's own error) moved from the first minute to the last.
 func TestBenchGlass(t *testing.T) {
@@ -128,9 +140,10 @@ func TestBenchGlass(t *testing.T) {
 	if secs <= 0 {
 		t.Skip("set PRISM_BENCH_GLASS=<seconds> (make bench-glass)")
 	}
-	s := playDemo(t, "default", secs)
+	ladder := cmp.Or(os.Getenv("PRISM_BENCH_GLASS_LADDER"), "default")
+	s, speed := playDemo(t, ladder, secs)
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "\nglass to glass, demo source (720p30, picture stamp), default ladder, %d s on the player page (WebRTC and LL-HLS at once, hls.js lowLatencyMode, maxLiveSyncPlaybackRate 1.5)\n", secs)
+	fmt.Fprintf(&b, "\nglass to glass, demo source (720p30, picture stamp), ladder %s, %d s on the player page (WebRTC and LL-HLS at once, hls.js lowLatencyMode, maxLiveSyncPlaybackRate 1.5)\n", ladder, secs)
 	fmt.Fprintf(&b, "%-45s %8s %8s %8s %7s\n", "measure", "median", "p95", "max", "frames")
 	row := func(name string, v []float64) {
 		fmt.Fprintf(&b, "%-45s %7.3fs %7.3fs %7.3fs %7d\n", name, quantile(v, .5), quantile(v, .95), quantile(v, 1), len(v))
@@ -152,6 +165,7 @@ func TestBenchGlass(t *testing.T) {
 		w := min(n/2, 1800) // a minute of frames, or half the run
 		fmt.Fprintf(&b, "capture to ingest (LL-HLS stamp minus PDT, median): first %d frames %.3f s, last %d frames %.3f s\n", w, diff(0, w), w, diff(n-w, n))
 	}
+	fmt.Fprintf(&b, "transcoder speed at the end (media time / uptime; under 1: behind real time, counted by the stamp, not by PDT): %.2fx\n", speed)
 	t.Log(b.String())
 	fmt.Print(b.String())
 	testutil.Report(t, "WebRTC capture to display (picture stamp) median %.3f s p95 %.3f s; LL-HLS capture to display (picture stamp) median %.3f s p95 %.3f s; LL-HLS ingest to display (PROGRAM-DATE-TIME) median %.3f s",
