@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc bench-glass fuzz clean
+.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -134,6 +134,18 @@ GLASS_SECONDS ?= 60
 GLASS_LADDER ?= default
 bench-glass: build ## Glass to glass (picture stamp), WebRTC and LL-HLS: median/p95 over GLASS_SECONDS (60)
 	$(ENV) PRISM_BENCH_GLASS=$(GLASS_SECONDS) PRISM_BENCH_GLASS_LADDER=$(GLASS_LADDER) go test -count=1 -v -timeout $$(( $(GLASS_SECONDS) + 300 ))s -run '^TestBenchGlass$$' ./cmd/prism/
+
+# Stock LL-HLS players against `prism serve --demo` (default ladder): hls.js
+# with its defaults, hls.js with maxLiveSyncPlaybackRate 1.5, Shaka Player in
+# low-latency mode; ingest-to-display latency from PROGRAM-DATE-TIME once a
+# second, stalls, request timelines. HLS_PLAYERS=hlsjs,shaka picks players,
+# HLS_RUNS (5) and HLS_SECONDS (60) size it: about 20 minutes as it comes.
+HLS_PLAYERS ?= 1
+HLS_RUNS ?= 5
+HLS_SECONDS ?= 60
+bench-hls-players: build ## LL-HLS latency of hls.js (default, catch-up) and Shaka, median of 5 runs
+	$(ENV) PRISM_BENCH_HLS_PLAYERS=$(HLS_PLAYERS) PRISM_BENCH_HLS_RUNS=$(HLS_RUNS) PRISM_BENCH_HLS_SECONDS=$(HLS_SECONDS) \
+	  go test -count=1 -v -timeout 60m -run '^TestHLSPlayers$$' ./benchmarks/
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI
