@@ -380,6 +380,9 @@ func (l *requestLog) wrap(h http.Handler) http.Handler {
 		begin := time.Now()
 		cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(cw, r)
+		if r.Context().Err() != nil {
+			cw.status = 499 // the player went away (the proxy says 502)
+		}
 		path := strings.TrimPrefix(r.URL.Path, "/hls/demo/")
 		if i := strings.Index(path, "/"); i == 8 { // the epoch
 			path = path[i+1:]
