@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
 
@@ -19,6 +20,7 @@ const advancePartLimit = 3
 type directives struct {
 	msn, part int
 	hasMSN    bool
+	skip      bool // _HLS_skip: a delta update, so not a player's first request
 }
 
 func parseDirectives(r *http.Request) (d directives, err error) {
@@ -48,8 +50,11 @@ func parseDirectives(r *http.Request) (d directives, err error) {
 	if hasPart && !d.hasMSN {
 		return d, errors.New("_HLS_part needs _HLS_msn")
 	}
-	if v, ok := q["_HLS_skip"]; ok && (len(v) != 1 || (v[0] != "YES" && v[0] != "v2")) {
-		return d, fmt.Errorf("_HLS_skip=%q: must be YES or v2", q.Get("_HLS_skip"))
+	if v, ok := q["_HLS_skip"]; ok {
+		if len(v) != 1 || (v[0] != "YES" && v[0] != "v2") {
+			return d, fmt.Errorf("_HLS_skip=%q: must be YES or v2", q.Get("_HLS_skip"))
+		}
+		d.skip = true
 	}
 	return d, nil
 }
@@ -70,7 +75,12 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		waitFailed(w, st, err, fmt.Sprintf("starting, no complete segment yet after %s; retry", s.Config.ReadyTimeout))
 		return
 	}
-	if d.hasMSN {
+	if !d.hasMSN && !d.skip && browser(r) && s.joins.first(st.epoch+"/"+rg.name+"/"+file, client, r.UserAgent(), time.Now()) {
+		// A browser player's first look at this playlist: it picks its
+		// start from it. (A delta update, _HLS_skip, needs an earlier
+		// playlist; later plain reloads are answered at once.)
+		s.awaitJoinPoint(r.Context(), client, st, rg, cur)
+	} else if d.hasMSN {
 		// Refuse at once what cannot come soon (LL-HLS: more than one
 		// segment or Advance Part Limit parts ahead) or never will.
 		switch {

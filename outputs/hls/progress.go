@@ -54,6 +54,18 @@ func (s playlistState) hasPart(msn, part int) bool {
 	}
 }
 
+// joinDistance is how many parts before the point hold parts behind the
+// live edge the newest IDR at or before that point lies: what a player
+// starting PART-HOLD-BACK behind the edge has to download ahead of its
+// start position. It is negative when that IDR lies further back than the
+// last complete segment's start (segments shorter than hold parts).
+func (s playlistState) joinDistance(hold int) int {
+	if s.parts >= hold {
+		return s.parts - hold
+	}
+	return s.parts + s.lastSegParts - hold
+}
+
 // progress holds the latest playlistState of a muxer and wakes the requests
 // that wait for it to move on. Waiters select on a channel that is closed and
 // replaced on every change, so they can also watch their own context: nothing

@@ -28,6 +28,7 @@ type Server struct {
 	unwatch   func()
 	blocking  chan struct{} // one token per request waiting for media
 	abandoned atomic.Int64  // waits ended because the client went away
+	joins     joinLog       // which clients play which playlist (join.go)
 
 	clientsMu       sync.Mutex
 	blockingClients map[string]int // requests waiting for media, by clientKey
