@@ -30,6 +30,7 @@ type browserReport struct {
 	Played        float64   `json:"played"`
 	PlayingFor    float64   `json:"playingFor"`
 	Stalls        int       `json:"stalls"`
+	BufferStalls  int       `json:"bufferStalls"`
 	Latency       []float64 `json:"latency"`
 	HLSLatency    []float64 `json:"hlsLatency"`
 	TargetLatency *float64  `json:"targetLatency"`
