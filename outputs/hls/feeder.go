@@ -32,13 +32,31 @@ type feeder struct {
 	atrack *gohlslib.Track // nil unless the rung carries the audio rendition
 
 	videoWrites int
-	lastVideo   int64  // PTS of the last video frame written
+	lastVideo   int64     // muxer PTS of the last video frame written
+	lastNTP     time.Time // its EXT-X-PROGRAM-DATE-TIME
+	anchorNTP   time.Time // PROGRAM-DATE-TIME of the frame at anchorPTS (see pdt)
+	anchorPTS   int64
+	segStart    int64  // muxer PTS of the frame that opened the segment being written
 	dropped     uint64 // reader drops already seen (gapfill.go)
 
+	// The muxer's timeline (discontinuity.go): muxer PTS = source PTS +
+	// offset of the current span; a jump in the source starts a new span.
+	offset  int64
+	lastSrc int64  // source PTS of the last video frame written
+	gen     int    // span of the video
+	spans   []span // the latest spans, for the audio
+	waitKey bool   // a jump without an IDR: video waits for one
+
 	// Interleaving of audio with video (interleave.go).
-	audioQ    []*pipeline.Packet // AAC waiting for the video to pass its time
-	audioSeen int64              // start of the newest AAC frame read, 90 kHz
-	held      []heldFrame        // video frames waiting for the audio of their time
+	audioQ       []queuedAudio // AAC waiting for the video to pass its time
+	audioSeen    int64         // start of the newest AAC frame read, 90 kHz, source
+	audioGen     int           // span of the newest AAC frame read
+	audioLast    int64         // its source PTS, audio clock
+	audioStarted bool
+	audioDropped uint64      // reader drops already seen by the audio
+	audioEnd     int64       // muxer PTS where the last written AAC frame ends, audio clock
+	audioStale   int         // old-span AAC frames dropped in a row
+	held         []heldFrame // video frames waiting for the audio of their time
 
 	// Read-back of the muxer's playlist (progress.go).
 	probing   bool          // the first-segment helper was started
@@ -47,8 +65,6 @@ type feeder struct {
 	state     playlistState // as last read back
 	partStart int64         // PTS that opened the part being written
 	pending   []pendingFrame
-	segBytes  int
-	measured  bool // segBytes covers a whole segment
 
 	errs errorLog
 }
@@ -154,6 +170,12 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 	}
 	f.tm = tm
 	f.st.tm.CompareAndSwap(nil, &tm)
+	f.segStart = tm.start
+	f.spans = []span{{gen: 0, offset: 0, start: tm.start}}
+	for i := range f.audioQ {
+		f.audioQ[i].gen = 0 // before the start, a jump is nothing to follow
+	}
+	f.audioGen = 0
 	// Drop what comes before the start IDR; read on if it is still ahead.
 	for i, p := range read {
 		if p.Track == f.r.track.ID && p.Keyframe && p.PTS >= tm.start {
@@ -220,21 +242,54 @@ func (f *feeder) video(p *pipeline.Packet) {
 	f.drain()
 }
 
-// writeFrame writes a video frame, repairing a gap in front of it.
+// writeFrame writes a video frame, repairing a gap in front of it or
+// starting a new span after a jump of the source (discontinuity.go).
 func (f *feeder) writeFrame(p *pipeline.Packet, au [][]byte) {
+	if f.videoWrites > 0 && (f.waitKey || f.isJump(p)) {
+		if !p.Keyframe {
+			f.awaitKey(p)
+			return
+		}
+		f.waitKey = false
+		f.newSpan(p, au)
+	}
+	pts := p.PTS + f.offset
 	switch {
-	case f.videoWrites == 0 && p.PTS > f.tm.start:
+	case f.videoWrites == 0 && pts > f.tm.start:
 		// The start IDR was lost to a full reader buffer: repeat this one
 		// from the start so the segments still line up with other rungs.
-		f.fill(f.tm.start, p, au)
-	case f.videoWrites > 0 && p.PTS-f.lastVideo > f.frame*3/2:
-		f.repairGap(p, au)
+		f.fill(f.tm.start, pts, p, au)
+	case f.videoWrites > 0 && pts-f.lastVideo > f.frame*3/2:
+		f.repairGap(p, pts, au)
 	}
 	f.st.ingests.add(p.PTS, p.Ingest)
-	if p.Discontinuity && f.videoWrites > 0 {
-		f.discont = true
+	f.lastSrc = p.PTS
+	f.writeVideo(pts, f.pdt(pts, ntpOf(p), p.Keyframe), au, p.Keyframe, pendingFrame{ingest: p.Ingest, size: len(p.Data)})
+}
+
+// pdtSlew is how far EXT-X-PROGRAM-DATE-TIME may be pulled towards the
+// Ingest of a segment's first frame, per segment.
+const pdtSlew = 2 * time.Millisecond
+
+// pdt is the wall-clock time written for the frame at muxer PTS pts whose
+// source entered the pipeline at ingest: the time of the span's anchor
+// plus the media time since, so that PROGRAM-DATE-TIME advances exactly
+// with EXTINF inside a span (frames reach the pipeline with tens of
+// milliseconds of jitter, more than a frame). At each segment start the
+// anchor is pulled towards that frame's ingest by at most pdtSlew, which
+// follows a source clock drifting from the wall clock. Every rung starts
+// segments on the same source frames, so every rung writes the same PDT.
+func (f *feeder) pdt(pts int64, ingest time.Time, key bool) time.Time {
+	if f.anchorNTP.IsZero() {
+		f.anchorNTP, f.anchorPTS = ingest, pts
+		return ingest
 	}
-	f.writeVideo(p.PTS, ntpOf(p), au, p.Keyframe, pendingFrame{ingest: p.Ingest, size: len(p.Data)})
+	pred := f.anchorNTP.Add(ticksDuration(pts - f.anchorPTS))
+	if !key || pts-f.segStart < durationTicks(f.tm.segmentMin) {
+		return pred
+	}
+	f.anchorNTP, f.anchorPTS = pred.Add(min(max(ingest.Sub(pred), -pdtSlew), pdtSlew)), pts
+	return f.anchorNTP
 }
 
 func (f *feeder) writeVideo(pts int64, ntp time.Time, au [][]byte, key bool, pf pendingFrame) {
@@ -246,13 +301,17 @@ func (f *feeder) writeVideo(pts int64, ntp time.Time, au [][]byte, key bool, pf 
 		f.errs.log(f.log, "hls: muxer refused a video frame", err)
 		return
 	}
+	// gohlslib opens a segment on an IDR at least SegmentMinDuration
+	// after the segment's start (no B-frames: DTS = PTS).
+	if key && f.videoWrites > 0 && pts-f.segStart >= durationTicks(f.tm.segmentMin) {
+		f.segStart = pts
+	}
 	f.videoWrites++
-	f.lastVideo = pts
+	f.lastVideo, f.lastNTP = pts, ntp
 	if key {
 		f.keepSPS(au)
 	}
 	f.pending = append(f.pending, pf)
-	f.segBytes += pf.size
 	if f.videoWrites == 2 {
 		// gohlslib opened the first segment with this write, at the first
 		// frame's time; audio written before it would have been dropped.
@@ -307,6 +366,9 @@ func (f *feeder) track(pts int64, key bool) {
 			f.errs.log(f.log, "hls: reading the muxer's playlist", err)
 			return
 		}
+		if s.lastSegDuration > 0 {
+			f.measure(s) // the first segment
+		}
 		f.state = s
 		f.r.prog.set(s)
 		return
@@ -336,11 +398,9 @@ func (f *feeder) track(pts int64, key bool) {
 			f.discont = false
 			f.st.discont.add(s.nextMSN) // the segment this frame opened
 		}
-		last := f.pending[len(f.pending)-1].size
-		if f.measured && s.lastSegDuration > 0 {
-			f.r.setBits(float64(f.segBytes-last)*8/s.lastSegDuration.Seconds(), f.st.conf.SegmentCount)
+		if s.lastSegDuration > 0 {
+			f.measure(s)
 		}
-		f.segBytes, f.measured = last, true
 	}
 	f.state = s
 	f.r.prog.set(s)

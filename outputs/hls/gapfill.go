@@ -17,7 +17,7 @@ const maxFill = 10 * pipeline.VideoClockRate
 // rung only: gohlslib would then see fewer keyframes than on the other rungs
 // and cut fewer segments, shifting this rung's media sequence numbers for
 // good. A jump in the source itself is on every rung and is left alone.
-func (f *feeder) repairGap(p *pipeline.Packet, au [][]byte) {
+func (f *feeder) repairGap(p *pipeline.Packet, pts int64, au [][]byte) {
 	dropped := f.reader.Dropped()
 	if dropped == f.dropped {
 		return
@@ -29,35 +29,36 @@ func (f *feeder) repairGap(p *pipeline.Packet, au [][]byte) {
 		return
 	}
 	f.log.Warn("hls: muxer fell behind and lost packets; repeating the next IDR over the gap to keep segments aligned",
-		"gap", ticksDuration(p.PTS-f.lastVideo).String(), "dropped", dropped)
-	f.fill(f.lastVideo+f.frame, p, au)
+		"gap", ticksDuration(pts-f.lastVideo).String(), "dropped", dropped)
+	f.fill(f.lastVideo+f.frame, pts, p, au)
 }
 
-// fill writes copies of the IDR p at the frame slots from `from` up to p:
+// fill writes copies of the IDR p at the frame slots from `from` up to its
+// muxer PTS to:
 // gohlslib then cuts segments and parts at the same frames as on the rungs
 // that lost nothing, and players show the picture of p over the gap.
 // gohlslib cuts a segment at any IDR SegmentMinDuration after the segment
 // start, which is a frame and a half before the next GOP boundary (see
 // newTiming); the slots in that window stay empty so that the cut falls on
 // the boundary, as on the other rungs. The frame before gets their time.
-func (f *feeder) fill(from int64, p *pipeline.Packet, au [][]byte) {
-	if p.PTS-from > maxFill {
+func (f *feeder) fill(from, to int64, p *pipeline.Packet, au [][]byte) {
+	if to-from > maxFill {
 		f.log.Warn("hls: gap too long to repair; segments of this rung may not line up with the others",
-			"gap", ticksDuration(p.PTS-from).String())
+			"gap", ticksDuration(to-from).String())
 		return
 	}
 	early := f.tm.gop - durationTicks(f.tm.segmentMin)
-	for slot := from; slot < p.PTS-f.frame/2; slot += f.frame {
+	for slot := from; slot < to-f.frame/2; slot += f.frame {
 		if next := f.tm.start + roundUp(slot-f.tm.start, f.tm.gop); slot < next && slot >= next-early {
 			continue
 		}
 		// The other rungs wrote this slot with the Ingest of its source
 		// frame; the same time keeps EXT-X-PROGRAM-DATE-TIME equal.
-		ntp, ok := f.st.ingests.get(slot)
+		ntp, ok := f.st.ingests.get(slot - f.offset)
 		if !ok {
-			ntp = ntpOf(p).Add(-ticksDuration(p.PTS - slot))
+			ntp = ntpOf(p).Add(-ticksDuration(to - slot))
 		}
-		f.writeVideo(slot, ntp, au, true, pendingFrame{ingest: time.Time{}, size: len(p.Data)})
+		f.writeVideo(slot, f.pdt(slot, ntp, true), au, true, pendingFrame{ingest: time.Time{}, size: len(p.Data)})
 	}
 }
 

@@ -100,10 +100,11 @@ type timing struct {
 	segmentMin time.Duration // gohlslib SegmentMinDuration
 	partMin    time.Duration // gohlslib PartMinDuration
 	part       int64         // the part duration this gives, 90 kHz
+	frame      int64         // longest frame interval of all rungs, 90 kHz
 }
 
 func newTiming(start, gop, frame, frameLCM int64, partTarget time.Duration) timing {
-	t := timing{start: start, gop: gop}
+	t := timing{start: start, gop: gop, frame: frame}
 	// gohlslib cuts a segment at the first IDR at least SegmentMinDuration
 	// after the segment's start. One GOP minus a frame and a half cuts at
 	// every GOP-grid IDR even when a non-integer frame rate puts one a frame

@@ -3,8 +3,11 @@ package hls
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
+	"github.com/bluenviron/gohlslib/v2"
+	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/prism-streaming/prism/pipeline"
@@ -67,7 +70,7 @@ func (f *feeder) shouldHold(p *pipeline.Packet) bool {
 	if f.atrack == nil || !f.segmentOpen() || f.audioSeen >= p.PTS || p.PTS-f.audioSeen > audioStalled {
 		return false
 	}
-	return f.mayClosePart(p.PTS, p.Keyframe)
+	return f.mayClosePart(p.PTS+f.offset, p.Keyframe)
 }
 
 // drain writes the held video frames that need not or can no longer wait.
@@ -96,51 +99,184 @@ func (f *feeder) audio(p *pipeline.Packet) {
 		f.flushAudio(f.lastVideo)
 	}
 	for len(f.audioQ) > maxAudioQueue {
-		f.writeAudio(f.audioQ[0])
+		q := f.audioQ[0]
+		switch pts, fate := f.mapAudio(q); fate {
+		case audioWrite:
+			f.writeAudio(q, pts)
+		case audioWait:
+			// The audio jumped and the video never followed: it was no
+			// new span after all.
+			f.resyncAudio()
+			continue
+		}
 		f.audioQ = f.audioQ[1:]
 	}
 }
+
+// queuedAudio is an AAC frame waiting to be written: a source packet of
+// span gen, or a frame of silence (p nil) at muxer PTS pts.
+type queuedAudio struct {
+	p   *pipeline.Packet
+	gen int
+	pts int64 // audio clock
+}
+
+// What becomes of a queued AAC frame.
+type audioFate int
+
+const (
+	audioWrite audioFate = iota
+	audioDrop            // outside its span: before its start or over the next one
+	audioWait            // of a span the video has not reached yet
+)
 
 func (f *feeder) queueAudio(p *pipeline.Packet) {
 	if f.r != f.st.host {
 		return
 	}
-	f.audioQ = append(f.audioQ, p)
-	f.audioSeen = max(f.audioSeen, f.audioTicks(p))
+	// A jump of the audio timestamps starts the audio's next span, which
+	// is mapped like the video's next span once the video gets there.
+	if f.audioStarted && f.tm.part > 0 {
+		d := (p.PTS - f.audioLast) * pipeline.VideoClockRate / int64(f.st.audio.ClockRate)
+		dropped := f.reader.Dropped()
+		lost := dropped != f.audioDropped // a gap the reader made is no jump
+		f.audioDropped = dropped
+		if p.Discontinuity || d <= 0 || (d > f.tm.part && !lost) {
+			f.audioGen++
+			f.audioSeen = 0
+		}
+	}
+	f.audioStarted, f.audioLast = true, p.PTS
+	f.audioQ = append(f.audioQ, queuedAudio{p: p, gen: f.audioGen})
+	f.audioSeen = max(f.audioSeen, f.audioTicks(p.PTS))
 	if !f.segmentOpen() && len(f.audioQ) > maxAudioQueue {
 		f.audioQ = f.audioQ[1:] // waiting for the start: only the newest can be used
 	}
 }
 
+// resyncAudio puts the audio back on the video's span.
+func (f *feeder) resyncAudio() {
+	f.log.Warn("hls: audio and video timelines disagree; following the video's")
+	f.audioGen = f.gen
+	for i := range f.audioQ {
+		f.audioQ[i].gen = min(f.audioQ[i].gen, f.gen)
+	}
+	f.audioStale = 0
+}
+
+// mapAudio returns the muxer PTS of a queued frame, audio clock.
+func (f *feeder) mapAudio(q queuedAudio) (int64, audioFate) {
+	if q.p == nil {
+		return q.pts, audioWrite
+	}
+	if q.gen > f.gen {
+		return 0, audioWait
+	}
+	sp, ok := f.span(q.gen)
+	if !ok {
+		return 0, audioDrop
+	}
+	rate := int64(f.st.audio.ClockRate)
+	pts := q.p.PTS + sp.offset*rate/pipeline.VideoClockRate
+	t := f.audioTicks(pts)
+	if next, ok := f.span(q.gen + 1); t < sp.start-f.audioFrame() || (ok && t >= next.start) {
+		return pts, audioDrop
+	}
+	return pts, audioWrite
+}
+
 // flushAudio writes the queued audio that starts before the video time v
-// (90 kHz), and the frame that starts at or after v if it is queued, which
-// makes gohlslib put the frame before it into the part that v may close.
+// (90 kHz, muxer), and the frame that starts at or after v if it is
+// queued, which makes gohlslib put the frame before it into the part that
+// v may close.
 func (f *feeder) flushAudio(v int64) {
 	n := 0
-	for _, p := range f.audioQ {
-		if f.audioTicks(p) >= v+f.audioFrame() {
+	for _, q := range f.audioQ {
+		pts, fate := f.mapAudio(q)
+		if fate == audioWait {
 			break
 		}
-		f.writeAudio(p)
+		if fate == audioWrite {
+			if f.audioTicks(pts) >= v+f.audioFrame() {
+				break
+			}
+			f.writeAudio(q, pts)
+		} else if f.audioStale++; f.audioStale > maxAudioQueue {
+			f.resyncAudio() // the audio never jumped with the video
+		}
 		n++
 	}
 	f.audioQ = f.audioQ[n:]
 }
 
-func (f *feeder) writeAudio(p *pipeline.Packet) {
-	if !f.segmentOpen() || f.audioTicks(p) < f.tm.start {
+func (f *feeder) writeAudio(q queuedAudio, pts int64) {
+	if !f.segmentOpen() || f.audioTicks(pts) < f.tm.start {
 		return // before the stream's start: gohlslib would drop it anyway
 	}
-	if err := f.muxer.WriteMPEG4Audio(f.atrack, ntpOf(p), p.PTS, [][]byte{p.Data}); err != nil {
-		f.errs.log(f.log, "hls: muxer refused an audio frame", err)
+	data, ntp := silentAAC(f.atrack), time.Now()
+	if q.p != nil {
+		data, ntp = q.p.Data, ntpOf(q.p)
+		f.audioStale = 0
 	}
+	if err := f.muxer.WriteMPEG4Audio(f.atrack, ntp, pts, [][]byte{data}); err != nil {
+		f.errs.log(f.log, "hls: muxer refused an audio frame", err)
+		return
+	}
+	f.audioEnd = pts + mpeg4audio.SamplesPerAccessUnit
 }
+
+// fillSilence queues silence from the end of the audio of the span being
+// closed up to the muxer time at (90 kHz), where the next span starts, so
+// that the audio track has no hole that players would have to bridge.
+func (f *feeder) fillSilence(at int64) {
+	if f.atrack == nil || f.audioEnd == 0 || silentAAC(f.atrack) == nil {
+		return
+	}
+	end, i := f.audioEnd, 0
+	for ; i < len(f.audioQ); i++ {
+		q := f.audioQ[i]
+		if q.gen > f.gen {
+			break
+		}
+		if pts, fate := f.mapAudio(q); fate == audioWrite && f.audioTicks(pts) < at {
+			end = max(end, pts+mpeg4audio.SamplesPerAccessUnit)
+		}
+	}
+	until := at * int64(f.st.audio.ClockRate) / pipeline.VideoClockRate
+	var silence []queuedAudio
+	for pts := end; pts < until && int64(len(silence)) < maxFill/f.audioFrame(); pts += mpeg4audio.SamplesPerAccessUnit {
+		silence = append(silence, queuedAudio{gen: f.gen, pts: pts})
+	}
+	f.audioQ = slices.Insert(f.audioQ, i, silence...)
+}
+
+// silentAAC is one AAC-LC frame of silence for the track's channel count
+// (the frames hls.js inserts into gaps), nil for other configurations.
+func silentAAC(t *gohlslib.Track) []byte {
+	c, ok := t.Codec.(*codecs.MPEG4Audio)
+	if !ok || c.Config.Type != mpeg4audio.ObjectTypeAACLC {
+		return nil
+	}
+	switch c.Config.ChannelCount {
+	case 1:
+		return silentMono
+	case 2:
+		return silentStereo
+	}
+	return nil
+}
+
+var (
+	silentMono   = []byte{0x00, 0xc8, 0x00, 0x80, 0x23, 0x80}
+	silentStereo = []byte{0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00, 0x23, 0x80}
+)
 
 // audioFrame is the duration of an AAC frame (1024 samples), 90 kHz.
 func (f *feeder) audioFrame() int64 {
 	return mpeg4audio.SamplesPerAccessUnit * pipeline.VideoClockRate / int64(f.st.audio.ClockRate)
 }
 
-func (f *feeder) audioTicks(p *pipeline.Packet) int64 {
-	return p.PTS * pipeline.VideoClockRate / int64(f.st.audio.ClockRate)
+// audioTicks converts an audio PTS to 90 kHz.
+func (f *feeder) audioTicks(pts int64) int64 {
+	return pts * pipeline.VideoClockRate / int64(f.st.audio.ClockRate)
 }

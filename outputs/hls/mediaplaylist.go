@@ -128,10 +128,15 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 // rewrite fixes up a media playlist produced by gohlslib:
 //   - PART-HOLD-BACK becomes 3 part targets (gohlslib writes 2.5, below the
 //     3 the LL-HLS spec recommends; players that honour it stall less);
-//   - on a rung's playlist, EXT-X-RENDITION-REPORT tags give the other rungs'
-//     last segment and part, so that a player switching rungs can issue its
-//     first blocking request on the new rung right away (gohlslib writes
-//     none: it knows only its own rung).
+//   - EXT-X-RENDITION-REPORT tags give every other rendition's last segment
+//     and part (the other rungs and the audio on a rung's playlist, every
+//     rung on the audio's), so that a player switching can issue its first
+//     blocking request on the new rendition right away (gohlslib writes
+//     none: it knows only its own muxer);
+//   - INDEPENDENT=YES is kept only on parts that start with an IDR: gohlslib
+//     marks any part that contains one, and a forced IDR (a WebRTC viewer
+//     joining) lands mid-part, where a player starting on it would decode
+//     the frames before it without their references.
 func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
 	var pl playlist.Media
 	if err := pl.Unmarshal(body); err != nil {
@@ -143,21 +148,33 @@ func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
 		pl.ServerControl.PartHoldBack = &hold
 	}
 	if !audio {
-		for _, o := range st.rungs {
-			if o == self {
-				continue
+		if m := self.muxer.Load(); m != nil {
+			for _, seg := range pl.Segments {
+				self.independence(m, seg.Parts)
 			}
-			if rep, ok := o.report(); ok {
-				pl.RenditionReport = append(pl.RenditionReport, rep)
-			}
+			self.independence(m, pl.Parts)
+		}
+	}
+	for _, o := range st.rungs {
+		if o == self && !audio {
+			continue
+		}
+		if rep, ok := o.report(videoPlaylist, o.name); ok {
+			pl.RenditionReport = append(pl.RenditionReport, rep)
+		}
+	}
+	if st.host != nil && !audio {
+		// The audio is cut with the host rung's video: same numbers.
+		if rep, ok := st.host.report(audioPlaylist, audioDir); ok {
+			pl.RenditionReport = append(pl.RenditionReport, rep)
 		}
 	}
 	return pl.Marshal()
 }
 
-// report is the EXT-X-RENDITION-REPORT of the rung, relative to a sibling
-// rung's playlist.
-func (r *rung) report() (*playlist.MediaRenditionReport, bool) {
+// report is the EXT-X-RENDITION-REPORT of the rendition file in folder dir
+// that rides on the rung's muxer, relative to a sibling's playlist.
+func (r *rung) report(file, dir string) (*playlist.MediaRenditionReport, bool) {
 	s, ended := r.prog.get()
 	if ended || !s.ready {
 		return nil, false
@@ -169,5 +186,5 @@ func (r *rung) report() (*playlist.MediaRenditionReport, bool) {
 	if part < 0 {
 		return nil, false
 	}
-	return &playlist.MediaRenditionReport{URI: "../" + r.name + "/" + videoPlaylist, LastMSN: msn, LastPart: &part}, true
+	return &playlist.MediaRenditionReport{URI: "../" + dir + "/" + file, LastMSN: msn, LastPart: &part}, true
 }

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 
@@ -35,14 +36,14 @@ func (st *stream) multivariant() ([]byte, error) {
 		IndependentSegments: true,
 	}
 	var audioCodec string
-	var audioBits int
+	var audioBits, audioAvg int
 	if st.audio != nil {
 		var conf mpeg4audio.AudioSpecificConfig
 		if err := conf.Unmarshal(st.audio.Extradata); err != nil {
 			return nil, fmt.Errorf("AAC track %q: %w", st.audio.Name, err)
 		}
 		audioCodec = codecparams.Marshal(&codecs.MPEG4Audio{Config: conf})
-		audioBits = int(st.audio.Bitrate)
+		audioBits, audioAvg = st.host.audioBandwidth(int(st.audio.Bitrate))
 		uri := st.epoch + "/" + audioDir + "/" + audioPlaylist
 		channels := strconv.Itoa(st.audio.Channels)
 		pl.Renditions = append(pl.Renditions, &playlist.MultivariantRendition{
@@ -65,7 +66,7 @@ func (st *stream) multivariant() ([]byte, error) {
 			v.Codecs = append(v.Codecs, audioCodec)
 			v.Audio = audioGroup
 			v.Bandwidth += audioBits
-			*v.AverageBandwidth += audioBits
+			*v.AverageBandwidth += audioAvg
 		}
 		vs = append(vs, variant{r.name, v})
 	}
@@ -81,8 +82,8 @@ func (st *stream) multivariant() ([]byte, error) {
 func (r *rung) variant(epoch string) (*playlist.MultivariantVariant, error) {
 	r.mu.Lock()
 	sps := bytes.Clone(r.sps)
-	bits := slices.Clone(r.segBits)
 	r.mu.Unlock()
+	peak, avg := r.bandwidth()
 	if sps == nil {
 		return nil, errors.New("rung " + r.name + ": no SPS seen yet")
 	}
@@ -94,15 +95,6 @@ func (r *rung) variant(epoch string) (*playlist.MultivariantVariant, error) {
 	if fps == 0 {
 		fps = r.track.FPS
 	}
-	peak, avg := int(r.track.Bitrate), int(r.track.Bitrate)
-	if len(bits) > 0 {
-		var sum float64
-		for _, b := range bits {
-			peak = max(peak, int(b))
-			sum += b
-		}
-		avg = int(sum / float64(len(bits)))
-	}
 	return &playlist.MultivariantVariant{
 		Bandwidth:        peak,
 		AverageBandwidth: &avg,
@@ -111,4 +103,33 @@ func (r *rung) variant(epoch string) (*playlist.MultivariantVariant, error) {
 		FrameRate:        &fps,
 		URI:              epoch + "/" + r.name + "/" + videoPlaylist,
 	}, nil
+}
+
+// bandwidth is the rung's video BANDWIDTH and AVERAGE-BANDWIDTH: the peak
+// of every segment served so far, never less than the configured bit rate
+// (while few segments exist) and never falling, since players keep the
+// figure they read first; the average of the latest segments.
+func (r *rung) bandwidth() (peak, avg int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bandwidthOf(int(r.track.Bitrate), r.peak, r.segBits)
+}
+
+// audioBandwidth is the same for the audio rendition carried by r.
+func (r *rung) audioBandwidth(configured int) (peak, avg int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bandwidthOf(configured, r.audioPeak, r.audioBits)
+}
+
+func bandwidthOf(configured int, peak float64, window []float64) (int, int) {
+	avg := configured
+	if len(window) > 0 {
+		var sum float64
+		for _, b := range window {
+			sum += b
+		}
+		avg = int(sum / float64(len(window)))
+	}
+	return max(configured, int(math.Ceil(peak))), avg
 }

@@ -51,6 +51,7 @@ type stream struct {
 	latency  latencyWindow
 	ingests  ingestLog                             // Ingest by video PTS, for gap repair
 	discont  discontinuities                       // segments that start after a source change
+	jumps    jumpLog                               // where each rung puts the IDR after a jump
 	testHook func(rung string, p *pipeline.Packet) // see Server.testHook
 
 	ctx    context.Context
@@ -69,8 +70,13 @@ type rung struct {
 	muxer atomic.Pointer[gohlslib.Muxer] // set once by the feeder before prog is ready
 
 	mu      sync.Mutex
-	sps     []byte    // latest SPS seen, for CODECS, RESOLUTION, FRAME-RATE
-	segBits []float64 // video bit rate of the latest segments, bit/s
+	sps     []byte          // latest SPS seen, for CODECS, RESOLUTION, FRAME-RATE
+	indep   map[string]bool // part file → starts with an IDR (independent.go)
+	segBits []float64       // video bit rate of the latest segments as served, bit/s
+	peak    float64         // highest video bit rate of a segment ever served
+	// The same for the audio rendition, on the host rung.
+	audioBits []float64
+	audioPeak float64
 }
 
 func newStream(ctx context.Context, name string, job pipeline.Source, conf Config, log *slog.Logger) (*stream, error) {
@@ -189,15 +195,21 @@ func (st *stream) blockLimit() time.Duration {
 	return 3 * t.segmentTarget()
 }
 
-// setBits records the video bit rate of a complete segment.
-func (r *rung) setBits(bits float64, keep int) {
-	if math.IsNaN(bits) || math.IsInf(bits, 0) {
-		return
-	}
+// setBits records the bit rates of a complete segment as served, video
+// and audio (0 when the rung carries none).
+func (r *rung) setBits(video, audio float64, keep int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.segBits = append(r.segBits, bits)
-	if len(r.segBits) > keep {
-		r.segBits = r.segBits[len(r.segBits)-keep:]
+	add := func(window *[]float64, peak *float64, bits float64) {
+		if math.IsNaN(bits) || math.IsInf(bits, 0) || bits <= 0 {
+			return
+		}
+		*window = append(*window, bits)
+		if len(*window) > keep {
+			*window = (*window)[len(*window)-keep:]
+		}
+		*peak = max(*peak, bits)
 	}
+	add(&r.segBits, &r.peak, video)
+	add(&r.audioBits, &r.audioPeak, audio)
 }
