@@ -24,7 +24,9 @@ import (
 // stretch of real time out of them: every track stops at the same media
 // time, and all resume together at the first IDR after outage of wall
 // clock, so the timestamps jump by the real gap, as a stalled live source
-// or a failover placed after the real outage does. With mark, the first
+// or a failover placed after the real outage does. The IDR is the next one
+// on the job's GOP grid, as a resuming or new encoder's first one is (a
+// forced one would fall mid-GOP). With mark, the first
 // packet of each track after the gap carries Discontinuity (a publisher
 // change).
 type editSource struct {
@@ -43,7 +45,6 @@ type editSource struct {
 	cutAt    time.Time
 	cutPTS   int64 // 90 kHz
 	resume   int64 // 90 kHz
-	asked    bool
 	marked   map[int]bool
 	audioHz  int64
 	lastSeen int64
@@ -109,10 +110,6 @@ func (s *editSource) edit(p *pipeline.Packet) *pipeline.Packet {
 	case 1:
 		if time.Since(s.cutAt) < s.outage {
 			return nil
-		}
-		if !s.asked {
-			s.asked = true
-			s.Source.RequestKeyframe(pipeline.KeyframeOther)
 		}
 		if !video || !p.Keyframe {
 			return nil
@@ -253,6 +250,11 @@ func testJumpPlaysOn(t *testing.T, outage time.Duration, mark bool) {
 	f.index()
 
 	c := hlscheck.New(f.client)
+	defer func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s\nchecker: %s %q", logs.String(), c.Stats(), c.Problems())
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var polled error

@@ -106,8 +106,12 @@ func (f *feeder) isJump(p *pipeline.Packet) bool {
 	return f.reader.Dropped() == f.dropped
 }
 
-// awaitKey drops the video after a jump until an IDR: a new span must start
-// with one, and asks the source for it rather than wait up to a GOP.
+// awaitKey drops the video after a jump until an IDR: a new span must
+// start with one. It does not ask the source for one: a forced IDR falls
+// between the source's GOP boundaries, and gohlslib, which cuts segments
+// only at least SegmentMinDuration apart, would then not cut at the next
+// boundary and make the first segment of the span up to two GOPs long,
+// over EXT-X-TARGETDURATION. The next boundary comes within a GOP anyway.
 func (f *feeder) awaitKey(p *pipeline.Packet) {
 	if f.waitKey {
 		return
@@ -115,7 +119,6 @@ func (f *feeder) awaitKey(p *pipeline.Packet) {
 	f.waitKey = true
 	f.log.Warn("hls: source timeline jumped without an IDR; dropping video until the next one",
 		"from", ticksDuration(f.lastSrc).String(), "to", ticksDuration(p.PTS).String())
-	f.st.job.RequestKeyframe(pipeline.KeyframeHLS)
 }
 
 // newSpan starts a new span at the IDR p. gohlslib opens a segment only on

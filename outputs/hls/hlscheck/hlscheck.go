@@ -47,6 +47,7 @@ type Checker struct {
 type Stats struct {
 	Reloads, BlockingReloads, Segments, Parts, Discontinuities int
 	EmptyParts                                                 int // parts without a sample of their first track
+	Unavailable                                                int // 503 answers to blocking requests
 }
 
 // media is what was seen of one media playlist.
@@ -210,6 +211,14 @@ func (c *Checker) Media(ctx context.Context, u string, blocking bool) error {
 	code, b, err := c.get(ctx, req)
 	if err != nil {
 		return err
+	}
+	if code == http.StatusServiceUnavailable {
+		// A blocking request the media did not answer in time (the
+		// source stalled): players retry, and so does the checker.
+		c.mu.Lock()
+		c.stats.Unavailable++
+		c.mu.Unlock()
+		return nil
 	}
 	if code != http.StatusOK {
 		return fmt.Errorf("%s: %d %s", req, code, b)
@@ -516,5 +525,5 @@ func (c *Checker) PDTJumps() map[string][]time.Duration {
 func (s Stats) String() string {
 	return strconv.Itoa(s.Reloads) + " reloads (" + strconv.Itoa(s.BlockingReloads) + " blocking), " +
 		strconv.Itoa(s.Segments) + " segments, " + strconv.Itoa(s.Parts) + " parts, " +
-		strconv.Itoa(s.Discontinuities) + " discontinuities, " + strconv.Itoa(s.EmptyParts) + " empty parts"
+		strconv.Itoa(s.Discontinuities) + " discontinuities, " + strconv.Itoa(s.EmptyParts) + " empty parts, " + strconv.Itoa(s.Unavailable) + " 503s"
 }
