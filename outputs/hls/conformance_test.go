@@ -38,6 +38,7 @@ type editSource struct {
 	mark            bool
 	armed           atomic.Bool
 	resumed         atomic.Bool
+	gap             atomic.Int64 // media time cut out, 90 kHz, once resumed
 	done            chan struct{}
 
 	// Owned by run.
@@ -115,6 +116,7 @@ func (s *editSource) edit(p *pipeline.Packet) *pipeline.Packet {
 			return nil
 		}
 		s.phase, s.resume = 2, p.PTS
+		s.gap.Store(s.resume - s.cutPTS)
 		s.resumed.Store(true)
 	}
 	if s.ticks(p) < s.resume {
@@ -305,16 +307,20 @@ func testJumpPlaysOn(t *testing.T, outage time.Duration, mark bool) {
 	if !strings.Contains(logs.String(), "new span after a discontinuity") {
 		t.Errorf("the feeder saw no jump; logs:\n%s", logs.String())
 	}
-	// PROGRAM-DATE-TIME jumps by the real outage across the discontinuity
-	// (less what the span before it was stretched by, at most a GOP).
+	// PROGRAM-DATE-TIME jumps by the real gap across the discontinuity
+	// (the outage and the wait for the next IDR, which a real-time job
+	// timestamps with the wall clock), less what the span before it was
+	// stretched by to end its segment: at most a GOP (1 s here).
+	gap := ticksDuration(src.gap.Load())
 	jumps := c.PDTJumps()
 	if len(jumps) == 0 {
 		t.Error("no discontinuity seen with PROGRAM-DATE-TIME on both sides")
 	}
 	for u, js := range jumps {
 		for _, j := range js {
-			if j < outage-1500*time.Millisecond || j > outage+time.Second {
-				t.Errorf("%s: PROGRAM-DATE-TIME jumps by %v across the discontinuity, want about %v", u, j, outage)
+			t.Logf("%s: PROGRAM-DATE-TIME jumps by %v over a media gap of %v", u, j, gap)
+			if j < gap-1100*time.Millisecond || j > gap+100*time.Millisecond || j < outage-time.Second {
+				t.Errorf("%s: PROGRAM-DATE-TIME jumps by %v across the discontinuity, want %v less at most a GOP", u, j, gap)
 			}
 		}
 	}
