@@ -301,8 +301,9 @@ func checkObjects(t *testing.T, f *fixture, mv *playlist.Multivariant, video str
 	if pi.PartTarget != 200*time.Millisecond {
 		t.Errorf("PART-TARGET=%s, want 200ms (the default, 6 frames at 30 fps)", pi.PartTarget)
 	}
-	if vpl.PreloadHint == nil || len(vpl.RenditionReport) != len(mv.Variants)-1 {
-		t.Errorf("%s: preload hint %v, %d rendition reports for %d variants", video, vpl.PreloadHint, len(vpl.RenditionReport), len(mv.Variants))
+	// A report for every other rendition: the other rungs and the audio.
+	if vpl.PreloadHint == nil || len(vpl.RenditionReport) != len(mv.Variants)-1+len(mv.Renditions) {
+		t.Errorf("%s: preload hint %v, %d rendition reports for %d variants and %d renditions", video, vpl.PreloadHint, len(vpl.RenditionReport), len(mv.Variants), len(mv.Renditions))
 	}
 	for _, rep := range vpl.RenditionReport {
 		if f.media(dir(video)+rep.URI) == nil || rep.LastPart == nil {
