@@ -42,13 +42,12 @@ type editSource struct {
 	done            chan struct{}
 
 	// Owned by run.
-	phase    int // 0 passing, 1 cut, 2 resumed
-	cutAt    time.Time
-	cutPTS   int64 // 90 kHz
-	resume   int64 // 90 kHz
-	marked   map[int]bool
-	audioHz  int64
-	lastSeen int64
+	phase   int // 0 passing, 1 cut, 2 resumed
+	cutAt   time.Time
+	cutPTS  int64 // 90 kHz
+	resume  int64 // 90 kHz
+	marked  map[int]bool
+	audioHz int64
 }
 
 func newEditSource(job pipeline.Source, outage time.Duration, mark bool) *editSource {

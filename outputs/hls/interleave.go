@@ -257,7 +257,7 @@ func silentAAC(t *gohlslib.Track) []byte {
 	if !ok || c.Config.Type != mpeg4audio.ObjectTypeAACLC {
 		return nil
 	}
-	switch c.Config.ChannelCount {
+	switch c.Config.ChannelConfig {
 	case 1:
 		return silentMono
 	case 2:
