@@ -36,6 +36,7 @@ type editSource struct {
 	kinds           map[int]pipeline.Kind
 	outage          time.Duration
 	mark            bool
+	anyFrame        bool // resume on any video frame, not an IDR
 	armed           atomic.Bool
 	resumed         atomic.Bool
 	gap             atomic.Int64 // media time cut out, 90 kHz, once resumed
@@ -111,7 +112,7 @@ func (s *editSource) edit(p *pipeline.Packet) *pipeline.Packet {
 		if time.Since(s.cutAt) < s.outage {
 			return nil
 		}
-		if !video || !p.Keyframe {
+		if !video || (!p.Keyframe && !s.anyFrame) {
 			return nil
 		}
 		s.phase, s.resume = 2, p.PTS
@@ -322,5 +323,42 @@ func testJumpPlaysOn(t *testing.T, outage time.Duration, mark bool) {
 				t.Errorf("%s: PROGRAM-DATE-TIME jumps by %v across the discontinuity, want %v less at most a GOP", u, j, gap)
 			}
 		}
+	}
+}
+
+// TestJumpWithoutIDR: the source resumes after a 1.5 s gap on a frame that
+// is no IDR. The feeder drops the video up to the next IDR and starts the
+// new span there (and the audio with it); the playlists stay conformant.
+func TestJumpWithoutIDR(t *testing.T) {
+	defer testutil.CheckGoroutines(t)()
+	var logs testutil.SyncBuffer
+	f, src := startEditFixture(t, 1500*time.Millisecond, false, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	src.anyFrame = true // before armed: run reads it only once armed
+	defer func() { <-src.done }()
+	defer f.close()
+	f.index()
+	c := hlscheck.New(f.client)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var polled error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		polled = c.Poll(ctx, f.base+"index.m3u8")
+	}()
+	testutil.Eventually(t, 30*time.Second, "segments before the cut", func() bool { return c.Stats().Segments >= 4*3 })
+	src.armed.Store(true)
+	testutil.Eventually(t, 30*time.Second, "the source to resume", src.resumed.Load)
+	after := c.Stats().Segments
+	testutil.Eventually(t, 30*time.Second, "segments after the jump", func() bool { return c.Stats().Segments >= after+4*3 })
+	cancel()
+	wg.Wait()
+	if polled != nil {
+		t.Fatal(polled)
+	}
+	expectConformant(t, c, 6, 1)
+	if !strings.Contains(logs.String(), "without an IDR") || !strings.Contains(logs.String(), "new span after a discontinuity") {
+		t.Errorf("the feeder did not wait for an IDR; logs:\n%s", logs.String())
 	}
 }
