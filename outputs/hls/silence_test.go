@@ -19,7 +19,7 @@ import (
 // frame, mono and stereo.
 func TestSilentAACDecodesToSilence(t *testing.T) {
 	for _, ch := range []int{1, 2} {
-		conf := mpeg4audio.AudioSpecificConfig{Type: mpeg4audio.ObjectTypeAACLC, SampleRate: 48000, ChannelConfig: uint8(ch), ChannelCount: ch}
+		conf := mpeg4audio.AudioSpecificConfig{Type: mpeg4audio.ObjectTypeAACLC, SampleRate: 48000, ChannelConfig: uint8(ch)}
 		frame := silentAAC(&gohlslib.Track{Codec: &codecs.MPEG4Audio{Config: conf}})
 		if frame == nil {
 			t.Fatalf("%d channels: no silent frame", ch)
