@@ -7,8 +7,7 @@ import (
 
 	"github.com/bluenviron/gohlslib/v2"
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
-
-	"github.com/prism-streaming/prism/outputs/hls/hlscheck"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 )
 
 // maxIndependence bounds the parts whose first sample is remembered per
@@ -50,5 +49,24 @@ func startsWithSync(m *gohlslib.Muxer, name string) (independent, known bool) {
 	if w.status() != http.StatusOK {
 		return false, false
 	}
-	return hlscheck.PartStartsWithSync(w.body.Bytes(), 1)
+	return partStartsWithSync(w.body.Bytes(), 1)
+}
+
+// partStartsWithSync tells whether track ID's first sample in an fMP4 part
+// is a sync sample; known is false when the part does not parse or lacks
+// the track. (hlscheck has the same for the players' side: outputs do not
+// import each other.)
+func partStartsWithSync(b []byte, track int) (independent, known bool) {
+	var ps fmp4.Parts
+	if err := ps.Unmarshal(b); err != nil {
+		return false, false
+	}
+	for _, p := range ps {
+		for _, t := range p.Tracks {
+			if t.ID == track && len(t.Samples) > 0 {
+				return !t.Samples[0].IsNonSyncSample, true
+			}
+		}
+	}
+	return false, false
 }
