@@ -212,7 +212,7 @@ func TestConformanceSteady(t *testing.T) {
 func expectConformant(t *testing.T, c *hlscheck.Checker, segments, discontinuities int) {
 	t.Helper()
 	st := c.Stats()
-	t.Logf("checked %s", st)
+	t.Logf("checked %s; BANDWIDTH %v", st, c.Bandwidth())
 	for _, p := range c.Problems() {
 		t.Error(p)
 	}

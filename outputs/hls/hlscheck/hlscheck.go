@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -185,6 +186,13 @@ func (c *Checker) Multivariant(ctx context.Context, index string) error {
 	slices.Sort(all)
 	c.renders = slices.Compact(all)
 	return nil
+}
+
+// Bandwidth is the BANDWIDTH last read per variant's media playlist URL.
+func (c *Checker) Bandwidth() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.bw)
 }
 
 // Renditions are the media playlist URLs of the last multivariant read.
