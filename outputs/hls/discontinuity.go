@@ -73,11 +73,10 @@ func (d *discontinuities) mark(pl *playlist.Media) {
 //
 // A discontinuity rather than EXT-X-GAP: the media after the jump is not a
 // continuation of the media before it (another publisher, another encoder,
-// a reset clock), which is what EXT-X-DISCONTINUITY says, and players that
-// hit a GAP segment (hls.js, Safari) skip it by seeking, which on a live
-// edge a few parts deep lands beyond the media written so far. Filling the
-// outage with GAP segments would also publish seconds of "media" at once
-// when the source comes back, pushing every player that far behind live.
+// a reset clock), which is what EXT-X-DISCONTINUITY says and every player
+// handles. GAP segments would have to cover the whole outage, published at
+// once when the source comes back, which puts every player at the live edge
+// that far behind it, and player support for GAP parts is uneven.
 
 // span is one continuous stretch of a rung's source timeline: from the
 // muxer PTS start on, muxer PTS = source PTS + offset (both 90 kHz).
