@@ -149,6 +149,9 @@ func FuzzHLSDirectives(f *testing.F) {
 				back.Set("_HLS_part", strconv.Itoa(d.part))
 			}
 		}
+		if d.skip {
+			back.Set("_HLS_skip", "YES")
+		}
 		if again, err := parse(back.Encode()); err != nil || again != d {
 			t.Fatalf("%q: round trip of %+v through %q: %+v, %v", rawQuery, d, back.Encode(), again, err)
 		}
