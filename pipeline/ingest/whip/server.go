@@ -156,10 +156,13 @@ func (s *Server) Close() {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
-	s.cancel()
+	// Each session's reason first: cancelling the server's context closes
+	// their PeerConnections, which would otherwise report a publisher that
+	// left.
 	for _, c := range conns {
 		c.stop(ErrClosed)
 	}
+	s.cancel()
 	s.wg.Wait()
 }
 
