@@ -12,8 +12,11 @@ import (
 
 // attempt is one run of one job on this node, from a successful claim to
 // the record of how it ended. Its goroutine is the only writer of the job
-// while it owns it: it renews the lease on every heartbeat and stops the
-// runner as soon as a write shows that the job is no longer its own.
+// while it owns it, and writes only state changes (running, cost, attempts
+// reset, the end): the node's heartbeat, which lists the job, is its
+// lease. It stops the runner as soon as a record it reads or watches shows
+// that the job is no longer its own; a write that fails for want of the
+// store is retried, never taken as a loss.
 type attempt struct {
 	node *Node
 	id   string
@@ -22,7 +25,8 @@ type attempt struct {
 
 	mu     sync.Mutex
 	latest *Job          // newest record seen by the watcher, for the run goroutine
-	seen   chan struct{} // signals latest
+	gone   bool          // the watcher saw the record deleted or unreadable
+	seen   chan struct{} // signals latest or gone
 
 	handback chan struct{} // closed: drain, give the job back
 	abandon  chan struct{} // closed: stop at once, write nothing
@@ -40,7 +44,7 @@ const (
 	endFailed                 // runner error or start timeout: retry or failed
 	endHandBack               // drain: pending for another node
 	endLost                   // another writer owns the job now: write nothing
-	endAbandon                // connection closed or node closed: write nothing
+	endAbandon                // connection closed, node closed or fenced: write nothing
 )
 
 // reserve adds an attempt for j to the node, holding its capacity, before
@@ -91,8 +95,8 @@ func (a *attempt) release() {
 	n.poke(n.beatCh)
 }
 
-// claim makes this node the owner of j (pending, or with an expired lease)
-// and starts running it. It returns false if the node has no room or
+// claim makes this node the owner of j (pending, or orphaned) and starts
+// running it. It returns false if the node has no room or
 // another writer got there first.
 func (n *Node) claim(j *Job, reason string, attempts int) bool {
 	a := n.reserve(j)
@@ -101,7 +105,7 @@ func (n *Node) claim(j *Job, reason string, attempts int) bool {
 	}
 	c := *j
 	c.State, c.Owner, c.Reason, c.Attempts = StateStarting, n.ID, reason, attempts
-	c.Lease, c.NotBefore = time.Now().Add(n.LeaseTTL).UTC(), time.Time{}
+	c.Lease, c.NotBefore = time.Time{}, time.Time{}
 	ctx, cancel := context.WithTimeout(n.ctx, n.opTimeout())
 	claimed, err := n.Store.Update(ctx, &c)
 	cancel()
@@ -136,6 +140,18 @@ func (n *Node) refreshJob(id string) {
 func (a *attempt) observe(j *Job) {
 	a.mu.Lock()
 	a.latest = j
+	a.mu.Unlock()
+	select {
+	case a.seen <- struct{}{}:
+	default:
+	}
+}
+
+// observeGone tells the run goroutine that the record was deleted or
+// became unreadable.
+func (a *attempt) observeGone() {
+	a.mu.Lock()
+	a.gone = true
 	a.mu.Unlock()
 	select {
 	case a.seen <- struct{}{}:
@@ -184,17 +200,38 @@ func (a *attempt) run() {
 		result <- n.Runner.Run(runCtx, spec, func() { runningOnce.Do(func() { close(runningCh) }) })
 	}()
 
-	renew := time.NewTicker(n.Heartbeat)
-	defer renew.Stop()
+	// retry paces repeated state writes that failed (an election, a
+	// disconnection): they are retried, never fatal.
+	retry := time.NewTicker(n.Heartbeat)
+	defer retry.Stop()
 	startTimer := time.NewTimer(n.StartTimeout)
 	defer startTimer.Stop()
-	lastRenew := time.Now()
-	state := StateStarting // what renewals write; running once the runner says so
+	state := StateStarting // what the record should say; running once the runner says so
+	cost := a.job.Cost
 	var runningSince time.Time
 	var runErr error
 	runnerDone := false
 	var end ending
 	reason := ""
+	// syncRecord writes the record when it differs from what the attempt wants
+	// (state, cost, attempts reset).
+	syncRecord := func() (ending, bool) {
+		next := *a.job
+		changed := false
+		if next.State != state && next.State != StateStopping {
+			next.State, changed = state, true
+		}
+		if next.Cost != cost {
+			next.Cost, changed = cost, true
+		}
+		if next.Attempts != 0 && !runningSince.IsZero() && n.Retry.Stable(time.Since(runningSince)) {
+			next.Attempts, changed = 0, true // it runs: earlier failures no longer count
+		}
+		if !changed {
+			return 0, true
+		}
+		return a.write(&next)
+	}
 
 loop:
 	for {
@@ -204,29 +241,21 @@ loop:
 			runningSince = time.Now()
 			startTimer.Stop()
 			state = StateRunning
-			next := *a.job
-			next.State = state
-			if e, ok := a.renewWith(&next, &lastRenew); !ok {
+			if e, ok := syncRecord(); !ok {
 				end = e
 				break loop
 			}
 			log.Info("job running", "revision", a.job.Revision)
 		case c := <-costCh:
 			a.reprice(c)
-			next := *a.job
-			next.State, next.Cost = state, c
-			if e, ok := a.renewWith(&next, &lastRenew); !ok {
+			cost = c
+			if e, ok := syncRecord(); !ok {
 				end = e
 				break loop
 			}
 			log.Info("job repriced for its source", "cost", formatRate(c))
-		case <-renew.C:
-			next := *a.job
-			next.State = state // a failed write of "running" is repeated here
-			if !runningSince.IsZero() && n.Retry.Stable(time.Since(runningSince)) {
-				next.Attempts = 0 // it runs: earlier failures no longer count
-			}
-			if e, ok := a.renewWith(&next, &lastRenew); !ok {
+		case <-retry.C:
+			if e, ok := syncRecord(); !ok {
 				end = e
 				break loop
 			}
@@ -267,10 +296,9 @@ loop:
 
 	if !runnerDone {
 		cancelRun()
-		// While the runner winds down, an owner that still owns the job
-		// keeps its lease, so nobody starts a second copy meanwhile.
-		keep := end == endStopped || end == endFailed || end == endHandBack
-		a.waitRunner(result, renew.C, keep, &lastRenew, &end)
+		// While the runner winds down the attempt stays in the node's
+		// heartbeat, so nobody starts a second copy meanwhile.
+		a.waitRunner(result, &end)
 	}
 	switch end {
 	case endLost:
@@ -283,42 +311,36 @@ loop:
 	a.finish(end, reason, runningSince)
 }
 
-// waitRunner waits for the cancelled runner to return, renewing the lease
-// meanwhile when keep is set. A renewal that shows the job lost changes
-// end to endLost.
-func (a *attempt) waitRunner(result chan error, renew <-chan time.Time, keep bool, lastRenew *time.Time, end *ending) bool {
+// waitRunner waits for the cancelled runner to return. A node closed
+// meanwhile turns the ending into endAbandon.
+func (a *attempt) waitRunner(result chan error, end *ending) {
+	abandon := a.abandon
 	for {
 		select {
 		case err := <-result:
 			// The runner was cancelled and the ending is already decided;
 			// what it returns now (usually the cancellation) changes nothing.
 			_ = err
-			return true
-		case <-renew:
-			if keep {
-				next := *a.job
-				if e, ok := a.renewWith(&next, lastRenew); !ok && e != endStopped {
-					*end, keep = e, false
-				}
-			}
-		case <-a.abandon:
-			*end, keep = endAbandon, false
+			return
+		case <-abandon:
+			*end, abandon = endAbandon, nil
 		}
 	}
 }
 
-// renewWith writes next (the current record with a fresh lease and
-// whatever the caller changed). ok is false when the attempt must end, with
-// how.
-func (a *attempt) renewWith(next *Job, lastRenew *time.Time) (ending, bool) {
+// write stores next (the current record with what the caller changed). ok
+// is false when the attempt must end, with how. A write that cannot reach
+// the store leaves the record as it was, to be tried again: while the
+// node's heartbeats are acknowledged nobody takes the job, and when they
+// are not the node fences itself after FenceAfter (tickLoop).
+func (a *attempt) write(next *Job) (ending, bool) {
 	n := a.node
-	now := time.Now()
-	next.Lease = now.Add(n.LeaseTTL).UTC()
 	ctx, cancel := context.WithTimeout(n.ctx, n.opTimeout())
+	start := time.Now()
 	j, err := n.Store.Update(ctx, next)
 	cancel()
 	if err == nil {
-		a.job, *lastRenew = j, now
+		a.job = j
 		return 0, true
 	}
 	if errors.Is(err, ErrConflict) {
@@ -327,16 +349,7 @@ func (a *attempt) renewWith(next *Job, lastRenew *time.Time) (ending, bool) {
 	if errors.Is(err, nats.ErrConnectionClosed) {
 		return endAbandon, false
 	}
-	// Cannot reach the store. While disconnected the job keeps running: it
-	// cannot publish media either, and after the reconnect the next write
-	// tells whether it is still ours. Connected but unable to write for a
-	// whole lease (no JetStream quorum on our side of a partition), the
-	// others may already have taken it: fence ourselves.
-	if time.Since(*lastRenew) > n.LeaseTTL && n.connectedFor(time.Now()) >= n.LeaseTTL {
-		n.log.Warn("lease not renewed for a whole lease while connected: stopping the job", "job", a.id, "err", err)
-		return endLost, false
-	}
-	n.log.Debug("lease renewal failed", "job", a.id, "err", err)
+	n.log.Debug("state write failed; will retry", "job", a.id, "after", time.Since(start).Round(time.Millisecond), "err", err)
 	return 0, true
 }
 
@@ -353,7 +366,7 @@ func (a *attempt) resolveConflict() (ending, bool) {
 			// says the job is still ours, so fence ourselves.
 			return endLost, false
 		}
-		return 0, true // try again on the next heartbeat
+		return 0, true // cannot tell now: try again later
 	}
 	return a.judge(cur)
 }
@@ -378,9 +391,14 @@ func (a *attempt) judge(cur *Job) (ending, bool) {
 // is true when the attempt must end.
 func (a *attempt) checkObserved() (ending, bool) {
 	a.mu.Lock()
-	j := a.latest
-	a.latest = nil
+	j, gone := a.latest, a.gone
+	a.latest, a.gone = nil, false
 	a.mu.Unlock()
+	if gone {
+		// Deleted or unreadable: re-read rather than trust one event.
+		e, ok := a.resolveConflict()
+		return e, !ok
+	}
 	if j == nil || j.Revision <= a.job.Revision {
 		return 0, false // our own write coming back, or older
 	}
@@ -389,12 +407,14 @@ func (a *attempt) checkObserved() (ending, bool) {
 }
 
 // finish records how the attempt ended, retrying the write until it
-// succeeds, the job turns out to be someone else's, or the lease would
-// have expired (then the others handle it).
+// succeeds, the job turns out to be someone else's, or FenceAfter passes
+// (then the attempt leaves the heartbeat and the others take the job over,
+// as from a node that does not run it).
 func (a *attempt) finish(end ending, reason string, runningSince time.Time) {
 	n := a.node
 	log := n.log.With("job", a.id)
-	deadline := time.Now().Add(n.LeaseTTL)
+	started := time.Now()
+	deadline := started.Add(n.FenceAfter)
 	for {
 		if a.job.State == StateStopping {
 			end = endStopped // a stop request wins over retry and hand-back
@@ -422,7 +442,7 @@ func (a *attempt) finish(end ending, reason string, runningSince time.Time) {
 			} else {
 				wait := n.Retry.Delay(attempts)
 				next.State, next.Reason = StatePending, fmt.Sprintf("attempt %d failed: %s; retry in %s", attempts, reason, wait)
-				next.NotBefore = time.Now().Add(wait).UTC()
+				next.NotBefore = n.wallNow().Add(wait)
 				redispatch = true
 			}
 		}
@@ -437,7 +457,8 @@ func (a *attempt) finish(end ending, reason string, runningSince time.Time) {
 		cancel()
 		switch {
 		case err == nil:
-			log.Info("job released", "state", j.State, "reason", j.Reason, "revision", j.Revision)
+			log.Info("job released", "state", j.State, "reason", j.Reason, "revision", j.Revision,
+				"write_took", time.Since(started).Round(time.Millisecond))
 			return
 		case errors.Is(err, ErrConflict):
 			e, ok := a.resolveConflict()
@@ -452,7 +473,7 @@ func (a *attempt) finish(end ending, reason string, runningSince time.Time) {
 			return
 		}
 		if time.Now().After(deadline) {
-			log.Warn("could not record the end of the job; its lease will expire", "err", err)
+			log.Warn("could not record the end of the job; another node will take it over", "err", err)
 			return
 		}
 		select {

@@ -162,8 +162,10 @@ func (n *Node) handleTicket(msg ticket) ticketOutcome {
 		_ = msg.Ack() // the job was placed or stopped since
 		return ticketStale
 	}
-	if wait := time.Until(j.NotBefore); wait > 0 {
-		_ = msg.NakWithDelay(wait) // retry backoff, for every node
+	// NotBefore was written on another host's clock: skew only shifts the
+	// retry, and the wait is capped so a slow clock cannot park a job.
+	if wait := j.NotBefore.Sub(n.wallNow()); wait > 0 {
+		_ = msg.NakWithDelay(min(wait, n.Retry.Max)) // retry backoff, for every node
 		return ticketStale
 	}
 	if !n.canTake(j) {
@@ -187,7 +189,7 @@ func (n *Node) handleTicket(msg ticket) ticketOutcome {
 // notePlacement records on a pending job why no node can take it, when
 // that is new, and reports whether no live node can take it now.
 func (n *Node) notePlacement(j *Job) bool {
-	r := placementReason(n.view.liveNodes(time.Now(), n.Store.cfg.NodeTTL), j)
+	r := placementReason(n.liveNodes(time.Now()), j)
 	if newReason(j.Reason, r) {
 		c := *j
 		c.Reason = r

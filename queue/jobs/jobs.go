@@ -78,7 +78,7 @@ func recordSize(spec Spec) int {
 func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64, o submitOptions) (*Job, error) {
 	fresh := &Job{Spec: spec, State: StatePending, Cost: cost}
 	fresh.Reason = s.pendingReason(ctx, fresh)
-	fresh.UpdatedAt = time.Now().UTC()
+	fresh.UpdatedAt = s.now()
 	data, err := json.Marshal(fresh)
 	if err != nil {
 		return nil, err
@@ -151,7 +151,7 @@ func (s *Store) pendingReason(ctx context.Context, j *Job) string {
 
 // Stop asks for the job to end. A pending job stops at once; a starting or
 // running one becomes stopping, and its owner stops the media and records
-// stopped (or, if the owner is gone, whichever node sees its lease expire).
+// stopped (or, if the owner is dead, whichever node notices).
 // Stopping an ended job changes nothing.
 func (s *Store) Stop(ctx context.Context, id string) (*Job, error) {
 	return s.modify(ctx, id, func(j *Job) bool {
@@ -171,7 +171,7 @@ func (s *Store) Stop(ctx context.Context, id string) (*Job, error) {
 // then be submitted afresh. Deleting a job that may still run fails with
 // ErrJobActive: stop it first. A corrupt record (ErrCorruptJob) is purged,
 // its history with it: no node can run or stop what it cannot read, and
-// an owner whose renewal finds it corrupt or gone stops the media.
+// an owner whose watcher finds it corrupt or gone stops the media.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	e, err := s.entry(ctx, id)
 	if err != nil {

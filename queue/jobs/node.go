@@ -14,12 +14,20 @@ import (
 	"github.com/prism-streaming/prism/pipeline"
 )
 
-// Node defaults. A lease is four heartbeats long, so a node that misses one
-// renewal (a GC pause, a slow write) keeps its jobs, while a dead node's
-// jobs run elsewhere about two seconds after its last renewal.
+// Node defaults. A node's heartbeat is the lease of all its jobs: others
+// call it dead after four heartbeats unheard (counted on their own clock,
+// while they themselves are healthy), so a node that misses one beat (a GC
+// pause, a slow write) keeps its jobs, while a dead node's jobs run
+// elsewhere about two seconds after its last heartbeat. An owner stops its
+// jobs itself only after FenceAfter without an acknowledged heartbeat:
+// longer than a JetStream election (nats-server: several seconds), so
+// losing one server of a cluster stops nothing.
 const (
-	DefaultHeartbeat    = 500 * time.Millisecond
-	DefaultLeaseTTL     = 2 * time.Second
+	DefaultHeartbeat     = 500 * time.Millisecond
+	DefaultNodeDeadAfter = 2 * time.Second
+	DefaultFenceAfter    = 12 * time.Second
+	// DefaultLeaseTTL is the old name of DefaultNodeDeadAfter.
+	DefaultLeaseTTL     = DefaultNodeDeadAfter
 	DefaultStartTimeout = 30 * time.Second
 	DefaultMaxAttempts  = 5
 	// DefaultCPUBudgetPerCore is a conservative x264 veryfast figure: the
@@ -34,8 +42,8 @@ func DefaultCapacity() float64 { return DefaultCPUBudgetPerCore * float64(runtim
 // Runner runs a job's media work. Run blocks until ctx is cancelled (stop,
 // lost ownership, drain) or the job fails; it calls running() once the
 // media is flowing. It must return soon after ctx is cancelled: the node
-// waits for it, keeping the lease, before it records the job's end or lets
-// another node start it.
+// waits for it, still listing the job in its heartbeat, before it records
+// the job's end or lets another node start it.
 type Runner interface {
 	Run(ctx context.Context, spec Spec, running func()) error
 }
@@ -49,9 +57,10 @@ func (f RunnerFunc) Run(ctx context.Context, spec Spec, running func()) error {
 }
 
 // Node is the agent that runs jobs on one Prism node: it heartbeats in
-// prism_nodes, claims dispatched jobs it has room for, keeps their leases,
-// and takes over jobs whose owner stopped renewing. Set the exported fields,
-// then Start; Drain and Close end it.
+// prism_nodes (listing its jobs: the heartbeat is their lease), claims
+// dispatched jobs it has room for, and takes over jobs whose owner is dead
+// or no longer runs them. Set the exported fields, then Start; Drain and
+// Close end it.
 type Node struct {
 	ID       string   // unique in the cluster; letters, digits, '-', '_'
 	Roles    []string // advertised (RoleTranscode, RoleServe)
@@ -61,8 +70,23 @@ type Node struct {
 	GPUs     []string // from the GPU probe
 	Encoders []string // encoders that open here; Constraints.Encoder must be one
 
-	Heartbeat    time.Duration // default DefaultHeartbeat
-	LeaseTTL     time.Duration // default DefaultLeaseTTL; more than two heartbeats
+	Heartbeat time.Duration // default DefaultHeartbeat
+	// NodeDeadAfter is how long another node must go unheard (on this
+	// node's clock, while this node is healthy) before this node takes its
+	// jobs over; default DefaultNodeDeadAfter, at least two heartbeats.
+	NodeDeadAfter time.Duration
+	// LeaseTTL is the old name of NodeDeadAfter, used when that is zero.
+	LeaseTTL time.Duration
+	// FenceAfter: a node whose heartbeats have not been acknowledged for
+	// this long (disconnected, or connected without a JetStream quorum)
+	// stops its runners, so that a cut-off owner does not run on forever
+	// beside the node that took its jobs. Default DefaultFenceAfter; more
+	// than NodeDeadAfter.
+	FenceAfter time.Duration
+	// ClockOffset shifts every wall-clock time this node writes or reads
+	// (UpdatedAt, NotBefore, heartbeat timestamps). A test hook, to show
+	// that skewed clocks steal no jobs; leave it zero.
+	ClockOffset  time.Duration
 	StartTimeout time.Duration // running() must come within this; default DefaultStartTimeout
 	MaxAttempts  int           // failed attempts before the job fails; default DefaultMaxAttempts
 	// Retry paces a failed job's next attempts; an attempt running
@@ -86,9 +110,21 @@ type Node struct {
 	attempts  map[string]*attempt
 	used      float64
 	draining  bool
-	connSince time.Time // zero while disconnected
-	reconns   uint64
+	health    health
+	orphans   map[string]time.Time // job id → when this node first judged it orphaned
 	closeOnce sync.Once
+}
+
+// health is this node's own standing, on its monotonic clock: when its
+// heartbeats were last acknowledged and last came back through its
+// watcher, and since when both have held without a break. A node judges
+// others dead only while healthy, and only over time it was healthy: an
+// election on the nodes bucket or a stalled watcher, which silences
+// everyone's heartbeats alike, makes nobody look dead. Guarded by Node.mu.
+type health struct {
+	lastAck      time.Time // last heartbeat the server acknowledged (sent at)
+	lastEcho     time.Time // last own heartbeat received by the watcher
+	healthySince time.Time // zero while unhealthy
 }
 
 type nodeState int
@@ -113,15 +149,21 @@ func (n *Node) applyDefaults() error {
 		return fmt.Errorf("%w: %s: a node with capacity needs a Runner", ErrNodeConfig, n.ID)
 	}
 	setDefault(&n.Heartbeat, DefaultHeartbeat)
-	setDefault(&n.LeaseTTL, DefaultLeaseTTL)
+	setDefault(&n.NodeDeadAfter, n.LeaseTTL)
+	setDefault(&n.NodeDeadAfter, DefaultNodeDeadAfter)
+	n.LeaseTTL = n.NodeDeadAfter
+	setDefault(&n.FenceAfter, max(DefaultFenceAfter, 2*n.NodeDeadAfter))
 	setDefault(&n.StartTimeout, DefaultStartTimeout)
 	setDefault(&n.MaxAttempts, DefaultMaxAttempts)
 	n.Retry = n.Retry.OrDefault()
 	if ttl := n.Store.cfg.NodeTTL; 2*n.Heartbeat > ttl {
 		return fmt.Errorf("%w: %s: Heartbeat %s must be at most half the store's NodeTTL (%s), or the node looks dead between beats", ErrNodeConfig, n.ID, n.Heartbeat, ttl)
 	}
-	if n.LeaseTTL < 2*n.Heartbeat {
-		return fmt.Errorf("%w: %s: LeaseTTL %s must be at least two heartbeats (%s)", ErrNodeConfig, n.ID, n.LeaseTTL, n.Heartbeat)
+	if n.NodeDeadAfter < 2*n.Heartbeat {
+		return fmt.Errorf("%w: %s: NodeDeadAfter %s must be at least two heartbeats (%s)", ErrNodeConfig, n.ID, n.NodeDeadAfter, n.Heartbeat)
+	}
+	if n.FenceAfter <= n.NodeDeadAfter {
+		return fmt.Errorf("%w: %s: FenceAfter %s must be longer than NodeDeadAfter %s", ErrNodeConfig, n.ID, n.FenceAfter, n.NodeDeadAfter)
 	}
 	if n.Heartbeat <= 0 || n.StartTimeout <= 0 || n.MaxAttempts <= 0 {
 		return fmt.Errorf("%w: %s: durations and MaxAttempts must be positive", ErrNodeConfig, n.ID)
@@ -157,8 +199,11 @@ func (n *Node) Start(ctx context.Context) error {
 	n.attempts = make(map[string]*attempt)
 	n.wake = make(chan struct{}, 1)
 	n.beatCh = make(chan struct{}, 1)
-	n.connSince = time.Now()
-	n.reconns = n.nc.Stats().Reconnects
+	n.orphans = make(map[string]time.Time)
+	n.health = health{}
+	if n.ClockOffset != 0 {
+		n.Store = n.Store.withClockOffset(n.ClockOffset)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.mu.Unlock()
 
@@ -173,7 +218,8 @@ func (n *Node) Start(ctx context.Context) error {
 	go n.watchLoop()
 	go n.tickLoop()
 	go n.dispatchLoop()
-	n.log.Info("node started", "capacity", formatRate(n.Capacity), "heartbeat", n.Heartbeat, "lease", n.LeaseTTL)
+	n.log.Info("node started", "capacity", formatRate(n.Capacity), "heartbeat", n.Heartbeat,
+		"dead_after", n.NodeDeadAfter, "fence_after", n.FenceAfter)
 	return nil
 }
 
@@ -230,11 +276,11 @@ func (n *Node) drain(ctx context.Context) error {
 	return nil
 }
 
-// Close hands running jobs back (as Drain, for at most one lease) so that
-// nobody waits for their leases to expire, stops every goroutine of the
+// Close hands running jobs back (as Drain, for at most NodeDeadAfter) so
+// that nobody waits to call this node dead, stops every goroutine of the
 // node and removes its heartbeat. On a closed connection nothing can be
-// handed back: the jobs then move once their leases expire, exactly as if
-// the process had died.
+// handed back: the jobs then move once the others call this node dead,
+// exactly as if the process had died.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
@@ -247,7 +293,7 @@ func (n *Node) Close() error {
 			return
 		}
 		if !n.nc.IsClosed() {
-			ctx, cancel := context.WithTimeout(context.Background(), n.LeaseTTL)
+			ctx, cancel := context.WithTimeout(context.Background(), n.NodeDeadAfter)
 			if err := n.drain(ctx); err != nil {
 				n.log.Warn("close: hand-back incomplete", "err", err)
 			}
@@ -310,15 +356,90 @@ func (n *Node) infoLocked() *NodeInfo {
 	slices.Sort(jobs)
 	return &NodeInfo{
 		ID: n.ID, Roles: n.Roles, CPUBudget: n.Capacity, Used: n.used, GPUs: n.GPUs, Encoders: n.Encoders,
-		Jobs: jobs, Draining: n.draining || n.state == nodeClosed, Heartbeat: time.Now().UTC(),
+		Jobs: jobs, Draining: n.draining || n.state == nodeClosed, Heartbeat: n.wallNow(),
 	}
 }
 
-// beat writes the heartbeat.
+// wallNow is the wall-clock time this node writes, ClockOffset included.
+// Nothing compares it with another host's clock; it is for people.
+func (n *Node) wallNow() time.Time { return time.Now().Add(n.ClockOffset).UTC() }
+
+// beat writes the heartbeat and notes when the server acknowledged one.
 func (n *Node) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.opTimeout())
 	defer cancel()
-	return n.Store.putNode(ctx, n.info())
+	sent := time.Now()
+	if err := n.Store.putNode(ctx, n.info()); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.health.lastAck = sent
+	n.mu.Unlock()
+	return nil
+}
+
+// echoed notes that this node's own heartbeat came back through the
+// watcher.
+func (n *Node) echoed(now time.Time) {
+	n.mu.Lock()
+	n.health.lastEcho = now
+	n.mu.Unlock()
+}
+
+// healthWindow is how recent the last acknowledged and the last echoed
+// heartbeat must be for this node to count as healthy: three beats, so
+// one slow write does not break the run.
+func (n *Node) healthWindow() time.Duration { return max(3*n.Heartbeat, 300*time.Millisecond) }
+
+// trackHealth updates healthySince; the tick loop calls it before judging.
+func (n *Node) trackHealth(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := &n.health
+	w := n.healthWindow()
+	healthy := n.nc.Status() == nats.CONNECTED && !h.lastAck.IsZero() && !h.lastEcho.IsZero() &&
+		now.Sub(h.lastAck) <= w && now.Sub(h.lastEcho) <= w
+	switch {
+	case !healthy:
+		h.healthySince = time.Time{}
+	case h.healthySince.IsZero():
+		h.healthySince = now
+	}
+}
+
+// healthyFor is how long this node has been healthy without a break (0
+// while unhealthy).
+func (n *Node) healthyFor(now time.Time) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.health.healthySince.IsZero() {
+		return 0
+	}
+	return now.Sub(n.health.healthySince)
+}
+
+// unacked is how long this node's heartbeats have gone unacknowledged.
+func (n *Node) unacked(now time.Time) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return now.Sub(n.health.lastAck)
+}
+
+// nodeDead reports whether node id is dead for this node: unheard for
+// NodeDeadAfter, counted only over this node's current healthy run (see
+// health). It never compares a time written by another host.
+func (n *Node) nodeDead(id string, now time.Time) bool {
+	n.mu.Lock()
+	since := n.health.healthySince
+	n.mu.Unlock()
+	if since.IsZero() {
+		return false
+	}
+	ref := since
+	if seen, ok := n.view.lastSeen(id); ok && seen.After(ref) {
+		ref = seen
+	}
+	return now.Sub(ref) > n.NodeDeadAfter
 }
 
 // opTimeout bounds one KV request made from a loop that must keep its
@@ -333,42 +454,15 @@ func (n *Node) poke(ch chan struct{}) {
 	}
 }
 
-// trackConnection notes when the connection last became usable. A lease
-// is judged expired only by a node connected for a whole lease since: if
-// this node was cut off, the owner may have been too, and it gets one
-// lease to renew after the reconnect before anyone calls it dead.
-func (n *Node) trackConnection(now time.Time) {
-	connected := n.nc.Status() == nats.CONNECTED
-	rc := n.nc.Stats().Reconnects
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	switch {
-	case !connected:
-		n.connSince = time.Time{}
-	case n.connSince.IsZero() || rc != n.reconns:
-		n.connSince = now
-	}
-	n.reconns = rc
-}
-
-// connectedFor is how long the connection has been up without a break.
-func (n *Node) connectedFor(now time.Time) time.Duration {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.connSince.IsZero() {
-		return 0
-	}
-	return now.Sub(n.connSince)
-}
-
-// tickLoop heartbeats and scans the jobs for expired leases. It is the
+// tickLoop heartbeats, fences this node when its heartbeats go
+// unacknowledged for FenceAfter, and scans the jobs for orphans. It is the
 // only goroutine that takes jobs over.
 func (n *Node) tickLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.scanInterval())
 	defer t.Stop()
 	nextBeat := time.Now().Add(n.Heartbeat)
-	var nextMaint time.Time
+	var nextMaint, nextEnsure time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -378,31 +472,52 @@ func (n *Node) tickLoop() {
 		case <-t.C:
 		}
 		now := time.Now()
-		n.trackConnection(now)
 		if n.nc.IsClosed() {
-			// The connection will not come back: this node can neither renew
-			// its leases nor publish media, which is what dying looks like to
-			// the others. Stop the media at once; the leases expire.
+			// The connection will not come back: this node can neither
+			// heartbeat nor publish media, which is what dying looks like to
+			// the others. Stop the media at once; they take the jobs.
 			n.abandonAll("connection closed")
 			continue
 		}
 		if !now.Before(nextBeat) {
 			if err := n.beat(n.ctx); err != nil && n.ctx.Err() == nil {
 				n.log.Debug("heartbeat failed", "err", err)
+				if n.nc.Status() == nats.CONNECTED && now.After(nextEnsure) && n.unacked(now) > n.healthWindow() {
+					nextEnsure = now.Add(2 * time.Second)
+					if err := n.Store.ensureNodes(n.ctx); err != nil {
+						n.log.Debug("nodes bucket check failed", "err", err)
+					}
+				}
 			}
 			nextBeat = now.Add(n.Heartbeat)
+			now = time.Now()
 		}
+		if d := n.unacked(now); d > n.FenceAfter && n.hasAttempts() {
+			// Positive evidence that the others may have taken our jobs:
+			// they call us dead after NodeDeadAfter of the same silence.
+			// Stop the media (a camera must not be pulled twice); the
+			// records stay as they are, and the others, or we once back,
+			// take the jobs over.
+			n.abandonAll(fmt.Sprintf("heartbeats unacknowledged for %s (FenceAfter %s)", d.Round(time.Millisecond), n.FenceAfter))
+		}
+		n.trackHealth(now)
 		n.scan(now)
 		if !now.Before(nextMaint) {
 			n.maintain(now)
-			nextMaint = now.Add(n.LeaseTTL)
+			nextMaint = now.Add(n.NodeDeadAfter)
 		}
 	}
 }
 
-// scanInterval is how often leases are checked: a fraction of a heartbeat,
-// so takeover follows expiry closely.
+// scanInterval is how often orphans are looked for: a fraction of a
+// heartbeat, so takeover follows death closely.
 func (n *Node) scanInterval() time.Duration { return min(n.Heartbeat/4, 100*time.Millisecond) }
+
+func (n *Node) hasAttempts() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.attempts) > 0
+}
 
 func (n *Node) abandonAll(why string) {
 	n.mu.Lock()

@@ -29,13 +29,14 @@ func TestNodeRunsAndStopsJob(t *testing.T) {
 	if got := n.Jobs(); len(got) != 1 || got[0] != "job" {
 		t.Fatalf("node jobs %v", got)
 	}
-	// The owner renews its lease by revision-checked writes.
-	waitJob(t, s, "job", 2*time.Second, "lease renewed", func(k *Job) bool {
-		return k.Revision > j.Revision+2 && k.Lease.After(j.Lease) && k.Owner == "n1"
-	})
+	// The node's heartbeat is the job's lease: it lists the job, and the
+	// owner does not rewrite a running job (no per-job renewals).
 	testutil.Eventually(t, 2*time.Second, "heartbeat shows the load", func() bool {
 		nodes, err := s.Nodes(ctx)
 		return err == nil && len(nodes) == 1 && nodes[0].Used == testutil.TinyCost && len(nodes[0].Jobs) == 1
+	})
+	consistently(t, time.Second, "a running job is not rewritten", func() bool {
+		return getJob(t, s, "job").Revision == j.Revision
 	})
 
 	if _, err := s.Stop(ctx, "job"); err != nil {
@@ -216,11 +217,27 @@ func TestLostOwnershipStopsTheRunner(t *testing.T) {
 	}
 	j := waitJob(t, s, "fenced", 5*time.Second, "running on n1", func(j *Job) bool { return j.State == StateRunning })
 
-	// Another writer takes the job (as a node that saw the lease expire
-	// would). Retry on conflicts with n1's renewals.
+	// Another writer takes the job (as a node that judged n1 dead would),
+	// and heartbeats listing it, so that n1 sees a live owner.
+	beats, stopBeats := context.WithCancel(ctx)
+	beating := make(chan struct{})
+	go func() { // stopped below
+		defer close(beating)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for beats.Err() == nil {
+			_ = s.putNode(beats, &NodeInfo{ID: "intruder", Jobs: []string{"fenced"}})
+			select {
+			case <-beats.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { stopBeats(); <-beating }()
+	// Retry on conflicts with n1's own writes.
 	var taken *Job
 	for taken == nil {
-		j.Owner, j.Lease = "intruder", time.Now().Add(time.Hour)
+		j.Owner = "intruder"
 		var err error
 		taken, err = s.Update(ctx, j)
 		if errors.Is(err, ErrConflict) {
@@ -302,6 +319,8 @@ func TestNodeConfigErrors(t *testing.T) {
 		"capacity, no run":  {ID: "n", Store: s, Capacity: 1},
 		"negative capacity": {ID: "n", Store: s, Capacity: -1},
 		"short lease":       {ID: "n", Store: s, Heartbeat: 500 * time.Millisecond, LeaseTTL: 900 * time.Millisecond},
+		"short dead-after":  {ID: "n", Store: s, Heartbeat: 500 * time.Millisecond, NodeDeadAfter: 900 * time.Millisecond},
+		"fence before dead": {ID: "n", Store: s, NodeDeadAfter: 4 * time.Second, FenceAfter: 3 * time.Second},
 		"slow heartbeat":    {ID: "n", Store: s, Heartbeat: time.Second, LeaseTTL: 4 * time.Second},
 	}
 	for name, n := range cases {
@@ -334,7 +353,7 @@ func TestStopWhileOwnerIsDead(t *testing.T) {
 	if j, err := client.Stop(ctx, "orphan"); err != nil || j.State != StateStopping {
 		t.Fatalf("stop: %+v, %v", j, err)
 	}
-	j := waitJob(t, client, "orphan", 5*time.Second, "stopped once the lease expired", func(j *Job) bool { return j.State == StateStopped })
+	j := waitJob(t, client, "orphan", 5*time.Second, "stopped once the owner is judged dead", func(j *Job) bool { return j.State == StateStopped })
 	if j.Reason != "stopped (owner dead went away while stopping)" || j.Owner != "" {
 		t.Fatalf("stopped: %+v", j)
 	}
@@ -358,7 +377,7 @@ func TestOrphanWaitsForCapacityThenMoves(t *testing.T) {
 	j := waitJob(t, client, "moving", 5*time.Second, "pending with a reason", func(j *Job) bool {
 		return j.State == StatePending && strings.HasSuffix(j.Reason, "no node with capacity for 1.73e6 px/s")
 	})
-	if j.Owner != "" || j.Attempts != 1 || !strings.HasPrefix(j.Reason, "owner big stopped renewing its lease") {
+	if j.Owner != "" || j.Attempts != 1 || !strings.HasPrefix(j.Reason, "owner big is dead") {
 		t.Fatalf("orphan: %+v", j)
 	}
 	// Capacity arrives and takes it from the queue.

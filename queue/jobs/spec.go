@@ -152,13 +152,14 @@ func (s *Spec) Serves(output string) bool {
 
 // State is where a job is in its life. The transitions (see README.md):
 //
-//	pending  → starting (a node claimed it: Owner set, lease running)
+//	pending  → starting (a node claimed it: Owner set)
 //	starting → running (the runner reported media flowing)
 //	starting, running → pending (handed back on drain, retry after an
-//	    error, or lease expired and the taker cannot run it itself)
-//	starting, running → starting (lease expired: another node took it over)
+//	    error, or the owner died and the taker cannot run it itself)
+//	starting, running → starting (the owner died or stopped listing it:
+//	    another node took it over)
 //	starting, running → stopping (Stop) → stopped (by the owner, or by any
-//	    node once the owner's lease expired)
+//	    node once the owner died)
 //	pending → stopped (Stop before any node claimed it)
 //	starting, running, pending → failed (MaxAttempts failed attempts)
 //	stopped, failed → pending (submitted again)
@@ -177,21 +178,22 @@ const (
 // Terminal reports whether no node will act on the job any more.
 func (s State) Terminal() bool { return s == StateStopped || s == StateFailed }
 
-// owned reports whether the state has an owner holding a lease.
+// owned reports whether the state has an owner.
 func (s State) owned() bool {
 	return s == StateStarting || s == StateRunning || s == StateStopping
 }
 
 // Job is the record of one job in the prism_jobs bucket. Every write is
 // revision-checked, so at any revision exactly one node (Owner) may run it,
-// and only until Lease.
+// and only while its heartbeats (which list the job) go on.
 type Job struct {
 	Spec   Spec   `json:"spec"`
 	State  State  `json:"state"`
 	Reason string `json:"reason,omitempty"` // why it is pending, failed or stopped
 	Owner  string `json:"owner,omitempty"`  // node id while starting, running or stopping
-	// Lease is when the owner's claim expires unless renewed; after it any
-	// node may take the job over.
+	// Lease is no longer written: the owner's node heartbeat is the lease
+	// (see Node). Kept so that records of older versions decode; nothing
+	// decides on it.
 	Lease time.Time `json:"lease,omitzero"`
 	// Attempts counts failed attempts since the job last ran for
 	// Node.Retry.StableAfter; the job fails when it reaches Node.MaxAttempts.
@@ -207,6 +209,3 @@ type Job struct {
 	// fencing token for the next Update. Not stored.
 	Revision uint64 `json:"-"`
 }
-
-// leaseValid reports whether the owner's lease still holds at now.
-func (j *Job) leaseValid(now time.Time) bool { return now.Before(j.Lease) }

@@ -63,7 +63,8 @@ type StoreConfig struct {
 	// (so that losing one server loses no job).
 	Replicas int
 	// History is how many revisions of each job are kept (default 64, the
-	// maximum; at least 10). Lease renewals are revisions too.
+	// maximum; at least 10). Only state changes are revisions: an owner
+	// does not rewrite a running job (its node's heartbeat is the lease).
 	History int
 	// NodeTTL is how long a node stays listed without a heartbeat (default
 	// 1.5 s, three default heartbeats).
@@ -91,7 +92,7 @@ type StoreConfig struct {
 	MaxRecordBytes int
 	// JobsMaxBytes bounds the prism_jobs bucket, every kept revision
 	// included (default DefaultJobsMaxBytes). A full bucket refuses
-	// writes, lease renewals included: size it for MaxJobs × History ×
+	// writes, claims and state changes included: size it for MaxJobs × History ×
 	// the typical record (a few KiB with an inline ladder).
 	JobsMaxBytes int64
 }
@@ -149,6 +150,20 @@ type Store struct {
 	stream   jetstream.Stream
 	consumer jetstream.Consumer
 	cfg      StoreConfig
+	// skew shifts the wall-clock times this store writes: the clock-skew
+	// test hook (Node.ClockOffset).
+	skew time.Duration
+}
+
+// now is the wall-clock time the store writes.
+func (s *Store) now() time.Time { return time.Now().Add(s.skew).UTC() }
+
+// withClockOffset returns a copy of the store that writes times shifted by
+// d (Node.ClockOffset, a test hook).
+func (s *Store) withClockOffset(d time.Duration) *Store {
+	c := *s
+	c.skew = d
+	return &c
 }
 
 // OpenStore creates (or updates to cfg) the buckets, the dispatch stream
@@ -185,7 +200,7 @@ func (s *Store) open(ctx context.Context) (err error) {
 	defer cancel()
 	s.jobs, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       JobsBucket,
-		Description:  "Prism jobs: spec, state, owner and lease",
+		Description:  "Prism jobs: spec, state and owner",
 		History:      uint8(s.cfg.History),
 		Storage:      jetstream.FileStorage,
 		Replicas:     s.cfg.Replicas,
@@ -195,16 +210,7 @@ func (s *Store) open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.nodes, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:       NodesBucket,
-		Description:  "Prism node heartbeats",
-		History:      1,
-		TTL:          s.cfg.NodeTTL,
-		Storage:      jetstream.MemoryStorage, // heartbeats are worthless after a restart
-		Replicas:     s.cfg.Replicas,
-		MaxValueSize: nodesMaxValueSize,
-		MaxBytes:     nodesMaxBytes,
-	})
+	s.nodes, err = s.js.CreateOrUpdateKeyValue(ctx, s.nodesConfig())
 	if err != nil {
 		return err
 	}
@@ -238,6 +244,33 @@ func (s *Store) open(ctx context.Context) (err error) {
 		MaxDeliver:    -1,
 		MaxAckPending: 10000,
 	})
+	return err
+}
+
+func (s *Store) nodesConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:       NodesBucket,
+		Description:  "Prism node heartbeats",
+		History:      1,
+		TTL:          s.cfg.NodeTTL,
+		Storage:      jetstream.MemoryStorage, // heartbeats are worthless after a restart
+		Replicas:     s.cfg.Replicas,
+		MaxValueSize: nodesMaxValueSize,
+		MaxBytes:     nodesMaxBytes,
+	}
+}
+
+// ensureNodes recreates the nodes bucket if it is gone: a memory stream
+// does not survive the restart of a server that is not clustered, and
+// without it no heartbeat is acknowledged (the owners would fence).
+func (s *Store) ensureNodes(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	_, err := s.js.KeyValue(ctx, NodesBucket)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return err
+	}
+	_, err = s.js.CreateOrUpdateKeyValue(ctx, s.nodesConfig())
 	return err
 }
 
@@ -320,7 +353,7 @@ func (s *Store) keys(ctx context.Context) ([]string, error) {
 // learns it no longer owns a job.
 func (s *Store) Update(ctx context.Context, j *Job) (*Job, error) {
 	n := *j
-	n.UpdatedAt = time.Now().UTC()
+	n.UpdatedAt = s.now()
 	n.Reason = clipReason(n.Reason)
 	data, err := json.Marshal(&n)
 	if err != nil {
@@ -363,7 +396,7 @@ func (s *Store) modify(ctx context.Context, id string, change func(j *Job) bool)
 }
 
 // History returns every kept revision of the job, oldest first, each with
-// its Revision set: the audit trail of owners and leases.
+// its Revision set: the audit trail of owners and states.
 func (s *Store) History(ctx context.Context, id string) ([]*Job, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()

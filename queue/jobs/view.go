@@ -19,6 +19,10 @@ type view struct {
 	mu    sync.Mutex
 	jobs  map[string]*Job
 	nodes map[string]seenNode
+	// owned is when this view first saw each job with its current owner
+	// (local monotonic time): the grace before an owner's heartbeat must
+	// list the job is counted from it.
+	owned map[string]ownedSince
 	ready bool // both initial snapshots loaded
 	// changed gets a token whenever a job changes in the view; one token
 	// waits at most, so a slow receiver sees one wake-up for many changes.
@@ -49,9 +53,100 @@ func (v *view) changes() <-chan struct{} {
 // seenNode is a heartbeat and when this node received it. Liveness is
 // judged by local receipt time, so clock skew between nodes does not
 // matter for it (and the bucket's TTL expiry sends no event to watchers).
+// rev tells a new heartbeat from the same one delivered again by a
+// reloaded watcher, which must not make a dead node look alive.
 type seenNode struct {
 	info NodeInfo
 	seen time.Time
+	rev  uint64
+}
+
+// ownedSince is when the view first saw a job with its current owner, and
+// its current revision.
+type ownedSince struct {
+	owner string
+	since time.Time
+	rev   uint64
+	revAt time.Time
+}
+
+// noteOwner records when the view first saw j with its owner, and at its
+// revision; v.mu is held.
+func (v *view) noteOwner(j *Job, now time.Time) {
+	if v.owned == nil {
+		v.owned = map[string]ownedSince{}
+	}
+	cur, ok := v.owned[j.Spec.ID]
+	if !ok || cur.owner != j.Owner {
+		cur.owner, cur.since = j.Owner, now
+	}
+	if !ok || cur.rev != j.Revision {
+		cur.rev, cur.revAt = j.Revision, now
+	}
+	v.owned[j.Spec.ID] = cur
+}
+
+// revisionAge is how long ago this view first saw j at its revision (0
+// when it never did).
+func (v *view) revisionAge(j *Job, now time.Time) time.Duration {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	o, ok := v.owned[j.Spec.ID]
+	if !ok || o.rev != j.Revision {
+		return 0
+	}
+	return now.Sub(o.revAt)
+}
+
+// allNodes returns every node in the view, sorted by id.
+func (v *view) allNodes() []NodeInfo {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]NodeInfo, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		out = append(out, n.info)
+	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// pruneNodes forgets nodes unheard for longer than d: the bucket's TTL
+// expiry sends watchers nothing, so the dead would stay forever.
+func (v *view) pruneNodes(now time.Time, d time.Duration) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id, n := range v.nodes {
+		if now.Sub(n.seen) > d {
+			delete(v.nodes, id)
+		}
+	}
+}
+
+// ownerSince is when the view first saw the job with owner.
+func (v *view) ownerSince(id, owner string) (time.Time, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	o, ok := v.owned[id]
+	if !ok || o.owner != owner {
+		return time.Time{}, false
+	}
+	return o.since, true
+}
+
+// lastSeen is when this node last received a new heartbeat of node id.
+func (v *view) lastSeen(id string) (time.Time, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n, ok := v.nodes[id]
+	return n.seen, ok
+}
+
+// heartbeatOf returns node id's latest heartbeat and when it came.
+func (v *view) heartbeatOf(id string) (NodeInfo, time.Time, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n, ok := v.nodes[id]
+	return n.info, n.seen, ok
 }
 
 // install swaps in a freshly loaded snapshot of jobs or nodes (nil keeps
@@ -61,8 +156,25 @@ func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bo
 	defer v.mu.Unlock()
 	if jobs != nil {
 		v.jobs = jobs
+		now := time.Now()
+		for _, j := range jobs {
+			v.noteOwner(j, now)
+		}
+		for id := range v.owned {
+			if jobs[id] == nil {
+				delete(v.owned, id)
+			}
+		}
 	}
 	if nodes != nil {
+		// A heartbeat the old view already had keeps its receipt time: a
+		// reload must not make a node that stopped beating look fresh.
+		for id, fresh := range nodes {
+			if old, ok := v.nodes[id]; ok && old.rev == fresh.rev {
+				fresh.seen = old.seen
+				nodes[id] = fresh
+			}
+		}
 		v.nodes = nodes
 	}
 	if jobs != nil || ready != v.ready {
@@ -84,20 +196,6 @@ func (v *view) jobsSnapshot() []*Job {
 	return out
 }
 
-// liveNodes returns the nodes heard from within ttl, sorted by id.
-func (v *view) liveNodes(now time.Time, ttl time.Duration) []NodeInfo {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	var out []NodeInfo
-	for _, n := range v.nodes {
-		if now.Sub(n.seen) <= ttl {
-			out = append(out, n.info)
-		}
-	}
-	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
-	return out
-}
-
 func (v *view) isReady() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -112,13 +210,16 @@ func (v *view) refresh(j *Job) {
 	if cur, ok := v.jobs[j.Spec.ID]; !ok || cur.Revision < j.Revision {
 		c := *j
 		v.jobs[j.Spec.ID] = &c
+		v.noteOwner(&c, time.Now())
 		v.notify()
 	}
 }
 
 // watchLoop keeps the view current. It restarts the watchers after a
-// reconnect: the KV watcher's ordered consumer would otherwise notice a
-// restarted server only after its idle heartbeats (seconds) go missing.
+// reconnect, and when this node's own heartbeats are acknowledged but stop
+// coming back: the KV watcher's ordered consumer would otherwise notice a
+// restarted server, or a stream leader gone with a killed server, only
+// after its idle heartbeats (5 s, twice) go missing.
 func (n *Node) watchLoop() {
 	defer n.wg.Done()
 	for n.ctx.Err() == nil {
@@ -152,6 +253,7 @@ func (n *Node) watchOnce() error {
 	jobsInit, nodesInit := false, false
 	check := time.NewTicker(200 * time.Millisecond)
 	defer check.Stop()
+	started := time.Now()
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -160,6 +262,10 @@ func (n *Node) watchOnce() error {
 			if n.nc.Stats().Reconnects != reconns {
 				return nil // start over at once, from a fresh snapshot
 			}
+			if now := time.Now(); now.Sub(started) > 2*n.healthWindow() && n.watchStalled(now) {
+				n.log.Debug("own heartbeats acknowledged but not coming back: restarting the watchers")
+				return nil
+			}
 		case e, ok := <-jw.Updates():
 			if !ok {
 				return errWatchEnded
@@ -167,6 +273,7 @@ func (n *Node) watchOnce() error {
 			if e == nil {
 				jobsInit = true
 				n.view.install(jobs, nil, jobsInit && nodesInit)
+				n.resync(jobs)
 				continue
 			}
 			j := n.applyJob(e, jobs, jobsInit)
@@ -201,6 +308,9 @@ func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live b
 	}
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(m, e.Key())
+		if live {
+			n.observedGone(e.Key())
+		}
 		return nil
 	}
 	j, err := decodeJob(e)
@@ -210,10 +320,16 @@ func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live b
 		// overwritten. Store.Corrupt lists such keys; Delete purges them.
 		delete(m, e.Key())
 		n.log.Warn("unreadable job record", "job", e.Key(), "err", err)
+		if live {
+			n.observedGone(e.Key())
+		}
 		return nil
 	}
 	if cur, ok := m[e.Key()]; !ok || cur.Revision < j.Revision {
 		m[e.Key()] = j
+		if live {
+			n.view.noteOwner(j, time.Now())
+		}
 	}
 	c := *j
 	return &c
@@ -235,7 +351,52 @@ func (n *Node) applyNode(e jetstream.KeyValueEntry, fresh map[string]seenNode, l
 		n.log.Warn("unreadable node record", "node", e.Key(), "err", err)
 		return
 	}
-	m[e.Key()] = seenNode{info: info, seen: time.Now()}
+	now := time.Now()
+	if old, ok := m[e.Key()]; ok && old.rev == e.Revision() {
+		return // delivered again: not a new sign of life
+	}
+	m[e.Key()] = seenNode{info: info, seen: now, rev: e.Revision()}
+	if e.Key() == n.ID {
+		n.echoed(now)
+	}
+}
+
+// watchStalled reports whether this node's heartbeats are acknowledged but
+// none came back through the watcher for a while.
+func (n *Node) watchStalled(now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h := n.health
+	w := n.healthWindow()
+	return !h.lastAck.IsZero() && now.Sub(h.lastAck) <= w && now.Sub(h.lastEcho) > 2*w
+}
+
+// resync hands every attempt of this node its job from a freshly loaded
+// snapshot (or tells it the record is gone): changes made while the
+// watcher was away reach the owner too.
+func (n *Node) resync(jobs map[string]*Job) {
+	n.mu.Lock()
+	list := n.attemptList()
+	n.mu.Unlock()
+	for _, a := range list {
+		if j, ok := jobs[a.id]; ok {
+			c := *j
+			a.observe(&c)
+		} else {
+			a.observeGone()
+		}
+	}
+}
+
+// observedGone tells this node's attempt for the job, if any, that its
+// record was deleted or became unreadable.
+func (n *Node) observedGone(id string) {
+	n.mu.Lock()
+	a := n.attempts[id]
+	n.mu.Unlock()
+	if a != nil {
+		a.observeGone()
+	}
 }
 
 // observed hands a changed job to this node's attempt for it, if any: how
