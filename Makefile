@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players fuzz clean
+.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -146,6 +146,18 @@ HLS_SECONDS ?= 60
 bench-hls-players: build ## LL-HLS latency of hls.js (default, catch-up) and Shaka, median of 5 runs
 	$(ENV) PRISM_BENCH_HLS_PLAYERS=$(HLS_PLAYERS) PRISM_BENCH_HLS_RUNS=$(HLS_RUNS) PRISM_BENCH_HLS_SECONDS=$(HLS_SECONDS) \
 	  go test -count=1 -v -timeout 60m -run '^TestHLSPlayers$$' ./benchmarks/
+
+# Control plane at scale: SIM_CASES (nodes x jobs) node agents with fake
+# runners in one process against one embedded NATS (SIM_SERVERS=3: a local
+# R3 cluster); placement, KV traffic, 10 % of the nodes crashed, double
+# owners. No -race (it is a measurement); about 5 minutes as it comes.
+SIM_CASES ?= 10x1000,50x2500,100x5000
+SIM_SERVERS ?= 1
+SIM_STEADY ?= 10s
+bench-cluster-sim: setup ## Cluster simulation: N node agents x jobs, placement, KV ops/s, 10 % crash, double owners
+	$(ENV) PRISM_SIM=1 PRISM_SIM_CASES=$(SIM_CASES) PRISM_SIM_SERVERS=$(SIM_SERVERS) PRISM_SIM_STEADY=$(SIM_STEADY) \
+	  PRISM_SIM_OUT=$(CURDIR)/build/cluster-sim.txt go test -count=1 -v -timeout 30m -run '^TestClusterSim$$' ./queue/jobs/; \
+	  status=$$?; cat build/cluster-sim.txt 2>/dev/null; exit $$status
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI
