@@ -42,6 +42,7 @@ import (
 //	PRISM_SIM_CASES   nodes x jobs, comma-separated (default 10x1000,50x2500,100x5000)
 //	PRISM_SIM_SERVERS 1 (default) or 3 (bus.StartLocalCluster, R3)
 //	PRISM_SIM_STEADY  steady-state window (default 10s)
+//	PRISM_SIM_PLACE_TIMEOUT  bound on submission and placement (default 3m)
 //	PRISM_SIM_OUT     also write the table to this file
 
 // simJobCost is every simulated job's cost; nodes get room for 1.5 times
@@ -530,15 +531,21 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	start := time.Now()
 	var submitErrs atomic.Int64
 	var firstErr atomic.Value
+	var submitted atomic.Int64
+	deadline, stopSubmit := context.WithTimeout(context.Background(), c.placeTimeout)
+	defer stopSubmit()
 	ids := make(chan string)
 	var subWG sync.WaitGroup
 	for range 8 {
 		subWG.Go(func() {
 			for id := range ids {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				ctx, cancel := context.WithTimeout(deadline, 30*time.Second)
 				_, err := client.Submit(ctx, Spec{ID: id, Input: "lavfi:testsrc", Ladder: "sim"})
 				cancel()
-				if err != nil {
+				switch {
+				case err == nil:
+					submitted.Add(1)
+				case deadline.Err() == nil:
 					submitErrs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 				}
@@ -546,7 +553,10 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 		})
 	}
 	for i := range c.jobs {
-		ids <- fmt.Sprintf("job%05d", i)
+		select {
+		case ids <- fmt.Sprintf("job%05d", i):
+		case <-deadline.Done():
+		}
 	}
 	close(ids)
 	subWG.Wait()
@@ -557,8 +567,12 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	_, placed := waitFor(c.placeTimeout-time.Since(start), func() bool { return reg.runningJobs() == c.jobs })
 	res.placed = time.Since(start)
 	res.placedJobs = reg.runningJobs()
+	res.casFailPlace = mon.casFail.Load() - before.casFail
 	if !placed {
-		res.notes = append(res.notes, fmt.Sprintf("placement stopped at %d/%d jobs after %s", res.placedJobs, c.jobs, res.placed.Round(time.Second)))
+		res.notes = append(res.notes, fmt.Sprintf("placement stopped at %d/%d jobs (%d submitted) after %s; the rates are at that point",
+			res.placedJobs, c.jobs, submitted.Load(), res.placed.Round(time.Second)))
+		// Where it stops is the result: measure the load there, skip the crash.
+		res.measureSteady(mon, servers)
 		return res
 	}
 	if _, ok := waitFor(c.placeTimeout, func() bool { return mon.runningInKV() == c.jobs }); ok {
@@ -566,20 +580,10 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	} else {
 		res.notes = append(res.notes, fmt.Sprintf("only %d/%d jobs recorded running in KV", mon.runningInKV(), c.jobs))
 	}
-	res.casFailPlace = mon.casFail.Load() - before.casFail
 
 	// Steady state: nothing changes, so every write is a heartbeat or a
 	// lease renewal.
-	mon.window(true)
-	a := snapshot(mon, servers)
-	steadyEnd := time.Now().Add(c.steady)
-	_, _ = waitFor(c.steady, func() bool { return time.Now().After(steadyEnd) })
-	b := snapshot(mon, servers)
-	late, lat := mon.window(false)
-	res.steadyWrites = rates(a, b)
-	res.cpuCores = float64(b.cpu-a.cpu) / float64(b.at.Sub(a.at))
-	res.hbLate, res.writeLat = percentiles(late), percentiles(lat)
-	res.casFail = b.casFail - a.casFail
+	res.measureSteady(mon, servers)
 
 	// Crash 10 % of the nodes at once: their runners end and their
 	// connections drop, nothing is released.
@@ -622,6 +626,20 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 		res.notes = append(res.notes, fmt.Sprintf("%d other JetStream error replies", n))
 	}
 	return res
+}
+
+// measureSteady fills the steady-state columns over one window.
+func (r *simResult) measureSteady(mon *simMonitor, servers []*bus.Embedded) {
+	mon.window(true)
+	a := snapshot(mon, servers)
+	end := time.Now().Add(r.c.steady)
+	_, _ = waitFor(r.c.steady, func() bool { return time.Now().After(end) })
+	b := snapshot(mon, servers)
+	late, lat := mon.window(false)
+	r.steadyWrites = rates(a, b)
+	r.cpuCores = float64(b.cpu-a.cpu) / float64(b.at.Sub(a.at))
+	r.hbLate, r.writeLat = percentiles(late), percentiles(lat)
+	r.casFail = b.casFail - a.casFail
 }
 
 // checkOrphanHistory reads the KV history of up to 200 orphans and counts
@@ -759,6 +777,13 @@ func TestClusterSim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	place := 3 * time.Minute
+	if v := os.Getenv("PRISM_SIM_PLACE_TIMEOUT"); v != "" {
+		var err error
+		if place, err = time.ParseDuration(v); err != nil {
+			t.Fatal(err)
+		}
+	}
 	spec := os.Getenv("PRISM_SIM_CASES")
 	if spec == "" {
 		spec = "10x1000,50x2500,100x5000"
@@ -770,7 +795,7 @@ func TestClusterSim(t *testing.T) {
 			t.Fatalf("PRISM_SIM_CASES: %q is not nodes x jobs", f)
 		}
 		cases = append(cases, simCase{nodes: n, jobs: j, servers: servers, steady: steady,
-			placeTimeout: 3 * time.Minute, replaceTimeout: 60 * time.Second})
+			placeTimeout: place, replaceTimeout: 60 * time.Second})
 	}
 	rows := []string{simHeader()}
 	var notes []string
