@@ -98,14 +98,13 @@ func percentiles(d []time.Duration) pcts {
 // simRegistry is shared by every fake runner: which instances of each job
 // run now, so a second concurrent instance is caught the moment it starts.
 type simRegistry struct {
-	mu         sync.Mutex
-	live       map[string]map[*simRun]struct{}
-	running    int // jobs with at least one live instance
-	killed     map[string]bool
-	doubles    atomic.Int64
-	afterKill  atomic.Int64 // starts on a killed node (must stay 0)
-	examples   []string
-	firstStart time.Time
+	mu        sync.Mutex
+	live      map[string]map[*simRun]struct{}
+	running   int // jobs with at least one live instance
+	killed    map[string]bool
+	doubles   atomic.Int64
+	afterKill atomic.Int64 // starts on a killed node (must stay 0)
+	examples  []string
 }
 
 type simRun struct{ node string }
