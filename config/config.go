@@ -213,6 +213,9 @@ func Load(path string) (*Config, error) {
 // messages.
 func Parse(file string, data []byte) (*Config, error) {
 	c := New()
+	// New chose 1 replica for no cluster; the file may name one, and
+	// Defaults below picks 3 for it unless the file sets replicas.
+	c.NATS.Replicas = 0
 	lines, err := yamlfile.Decode[invalidConfig](file, data, c)
 	if err != nil {
 		return nil, err
