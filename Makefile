@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build run test test-unit lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim fuzz clean
+.PHONY: help setup build nats-server run test test-unit test-cluster-long lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -31,6 +31,11 @@ setup: ## Install packages, FFmpeg, golangci-lint and Go modules (idempotent)
 
 build: setup ## Build bin/prism
 	$(ENV) go build -o bin/prism ./cmd/prism
+
+# The cluster tests (cmd/prism survive_test.go) kill real nats-server
+# processes: the server is built from the module in go.mod, never committed.
+nats-server: setup ## Build build/bin/nats-server for the cluster tests
+	$(ENV) go build -o build/bin/nats-server github.com/nats-io/nats-server/v2
 
 run: build ## Build and serve the demo
 	$(ENV) ./bin/prism serve --demo
@@ -51,12 +56,17 @@ lint: setup ## gofmt check, go vet and golangci-lint (.golangci.yml)
 
 # Key figures measured by the tests (latency, switch times, failover) are
 # collected in build/report/report.txt and printed at the end.
-test: build lint ## Lint, then the whole test suite (-race, one package at a time)
+test: build nats-server lint ## Lint, then the whole test suite (-race, one package at a time)
 	@rm -rf build/report
 	$(ENV) PRISM_REPORT_DIR=$(CURDIR)/build/report go test $(GO_TEST_FLAGS) -timeout 25m ./... 2>&1 | tee build/test.log; \
 	  status=$${PIPESTATUS[0]}; \
 	  echo; echo "== measured =="; cat build/report/report.txt 2>/dev/null; \
 	  echo; echo "== go test =="; grep -E '^(ok|FAIL|\?)[[:space:]]' build/test.log; exit $$status
+
+# The node kill with a 720p30 source and the default ladder, on an external
+# and on the embedded cluster: minutes of real encoding, so not in `make test`.
+test-cluster-long: build nats-server ## Node kill, 720p30 source, default ladder (external and embedded cluster)
+	$(ENV) PRISM_TEST_CLUSTER_LONG=1 go test -count=1 -v -timeout 20m -run '^(TestClusterNodeKill720p|TestEmbeddedClusterSurvivesNodeLoss)$$' ./cmd/prism/
 
 test-unit: setup ## Quick unit tests (-short) over UNIT_PKGS
 	@$(ENV) dirs=(); \

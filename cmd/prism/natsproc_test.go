@@ -1,0 +1,476 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/queue/jobs"
+)
+
+// Helpers of the multi-process cluster tests (survive_test.go): real
+// nats-server processes, so that kill -9 is a real kill; restartable
+// prism nodes; and a watcher of each job's media on NATS, which measures
+// the longest silence.
+
+const natsTestToken = "t0ken"
+
+// jetStreams are the JetStream resources the job store creates: a cluster
+// is healthy again when each has a leader and every replica is current.
+var jetStreams = []string{"KV_prism_jobs", "KV_prism_nodes", "PRISM_DISPATCH"}
+
+// natsServerBin is build/bin/nats-server, built by `make test` from the
+// module in go.mod (never committed). Outside CI a missing binary skips
+// the test, in CI it fails it.
+func natsServerBin(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("PRISM_NATS_SERVER")
+	if p == "" {
+		p, _ = filepath.Abs("../../build/bin/nats-server")
+	}
+	if _, err := os.Stat(p); err != nil {
+		msg := fmt.Sprintf("no nats-server binary at %s: `make test` builds it (make nats-server, or go build -o build/bin/nats-server github.com/nats-io/nats-server/v2)", p)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return p
+}
+
+// natsProc is one nats-server process, restartable with the same
+// configuration, ports and store.
+type natsProc struct {
+	t         *testing.T
+	bin, conf string
+	name      string
+	clientURL string
+	cmd       *exec.Cmd
+	log       *testutil.SyncBuffer
+	running   bool
+}
+
+func (p *natsProc) start() {
+	p.t.Helper()
+	p.log = &testutil.SyncBuffer{}
+	p.cmd = exec.Command(p.bin, "-c", p.conf)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.running = true
+	addr := strings.TrimPrefix(p.clientURL, "nats://")
+	testutil.Eventually(p.t, 15*time.Second, p.name+" accepting clients", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+}
+
+// stop ends the server with sig (SIGKILL: a crash; SIGTERM: a shutdown)
+// and waits for the process.
+func (p *natsProc) stop(sig syscall.Signal) {
+	if !p.running {
+		return
+	}
+	p.running = false
+	_ = p.cmd.Process.Signal(sig)
+	_ = p.cmd.Wait()
+}
+
+// natsServers is a cluster of nats-server processes.
+type natsServers struct {
+	procs []*natsProc
+}
+
+// startNATSServers starts n nats-server processes with JetStream, clustered
+// over loopback routes, each with its own store, and returns them with the
+// node configuration that joins them.
+func startNATSServers(t *testing.T, n int) (*natsServers, string) {
+	t.Helper()
+	bin := natsServerBin(t)
+	var routes []string
+	clients := make([]string, n)
+	routePorts := make([]string, n)
+	for i := range n {
+		clients[i] = freePort(t)
+		routePorts[i] = freePort(t)
+		routes = append(routes, "nats://"+routePorts[i])
+	}
+	s := &natsServers{}
+	var urls []string
+	for i := range n {
+		dir := t.TempDir()
+		name := fmt.Sprintf("nats%d", i+1)
+		conf := fmt.Sprintf(`server_name: %s
+listen: %s
+authorization { token: %q }
+jetstream { store_dir: %q }
+cluster {
+  name: prism-test
+  listen: %s
+  routes: [%s]
+}
+`, name, clients[i], natsTestToken, filepath.Join(dir, "js"), routePorts[i], strings.Join(routes, ", "))
+		p := &natsProc{t: t, bin: bin, conf: writeFile(t, dir, "nats.conf", conf), name: name, clientURL: "nats://" + clients[i]}
+		s.procs = append(s.procs, p)
+		urls = append(urls, p.clientURL)
+	}
+	for _, p := range s.procs {
+		p.start()
+		t.Cleanup(func() { p.stop(syscall.SIGTERM) })
+	}
+	// JetStream answers once the servers have elected a meta leader.
+	nc := dialNATS(t, s.procs[0].clientURL)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	testutil.Eventually(t, 30*time.Second, "JetStream ready on the cluster", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	})
+	return s, fmt.Sprintf("nats:\n  url: %s\n  token: %s\n", strings.Join(urls, ","), natsTestToken)
+}
+
+func (s *natsServers) byName(name string) *natsProc {
+	for _, p := range s.procs {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// other is a running server other than not.
+func (s *natsServers) other(not ...*natsProc) *natsProc {
+	for _, p := range s.procs {
+		if p.running && !containsProc(not, p) {
+			return p
+		}
+	}
+	return nil
+}
+
+func containsProc(ps []*natsProc, p *natsProc) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// startObserver starts a nats-server process without JetStream that joins
+// the embedded cluster of prism nodes over its routes: the test's window
+// on the nodes' NATS, whose client token nothing outside a node can read.
+func startObserver(t *testing.T, routes []string, routeToken string) *natsProc {
+	t.Helper()
+	bin := natsServerBin(t)
+	dir := t.TempDir()
+	client, route := freePort(t), freePort(t)
+	var withAuth []string
+	for _, r := range routes {
+		// The nodes' routes present user "prism" with the route token.
+		withAuth = append(withAuth, "nats://prism:"+routeToken+"@"+strings.TrimPrefix(r, "nats://"))
+	}
+	conf := fmt.Sprintf(`server_name: observer
+listen: %s
+authorization { token: %q }
+cluster {
+  name: prism
+  listen: %s
+  authorization { user: prism, password: %q }
+  routes: [%s]
+}
+`, client, natsTestToken, route, routeToken, strings.Join(withAuth, ", "))
+	p := &natsProc{t: t, bin: bin, conf: writeFile(t, dir, "observer.conf", conf), name: "observer", clientURL: "nats://" + client}
+	p.start()
+	t.Cleanup(func() { p.stop(syscall.SIGTERM) })
+	return p
+}
+
+// dialNATS connects to one server only, so that what it sees does not
+// depend on the servers being killed.
+func dialNATS(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Token(natsTestToken), nats.Name("test-observer"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// streamLeaders returns the leader of each job store stream and, if not
+// every stream has a leader and current replicas, what is missing.
+func streamLeaders(nc *nats.Conn, replicas int) (map[string]string, string) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err.Error()
+	}
+	leaders := map[string]string{}
+	var missing []string
+	for _, name := range jetStreams {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err := jsStreamInfo(ctx, js, name)
+		cancel()
+		switch {
+		case err != nil:
+			missing = append(missing, name+": "+err.Error())
+			continue
+		case info.Cluster == nil || info.Cluster.Leader == "":
+			missing = append(missing, name+": no leader")
+			continue
+		}
+		leaders[name] = info.Cluster.Leader
+		if len(info.Cluster.Replicas) != replicas-1 {
+			missing = append(missing, fmt.Sprintf("%s: %d replicas besides the leader %s (configured %d)", name, len(info.Cluster.Replicas), info.Cluster.Leader, info.Config.Replicas))
+		}
+		for _, r := range info.Cluster.Replicas {
+			if !r.Current || r.Offline {
+				missing = append(missing, fmt.Sprintf("%s: replica %s current %v offline %v", name, r.Name, r.Current, r.Offline))
+			}
+		}
+	}
+	return leaders, strings.Join(missing, "; ")
+}
+
+func jsStreamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
+// waitStreamsHealthy waits until every job store stream has a leader and
+// current replicas, and returns the leaders.
+func waitStreamsHealthy(t *testing.T, nc *nats.Conn, timeout time.Duration) map[string]string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		leaders, missing := streamLeaders(nc, 3)
+		if missing == "" {
+			return leaders
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("JetStream streams not healthy after %s: %s", timeout, missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// spawnNode starts `prism serve` in dir with the configuration cfg (the
+// same defaults as startNodeOn), without waiting for it: the first node of
+// an embedded cluster cannot open its R3 store before its peers run.
+func spawnNode(t *testing.T, dir, addr, name, cfg string) *nodeProcess {
+	t.Helper()
+	cfg += "inputs:\n  allow_lavfi: true\ningest:\n  rtmp: \"\"\n  srt: \"\"\n"
+	file := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+cfg)
+	_, port, _ := net.SplitHostPort(addr)
+	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}
+	n.cmd = exec.Command(prismBin, "serve", "--config", file, "--http", addr, "--data-dir", dir, "--stats-interval", "0", "--webrtc-port", "0")
+	n.startCmd()
+	return n
+}
+
+func (n *nodeProcess) startCmd() {
+	n.t.Helper()
+	n.cmd.Stderr = &n.stderr
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	t := n.t
+	t.Cleanup(func() {
+		if !n.killed {
+			n.killed = true
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			_ = n.cmd.Wait()
+		}
+	})
+}
+
+// waitUp waits for the node's /healthz.
+func (n *nodeProcess) waitUp(timeout time.Duration) {
+	n.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if code, _ := n.get("/healthz"); code == 200 {
+			return
+		}
+		if n.exited() {
+			n.killed = true
+			n.t.Fatalf("%s exited before answering /healthz:\n%s", n.name, n.stderr.String())
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s did not answer /healthz within %s:\n%s", n.name, timeout, n.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// restarted starts the node's process again with the same arguments (same
+// configuration, ports and data directory) after it ended.
+func (n *nodeProcess) restarted() *nodeProcess {
+	n.t.Helper()
+	r := &nodeProcess{t: n.t, name: n.name, base: n.base}
+	r.cmd = exec.Command(n.cmd.Path, n.cmd.Args[1:]...)
+	r.startCmd()
+	r.waitUp(60 * time.Second)
+	return r
+}
+
+// terminate sends SIGTERM (a drain) and waits for the process to end.
+func (n *nodeProcess) terminate() error {
+	n.killed = true
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	return n.cmd.Wait()
+}
+
+// mediaWatch subscribes to each job's media.<job>.0 on one connection and
+// records, per job, the longest silence between two messages and every
+// publisher instance it saw (wire header bytes 4..12).
+type mediaWatch struct {
+	nc   *nats.Conn
+	subs []*nats.Subscription
+	mu   sync.Mutex
+	jobs map[string]*jobMedia
+}
+
+type jobMedia struct {
+	last      time.Time
+	maxGap    time.Duration
+	gapEnd    time.Time
+	packets   int
+	instances []publisherSeen
+}
+
+// publisherSeen is one publisher instance of a job's media.
+type publisherSeen struct {
+	id       uint64
+	first    time.Time // its first message
+	firstKey time.Time // its first keyframe; zero if none yet
+}
+
+func watchMedia(t *testing.T, url string, ids []string) *mediaWatch {
+	t.Helper()
+	w := &mediaWatch{nc: dialNATS(t, url), jobs: map[string]*jobMedia{}}
+	for _, id := range ids {
+		jm := &jobMedia{}
+		w.jobs[id] = jm
+		sub, err := w.nc.Subscribe("media."+id+".0", func(m *nats.Msg) { w.packet(jm, m.Data) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.subs = append(w.subs, sub)
+	}
+	if err := w.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Interest crosses the routes before the watch counts silences.
+	testutil.Eventually(t, 15*time.Second, "media of every job on "+url, func() bool { return w.flowing(time.Second) })
+	return w
+}
+
+func (w *mediaWatch) packet(jm *jobMedia, data []byte) {
+	now := time.Now()
+	if len(data) < 56 || data[0] != 2 {
+		return
+	}
+	inst := binary.BigEndian.Uint64(data[4:12])
+	key := data[1]&1 != 0 && binary.BigEndian.Uint16(data[16:18]) == 0
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !jm.last.IsZero() && now.Sub(jm.last) > jm.maxGap {
+		jm.maxGap, jm.gapEnd = now.Sub(jm.last), now
+	}
+	jm.last = now
+	jm.packets++
+	n := len(jm.instances)
+	if n == 0 || jm.instances[n-1].id != inst {
+		jm.instances = append(jm.instances, publisherSeen{id: inst, first: now})
+		n++
+	}
+	if key && jm.instances[n-1].firstKey.IsZero() {
+		jm.instances[n-1].firstKey = now
+	}
+}
+
+// flowing reports whether every job had a message within the last d.
+func (w *mediaWatch) flowing(d time.Duration) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, jm := range w.jobs {
+		if jm.last.IsZero() || time.Since(jm.last) > d {
+			return false
+		}
+	}
+	return true
+}
+
+// mediaResult is what the watch saw of one job.
+type mediaResult struct {
+	maxGap    time.Duration // the longest silence, the one still going at the end included
+	instances []publisherSeen
+}
+
+// newPublisher is the first publisher instance that started after at.
+func (r mediaResult) newPublisher(at time.Time) (publisherSeen, bool) {
+	for _, p := range r.instances[1:] {
+		if p.first.After(at) {
+			return p, true
+		}
+	}
+	return publisherSeen{}, false
+}
+
+// stop ends the watch and returns what it saw of each job.
+func (w *mediaWatch) stop() map[string]mediaResult {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe()
+	}
+	w.nc.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]mediaResult{}
+	for id, jm := range w.jobs {
+		r := mediaResult{maxGap: jm.maxGap, instances: append([]publisherSeen(nil), jm.instances...)}
+		if tail := time.Since(jm.last); tail > r.maxGap {
+			r.maxGap = tail
+		}
+		out[id] = r
+	}
+	return out
+}
+
+// jobOwners returns each job's owner and state as node n reports them.
+func jobOwners(n *nodeProcess, ids []string) map[string]string {
+	out := map[string]string{}
+	for _, id := range ids {
+		j, ok := n.job(id)
+		if ok && (j.State == jobs.StateRunning) {
+			out[id] = j.Owner
+		} else {
+			out[id] = "(" + string(j.State) + ")"
+		}
+	}
+	return out
+}
