@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/queue/jobs"
@@ -26,163 +22,21 @@ import (
 // prism nodes; and a watcher of each job's media on NATS, which measures
 // the longest silence.
 
-const natsTestToken = "t0ken"
-
-// jetStreams are the JetStream resources the job store creates: a cluster
-// is healthy again when each has a leader and every replica is current.
-var jetStreams = []string{"KV_prism_jobs", "KV_prism_nodes", "PRISM_DISPATCH"}
-
-// natsServerBin is build/bin/nats-server, built by `make test` from the
-// module in go.mod (never committed). Outside CI a missing binary skips
-// the test, in CI it fails it.
-func natsServerBin(t *testing.T) string {
+// startNATSServers starts n clustered nats-server processes
+// (testutil.StartNATSProcs) and returns them with the node configuration
+// that joins them.
+func startNATSServers(t *testing.T, n int) (*testutil.NATSProcs, string) {
 	t.Helper()
-	p := os.Getenv("PRISM_NATS_SERVER")
-	if p == "" {
-		p, _ = filepath.Abs("../../build/bin/nats-server")
-	}
-	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("no nats-server binary at %s: `make test` builds it (make nats-server, or go build -o build/bin/nats-server github.com/nats-io/nats-server/v2)", p)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
-
-// natsProc is one nats-server process, restartable with the same
-// configuration, ports and store.
-type natsProc struct {
-	t         *testing.T
-	bin, conf string
-	name      string
-	clientURL string
-	cmd       *exec.Cmd
-	log       *testutil.SyncBuffer
-	running   bool
-}
-
-func (p *natsProc) start() {
-	p.t.Helper()
-	p.log = &testutil.SyncBuffer{}
-	p.cmd = exec.Command(p.bin, "-c", p.conf)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.running = true
-	addr := strings.TrimPrefix(p.clientURL, "nats://")
-	testutil.Eventually(p.t, 15*time.Second, p.name+" accepting clients", func() bool {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			return false
-		}
-		c.Close()
-		return true
-	})
-}
-
-// stop ends the server with sig (SIGKILL: a crash; SIGTERM: a shutdown)
-// and waits for the process.
-func (p *natsProc) stop(sig syscall.Signal) {
-	if !p.running {
-		return
-	}
-	p.running = false
-	_ = p.cmd.Process.Signal(sig)
-	_ = p.cmd.Wait()
-}
-
-// natsServers is a cluster of nats-server processes.
-type natsServers struct {
-	procs []*natsProc
-}
-
-// startNATSServers starts n nats-server processes with JetStream, clustered
-// over loopback routes, each with its own store, and returns them with the
-// node configuration that joins them.
-func startNATSServers(t *testing.T, n int) (*natsServers, string) {
-	t.Helper()
-	bin := natsServerBin(t)
-	var routes []string
-	clients := make([]string, n)
-	routePorts := make([]string, n)
-	for i := range n {
-		clients[i] = freePort(t)
-		routePorts[i] = freePort(t)
-		routes = append(routes, "nats://"+routePorts[i])
-	}
-	s := &natsServers{}
-	var urls []string
-	for i := range n {
-		dir := t.TempDir()
-		name := fmt.Sprintf("nats%d", i+1)
-		conf := fmt.Sprintf(`server_name: %s
-listen: %s
-authorization { token: %q }
-jetstream { store_dir: %q }
-cluster {
-  name: prism-test
-  listen: %s
-  routes: [%s]
-}
-`, name, clients[i], natsTestToken, filepath.Join(dir, "js"), routePorts[i], strings.Join(routes, ", "))
-		p := &natsProc{t: t, bin: bin, conf: writeFile(t, dir, "nats.conf", conf), name: name, clientURL: "nats://" + clients[i]}
-		s.procs = append(s.procs, p)
-		urls = append(urls, p.clientURL)
-	}
-	for _, p := range s.procs {
-		p.start()
-		t.Cleanup(func() { p.stop(syscall.SIGTERM) })
-	}
-	// JetStream answers once the servers have elected a meta leader.
-	nc := dialNATS(t, s.procs[0].clientURL)
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	testutil.Eventually(t, 30*time.Second, "JetStream ready on the cluster", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	})
-	return s, fmt.Sprintf("nats:\n  url: %s\n  token: %s\n", strings.Join(urls, ","), natsTestToken)
-}
-
-func (s *natsServers) byName(name string) *natsProc {
-	for _, p := range s.procs {
-		if p.name == name {
-			return p
-		}
-	}
-	return nil
-}
-
-// other is a running server other than not.
-func (s *natsServers) other(not ...*natsProc) *natsProc {
-	for _, p := range s.procs {
-		if p.running && !containsProc(not, p) {
-			return p
-		}
-	}
-	return nil
-}
-
-func containsProc(ps []*natsProc, p *natsProc) bool {
-	for _, q := range ps {
-		if q == p {
-			return true
-		}
-	}
-	return false
+	s := testutil.StartNATSProcs(t, n)
+	return s, fmt.Sprintf("nats:\n  url: %s\n  token: %s\n", strings.Join(s.URLs(), ","), testutil.NATSProcToken)
 }
 
 // startObserver starts a nats-server process without JetStream that joins
 // the embedded cluster of prism nodes over its routes: the test's window
 // on the nodes' NATS, whose client token nothing outside a node can read.
-func startObserver(t *testing.T, routes []string, routeToken string) *natsProc {
+func startObserver(t *testing.T, routes []string, routeToken string) *testutil.NATSProc {
 	t.Helper()
-	bin := natsServerBin(t)
+	bin := testutil.NATSServerBin(t)
 	dir := t.TempDir()
 	client, route := freePort(t), freePort(t)
 	var withAuth []string
@@ -199,81 +53,11 @@ cluster {
   authorization { user: prism, password: %q }
   routes: [%s]
 }
-`, client, natsTestToken, route, routeToken, strings.Join(withAuth, ", "))
-	p := &natsProc{t: t, bin: bin, conf: writeFile(t, dir, "observer.conf", conf), name: "observer", clientURL: "nats://" + client}
-	p.start()
-	t.Cleanup(func() { p.stop(syscall.SIGTERM) })
+`, client, testutil.NATSProcToken, route, routeToken, strings.Join(withAuth, ", "))
+	p := testutil.NewNATSProc(t, bin, writeFile(t, dir, "observer.conf", conf), "observer", "nats://"+client)
+	p.Start()
+	t.Cleanup(func() { p.Stop(syscall.SIGTERM) })
 	return p
-}
-
-// dialNATS connects to one server only, so that what it sees does not
-// depend on the servers being killed.
-func dialNATS(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.Token(natsTestToken), nats.Name("test-observer"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc
-}
-
-// streamLeaders returns the leader of each job store stream and, if not
-// every stream has a leader and current replicas, what is missing.
-func streamLeaders(nc *nats.Conn, replicas int) (map[string]string, string) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err.Error()
-	}
-	leaders := map[string]string{}
-	var missing []string
-	for _, name := range jetStreams {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		info, err := jsStreamInfo(ctx, js, name)
-		cancel()
-		switch {
-		case err != nil:
-			missing = append(missing, name+": "+err.Error())
-			continue
-		case info.Cluster == nil || info.Cluster.Leader == "":
-			missing = append(missing, name+": no leader")
-			continue
-		}
-		leaders[name] = info.Cluster.Leader
-		if len(info.Cluster.Replicas) != replicas-1 {
-			missing = append(missing, fmt.Sprintf("%s: %d replicas besides the leader %s (configured %d)", name, len(info.Cluster.Replicas), info.Cluster.Leader, info.Config.Replicas))
-		}
-		for _, r := range info.Cluster.Replicas {
-			if !r.Current || r.Offline {
-				missing = append(missing, fmt.Sprintf("%s: replica %s current %v offline %v", name, r.Name, r.Current, r.Offline))
-			}
-		}
-	}
-	return leaders, strings.Join(missing, "; ")
-}
-
-func jsStreamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	return s.Info(ctx)
-}
-
-// waitStreamsHealthy waits until every job store stream has a leader and
-// current replicas, and returns the leaders.
-func waitStreamsHealthy(t *testing.T, nc *nats.Conn, timeout time.Duration) map[string]string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		leaders, missing := streamLeaders(nc, 3)
-		if missing == "" {
-			return leaders
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("JetStream streams not healthy after %s: %s", timeout, missing)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // spawnNode starts `prism serve` in dir with the configuration cfg (the
@@ -372,7 +156,7 @@ type publisherSeen struct {
 
 func watchMedia(t *testing.T, url string, ids []string) *mediaWatch {
 	t.Helper()
-	w := &mediaWatch{nc: dialNATS(t, url), jobs: map[string]*jobMedia{}}
+	w := &mediaWatch{nc: testutil.DialNATSURL(t, url), jobs: map[string]*jobMedia{}}
 	for _, id := range ids {
 		jm := &jobMedia{}
 		w.jobs[id] = jm

@@ -33,8 +33,8 @@ type survival struct {
 	t       *testing.T
 	nodes   []*nodeProcess
 	ids     []string
-	servers *natsServers // external cluster; nil on the embedded one
-	watchOn *natsProc    // embedded cluster: the observer server
+	servers *testutil.NATSProcs // external cluster; nil on the embedded one
+	watchOn *testutil.NATSProc  // embedded cluster: the observer server
 }
 
 // smallNodeCapacity fits two tiny jobs: three jobs spread over at least two
@@ -111,11 +111,11 @@ func (c *survival) hlsAdvanced(n *nodeProcess, before map[string]int) {
 	}
 }
 
-func (c *survival) watchURL(not ...*natsProc) string {
+func (c *survival) watchURL(not ...*testutil.NATSProc) string {
 	if c.servers == nil {
-		return c.watchOn.clientURL
+		return c.watchOn.ClientURL
 	}
-	return c.servers.other(not...).clientURL
+	return c.servers.Other(not...).ClientURL
 }
 
 // gaps formats each job's largest gap, sorted by job.
@@ -140,50 +140,53 @@ func maxGap(res map[string]mediaResult) time.Duration {
 // three more seconds of media, starts p again and waits for its replicas
 // to be current. No job may change owner or publisher, or pause for more
 // than serverLossGap.
-func (c *survival) natsServerLoss(p *natsProc, sig syscall.Signal, how string) time.Duration {
+func (c *survival) natsServerLoss(p *testutil.NATSProc, sig syscall.Signal, how string) time.Duration {
 	t := c.t
 	t.Helper()
 	watchOn := c.watchURL(p)
-	ctl := dialNATS(t, watchOn)
+	ctl := testutil.DialNATSURL(t, watchOn)
 	defer ctl.Close()
-	leadersBefore := waitStreamsHealthy(t, ctl, 60*time.Second)
+	leadersBefore := testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
 	var led []string
-	for _, s := range jetStreams {
-		if leadersBefore[s] == p.name {
+	for _, s := range testutil.JobStoreStreams {
+		if leadersBefore[s] == p.Name {
 			led = append(led, s)
 		}
+	}
+	if c.servers != nil && c.servers.MetaLeader() == p.Name {
+		led = append(led, "meta")
 	}
 	hlsNode := c.nodes[0]
 	owners := jobOwners(hlsNode, c.ids)
 	seqs := c.hlsSeqs(hlsNode)
 	w := watchMedia(t, watchOn, c.ids)
-	p.stop(sig)
+	p.Stop(sig)
 	at := time.Now()
 	var back time.Duration
-	testutil.Eventually(t, 60*time.Second, "new stream leaders and 3 s of media after "+how+" "+p.name, func() bool {
+	testutil.Eventually(t, 60*time.Second, "new stream leaders and 3 s of media after "+how+" "+p.Name, func() bool {
 		if back == 0 {
-			if l, _ := streamLeaders(ctl, 3); len(l) == len(jetStreams) && !slices.Contains(slices.Collect(maps.Values(l)), p.name) {
+			if l, _ := testutil.StreamLeaders(ctl, 3); len(l) == len(testutil.JobStoreStreams) && !slices.Contains(slices.Collect(maps.Values(l)), p.Name) {
 				back = time.Since(at)
 			}
 			return false
 		}
 		return time.Since(at) > back+3*time.Second && time.Since(at) > 6*time.Second
 	})
-	p.start()
-	waitStreamsHealthy(t, ctl, 60*time.Second)
+	p.Start()
+	testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
 	res := w.stop()
 	after := jobOwners(c.live(), c.ids)
 	testutil.Report(t, "%s %s (leader of %v): streams led again after %s; largest media gap per job: %s; owners before %v, after %v",
-		how, p.name, led, back.Round(time.Millisecond), gaps(res), owners, after)
+		how, p.Name, led, back.Round(time.Millisecond), gaps(res), owners, after)
 	for _, id := range c.ids {
 		if r := res[id]; r.maxGap > serverLossGap {
-			t.Errorf("%s %s: job %s was silent for %s (target %s)", how, p.name, id, r.maxGap.Round(time.Millisecond), serverLossGap)
+			t.Errorf("%s %s: job %s was silent for %s (target %s)", how, p.Name, id, r.maxGap.Round(time.Millisecond), serverLossGap)
 		}
 		if n := len(res[id].instances); n != 1 {
-			t.Errorf("%s %s: job %s had %d publishers (restarted)", how, p.name, id, n)
+			t.Errorf("%s %s: job %s had %d publishers (restarted)", how, p.Name, id, n)
 		}
 		if owners[id] != after[id] {
-			t.Errorf("%s %s: job %s moved from %s to %s", how, p.name, id, owners[id], after[id])
+			t.Errorf("%s %s: job %s moved from %s to %s", how, p.Name, id, owners[id], after[id])
 		}
 	}
 	c.hlsAdvanced(hlsNode, seqs)
@@ -197,13 +200,13 @@ func (c *survival) natsServerLoss(p *natsProc, sig syscall.Signal, how string) t
 // nil), waits until its jobs run elsewhere, and restarts the node if
 // restart. The victim's jobs must play again within takeoverGap, the
 // others must not pause for more than serverLossGap.
-func (c *survival) nodeLoss(victim string, p *natsProc, restart bool, how string) (resume, others time.Duration) {
+func (c *survival) nodeLoss(victim string, p *testutil.NATSProc, restart bool, how string) (resume, others time.Duration) {
 	t := c.t
 	t.Helper()
 	watchOn := c.watchURL(p)
-	ctl := dialNATS(t, watchOn)
+	ctl := testutil.DialNATSURL(t, watchOn)
 	defer ctl.Close()
-	waitStreamsHealthy(t, ctl, 60*time.Second)
+	testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
 	idx, n := c.node(victim)
 	hlsNode := c.live(victim)
 	owners := jobOwners(hlsNode, c.ids)
@@ -211,7 +214,7 @@ func (c *survival) nodeLoss(victim string, p *natsProc, restart bool, how string
 	w := watchMedia(t, watchOn, c.ids)
 	n.kill9()
 	if p != nil {
-		p.stop(syscall.SIGKILL)
+		p.Stop(syscall.SIGKILL)
 	}
 	at := time.Now()
 	var moved []string
@@ -227,12 +230,12 @@ func (c *survival) nodeLoss(victim string, p *natsProc, restart bool, how string
 		return time.Since(at) > 6*time.Second && w.flowing(300*time.Millisecond)
 	})
 	if p != nil {
-		p.start()
+		p.Start()
 	}
 	if restart {
 		c.nodes[idx] = n.restarted()
 	}
-	waitStreamsHealthy(t, ctl, 60*time.Second)
+	testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
 	res := w.stop()
 	after := jobOwners(c.live(), c.ids)
 	var resumes []string
@@ -281,8 +284,8 @@ func (c *survival) rollingRestart() (worstGap, worstDrain time.Duration) {
 	for i := range c.nodes {
 		n := c.nodes[i]
 		watchOn := c.watchURL()
-		ctl := dialNATS(t, watchOn)
-		waitStreamsHealthy(t, ctl, 60*time.Second)
+		ctl := testutil.DialNATSURL(t, watchOn)
+		testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
 		owners := jobOwners(c.live(n.name), c.ids)
 		w := watchMedia(t, watchOn, c.ids)
 		term := time.Now()
@@ -292,7 +295,7 @@ func (c *survival) rollingRestart() (worstGap, worstDrain time.Duration) {
 		exited := time.Since(term)
 		c.waitRunning(60*time.Second, n.name)
 		c.nodes[i] = n.restarted()
-		waitStreamsHealthy(t, ctl, 60*time.Second)
+		testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
 		testutil.Eventually(t, 30*time.Second, "every job's media flowing", func() bool { return w.flowing(300 * time.Millisecond) })
 		res := w.stop()
 		ctl.Close()
@@ -336,8 +339,8 @@ func (c *survival) dumpLogs() {
 		c.t.Logf("== %s ==\n%s", n.name, tail(n.stderr.String()))
 	}
 	if c.servers != nil {
-		for _, p := range c.servers.procs {
-			c.t.Logf("== %s ==\n%s", p.name, tail(p.log.String()))
+		for _, p := range c.servers.Procs {
+			c.t.Logf("== %s ==\n%s", p.Name, tail(p.Log.String()))
 		}
 	}
 }
@@ -357,11 +360,11 @@ func TestClusterSurvivesNATSServerLoss(t *testing.T) {
 	}
 	c.submit(tinyJob("j1"), tinyJob("j2"), tinyJob("j3"))
 
-	ctl := dialNATS(t, servers.procs[0].clientURL)
-	leader := servers.byName(waitStreamsHealthy(t, ctl, 60*time.Second)["KV_prism_jobs"])
+	ctl := testutil.DialNATSURL(t, servers.Procs[0].ClientURL)
+	leader := servers.ByName(testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)["KV_prism_jobs"])
 	ctl.Close()
-	order := []*natsProc{leader}
-	for _, p := range servers.procs {
+	order := []*testutil.NATSProc{leader}
+	for _, p := range servers.Procs {
 		if p != leader {
 			order = append(order, p)
 		}
@@ -370,43 +373,59 @@ func TestClusterSurvivesNATSServerLoss(t *testing.T) {
 	for _, p := range order {
 		kill = max(kill, c.natsServerLoss(p, syscall.SIGKILL, "kill -9"))
 	}
-	for _, p := range servers.procs {
+	for _, p := range servers.Procs {
 		term = max(term, c.natsServerLoss(p, syscall.SIGTERM, "restart (SIGTERM)"))
 	}
 	rolling, drain := c.rollingRestart()
 
-	// A node and a server together: the server is one that leads neither
-	// KV bucket, so that the takeover's writes need no election.
-	// After the restarts the two buckets may be led by different servers,
-	// leaving none free: the nodes bucket's leader then steps down until
-	// one is (a node dying with a bucket leader waits for an election;
-	// that case is not what this step measures).
-	ctl = dialNATS(t, servers.procs[0].clientURL)
-	var p *natsProc
-	for try := 0; p == nil; try++ {
-		leaders := waitStreamsHealthy(t, ctl, 60*time.Second)
-		for _, s := range servers.procs {
-			if s.name != leaders["KV_prism_jobs"] && s.name != leaders["KV_prism_nodes"] {
-				p = s
+	// A node and a server together. The server is the JetStream meta
+	// leader, which every watcher (re)start needs for its consumer, but it
+	// leads neither KV bucket: a takeover's writes need the jobs bucket's
+	// leader, and a node dying with it waits for an election (4–9 s in
+	// nats-server), which is not what this step measures. Buckets led by
+	// the meta leader step down until both are led elsewhere.
+	ctl = testutil.DialNATSURL(t, servers.Procs[0].ClientURL)
+	var p *testutil.NATSProc
+	for try := 0; ; try++ {
+		leaders := testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)
+		meta := servers.MetaLeader()
+		if meta == "" {
+			t.Fatal("no JetStream meta leader in /jsz")
+		}
+		var busy []string
+		for _, b := range []string{"KV_prism_jobs", "KV_prism_nodes"} {
+			if leaders[b] == meta {
+				busy = append(busy, b)
 			}
 		}
-		if p != nil {
+		if len(busy) == 0 {
+			p = servers.ByName(meta)
 			break
 		}
 		if try == 10 {
-			t.Fatalf("no server free of bucket leaders after %d step-downs: %v", try, leaders)
+			t.Fatalf("buckets still led by the meta leader %s after %d step-downs: %v", meta, try, leaders)
 		}
-		if _, err := ctl.Request("$JS.API.STREAM.LEADER.STEPDOWN.KV_prism_nodes", nil, 5*time.Second); err != nil {
-			t.Fatalf("step down the nodes bucket's leader: %v", err)
+		for _, b := range busy {
+			if _, err := ctl.Request("$JS.API.STREAM.LEADER.STEPDOWN."+b, nil, 5*time.Second); err != nil {
+				t.Fatalf("step down %s's leader: %v", b, err)
+			}
 		}
-		testutil.Eventually(t, 30*time.Second, "a new nodes bucket leader", func() bool {
-			l, missing := streamLeaders(ctl, 3)
-			return missing == "" && l["KV_prism_nodes"] != leaders["KV_prism_nodes"]
+		testutil.Eventually(t, 30*time.Second, "new bucket leaders", func() bool {
+			l, missing := testutil.StreamLeaders(ctl, 3)
+			if missing != "" {
+				return false
+			}
+			for _, b := range busy {
+				if l[b] == meta {
+					return false
+				}
+			}
+			return true
 		})
 	}
 	ctl.Close()
 	owners := jobOwners(c.nodes[0], c.ids)
-	resume, others := c.nodeLoss(owners[c.ids[0]], p, false, fmt.Sprintf("kill -9 node %s and server %s", owners[c.ids[0]], p.name))
+	resume, others := c.nodeLoss(owners[c.ids[0]], p, false, fmt.Sprintf("kill -9 node %s and server %s (meta leader)", owners[c.ids[0]], p.Name))
 	testutil.Report(t, "summary (tiny ladder 320x180 + 160x90, 3 jobs): NATS server kill -9: largest gap %s; NATS server restarts: %s; rolling restart: largest gap %s, drain SIGTERM to first keyframe at most %s; node + server killed: resumed after %s, other jobs' largest gap %s",
 		kill.Round(time.Millisecond), term.Round(time.Millisecond), rolling.Round(time.Millisecond), drain.Round(time.Millisecond), resume.Round(time.Millisecond), others.Round(time.Millisecond))
 }
@@ -447,8 +466,8 @@ func TestEmbeddedClusterSurvivesNodeLoss(t *testing.T) {
 	}
 	c := embeddedCluster(t, 3, smallNodeCapacity)
 	c.submit(tinyJob("j1"), tinyJob("j2"), tinyJob("j3"))
-	ctl := dialNATS(t, c.watchOn.clientURL)
-	leader := waitStreamsHealthy(t, ctl, 60*time.Second)["KV_prism_jobs"]
+	ctl := testutil.DialNATSURL(t, c.watchOn.ClientURL)
+	leader := testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)["KV_prism_jobs"]
 	ctl.Close()
 	order := []string{leader}
 	for _, n := range c.nodes {
