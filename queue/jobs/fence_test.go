@@ -32,7 +32,9 @@ func TestCutOffOwnerFencesAfterFenceAfter(t *testing.T) {
 	testutil.Eventually(t, 3*time.Second, "the cut-off owner stops its runner", func() bool { return r.active.Load() == 0 })
 	took := time.Since(cut)
 	t.Logf("fenced %s after the server went away (FenceAfter %s)", took.Round(time.Millisecond), n.FenceAfter)
-	if took < n.FenceAfter {
-		t.Fatalf("fenced after %s, before FenceAfter %s", took, n.FenceAfter)
+	// FenceAfter counts from the sending of the last acknowledged
+	// heartbeat, up to one heartbeat before the server went away.
+	if took < n.FenceAfter-n.Heartbeat {
+		t.Fatalf("fenced after %s, before FenceAfter %s (less one heartbeat)", took, n.FenceAfter)
 	}
 }

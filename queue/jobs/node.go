@@ -113,17 +113,20 @@ type Node struct {
 	health    health
 	orphans   map[string]time.Time // job id → when this node first judged it orphaned
 	closeOnce sync.Once
+	beats     *nats.Subscription // core heartbeats of every node (beat.go)
 }
 
 // health is this node's own standing, on its monotonic clock: when its
 // heartbeats were last acknowledged and last came back through its
-// watcher, and since when both have held without a break. A node judges
+// watcher or as core heartbeats, and since when it has heard itself
+// without a break. A node judges
 // others dead only while healthy, and only over time it was healthy: an
 // election on the nodes bucket or a stalled watcher, which silences
 // everyone's heartbeats alike, makes nobody look dead. Guarded by Node.mu.
 type health struct {
 	lastAck      time.Time // last heartbeat the server acknowledged (sent at)
 	lastEcho     time.Time // last own heartbeat received by the watcher
+	lastCoreEcho time.Time // last own core heartbeat received (beat.go)
 	healthySince time.Time // zero while unhealthy
 }
 
@@ -214,8 +217,19 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 		return fmt.Errorf("node %s: first heartbeat: %w", n.ID, err)
 	}
-	n.wg.Add(3)
+	beats, err := n.subscribeBeats()
+	if err != nil {
+		n.cancel()
+		n.mu.Lock()
+		n.state = nodeNew
+		n.mu.Unlock()
+		return fmt.Errorf("node %s: subscribe to core heartbeats: %w", n.ID, err)
+	}
+	n.beats = beats
+	n.wg.Add(5)
 	go n.watchLoop()
+	go n.beatLoop()
+	go n.kvBeatLoop()
 	go n.tickLoop()
 	go n.dispatchLoop()
 	n.log.Info("node started", "capacity", formatRate(n.Capacity), "heartbeat", n.Heartbeat,
@@ -311,6 +325,7 @@ func (n *Node) Close() error {
 		}
 		n.cancel()
 		n.wg.Wait()
+		_ = n.beats.Unsubscribe()
 		if !n.nc.IsClosed() {
 			ctx, cancel := context.WithTimeout(context.Background(), n.Heartbeat)
 			_ = n.Store.deleteNode(ctx, n.ID) // best effort: it expires anyway
@@ -397,8 +412,12 @@ func (n *Node) trackHealth(now time.Time) {
 	defer n.mu.Unlock()
 	h := &n.health
 	w := n.healthWindow()
-	healthy := n.nc.Status() == nats.CONNECTED && !h.lastAck.IsZero() && !h.lastEcho.IsZero() &&
-		now.Sub(h.lastAck) <= w && now.Sub(h.lastEcho) <= w
+	// Either path proves that this node hears the others: its KV
+	// heartbeats acknowledged and coming back through the watcher, or its
+	// core heartbeats coming back (they need no JetStream leader).
+	kv := !h.lastAck.IsZero() && !h.lastEcho.IsZero() && now.Sub(h.lastAck) <= w && now.Sub(h.lastEcho) <= w
+	core := !h.lastCoreEcho.IsZero() && now.Sub(h.lastCoreEcho) <= w
+	healthy := n.nc.Status() == nats.CONNECTED && (kv || core)
 	switch {
 	case !healthy:
 		h.healthySince = time.Time{}
@@ -454,21 +473,18 @@ func (n *Node) poke(ch chan struct{}) {
 	}
 }
 
-// tickLoop heartbeats, fences this node when its heartbeats go
+// tickLoop fences this node when its heartbeats go
 // unacknowledged for FenceAfter, and scans the jobs for orphans. It is the
 // only goroutine that takes jobs over.
 func (n *Node) tickLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.scanInterval())
 	defer t.Stop()
-	nextBeat := time.Now().Add(n.Heartbeat)
-	var nextMaint, nextEnsure time.Time
+	var nextMaint time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-n.beatCh:
-			nextBeat = time.Time{}
 		case <-t.C:
 		}
 		now := time.Now()
@@ -478,19 +494,6 @@ func (n *Node) tickLoop() {
 			// the others. Stop the media at once; they take the jobs.
 			n.abandonAll("connection closed")
 			continue
-		}
-		if !now.Before(nextBeat) {
-			if err := n.beat(n.ctx); err != nil && n.ctx.Err() == nil {
-				n.log.Debug("heartbeat failed", "err", err)
-				if n.nc.Status() == nats.CONNECTED && now.After(nextEnsure) && n.unacked(now) > n.healthWindow() {
-					nextEnsure = now.Add(2 * time.Second)
-					if err := n.Store.ensureNodes(n.ctx); err != nil {
-						n.log.Debug("nodes bucket check failed", "err", err)
-					}
-				}
-			}
-			nextBeat = now.Add(n.Heartbeat)
-			now = time.Now()
 		}
 		if d := n.unacked(now); d > n.FenceAfter && n.hasAttempts() {
 			// Positive evidence that the others may have taken our jobs:
@@ -505,6 +508,39 @@ func (n *Node) tickLoop() {
 		if !now.Before(nextMaint) {
 			n.maintain(now)
 			nextMaint = now.Add(n.NodeDeadAfter)
+		}
+	}
+}
+
+// kvBeatLoop writes the heartbeat to prism_nodes every Heartbeat, and at
+// once when capacity changed (beatCh). It has its own goroutine because a
+// write waits up to a heartbeat while the bucket elects a leader, and the
+// check that recreates a lost bucket longer: the tick loop's scans must
+// not wait with them.
+func (n *Node) kvBeatLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.Heartbeat)
+	defer t.Stop()
+	var nextEnsure time.Time
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.beatCh:
+		case <-t.C:
+		}
+		if n.nc.IsClosed() {
+			continue
+		}
+		now := time.Now()
+		if err := n.beat(n.ctx); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("heartbeat failed", "err", err)
+			if n.nc.Status() == nats.CONNECTED && now.After(nextEnsure) && n.unacked(now) > n.healthWindow() {
+				nextEnsure = now.Add(2 * time.Second)
+				if err := n.Store.ensureNodes(n.ctx); err != nil {
+					n.log.Debug("nodes bucket check failed", "err", err)
+				}
+			}
 		}
 	}
 }

@@ -167,12 +167,13 @@ func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bo
 		}
 	}
 	if nodes != nil {
-		// A heartbeat the old view already had keeps its receipt time: a
-		// reload must not make a node that stopped beating look fresh.
+		// A heartbeat the old view already had keeps its receipt time
+		// (and a newer core heartbeat's jobs): a reload must not make a
+		// node that stopped beating look fresh.
 		for id, fresh := range nodes {
-			if old, ok := v.nodes[id]; ok && old.rev == fresh.rev {
-				fresh.seen = old.seen
-				nodes[id] = fresh
+			if old, ok := v.nodes[id]; ok && old.rev >= fresh.rev {
+				old.rev = fresh.rev
+				nodes[id] = old
 			}
 		}
 		v.nodes = nodes
@@ -352,8 +353,8 @@ func (n *Node) applyNode(e jetstream.KeyValueEntry, fresh map[string]seenNode, l
 		return
 	}
 	now := time.Now()
-	if old, ok := m[e.Key()]; ok && old.rev == e.Revision() {
-		return // delivered again: not a new sign of life
+	if old, ok := m[e.Key()]; ok && e.Revision() <= old.rev {
+		return // delivered again, or already read directly: not a new sign of life
 	}
 	m[e.Key()] = seenNode{info: info, seen: now, rev: e.Revision()}
 	if e.Key() == n.ID {
