@@ -22,6 +22,9 @@ type attempt struct {
 	id   string
 	cost float64
 	job  *Job // the record as last written or adopted; owned by the run goroutine
+	// claim is set while a takeover runs before its claim is written
+	// (takeOver): the run goroutine writes it, retrying; owned by it.
+	claim *pendingClaim
 
 	mu     sync.Mutex
 	latest *Job          // newest record seen by the watcher, for the run goroutine
@@ -34,6 +37,13 @@ type attempt struct {
 	hbOnce   sync.Once
 	abOnce   sync.Once
 	abWhy    string
+}
+
+// pendingClaim is what a takeover's claim writes.
+type pendingClaim struct {
+	reason   string
+	attempts int
+	since    time.Time
 }
 
 // ending is how an attempt ends and what it writes.
@@ -120,6 +130,26 @@ func (n *Node) claim(j *Job, reason string, attempts int) bool {
 	}
 	a.job = claimed
 	n.log.Info("job claimed", "job", j.Spec.ID, "revision", claimed.Revision, "attempts", attempts, "reason", reason)
+	n.wg.Add(1)
+	go a.run()
+	return true
+}
+
+// takeOver starts running orphan j at once, as its successor, and leaves
+// the claim to the attempt's goroutine, which writes it while the runner
+// starts and retries it until the store takes it (a jobs bucket electing
+// a leader takes none for seconds). It returns false if the node has no
+// room.
+func (n *Node) takeOver(j *Job, reason string, attempts int) bool {
+	a := n.reserve(j)
+	if a == nil {
+		return false
+	}
+	c := *j
+	a.job = &c
+	a.claim = &pendingClaim{reason: reason, attempts: attempts, since: time.Now()}
+	n.log.Info("taking job over", "job", j.Spec.ID, "from", j.Owner, "revision", j.Revision, "attempts", attempts, "reason", reason)
+	n.publishBeat() // list it at once: nobody else takes a job a live node lists
 	n.wg.Add(1)
 	go a.run()
 	return true
@@ -218,6 +248,14 @@ func (a *attempt) run() {
 	syncRecord := func() (ending, bool) {
 		next := *a.job
 		changed := false
+		if c := a.claim; c != nil {
+			next.Owner, next.Reason, next.Attempts = n.ID, c.reason, c.attempts
+			next.Lease, next.NotBefore = time.Time{}, time.Time{}
+			if next.State == StateStopping {
+				return endLost, false // a stop asked of the dead owner: the orphan scan ends it
+			}
+			changed = true
+		}
 		if next.State != state && next.State != StateStopping {
 			next.State, changed = state, true
 		}
@@ -230,7 +268,19 @@ func (a *attempt) run() {
 		if !changed {
 			return 0, true
 		}
-		return a.write(&next)
+		e, ok := a.write(&next)
+		if ok && a.claim != nil && a.job.Owner == n.ID {
+			log.Info("job claimed", "revision", a.job.Revision, "after", time.Since(a.claim.since).Round(time.Millisecond))
+			a.claim = nil
+		}
+		return e, ok
+	}
+	if a.claim != nil {
+		// The runner is starting already; the claim goes in meanwhile.
+		if e, ok := syncRecord(); !ok {
+			end = e
+			goto ended
+		}
 	}
 
 loop:
@@ -294,6 +344,7 @@ loop:
 		}
 	}
 
+ended:
 	if !runnerDone {
 		cancelRun()
 		// While the runner winds down the attempt stays in the node's
@@ -374,6 +425,11 @@ func (a *attempt) resolveConflict() (ending, bool) {
 // judge decides what a newer record means for this attempt.
 func (a *attempt) judge(cur *Job) (ending, bool) {
 	switch {
+	case a.claim != nil && cur.Owner == a.job.Owner && cur.State.owned() && cur.State != StateStopping:
+		// Still the dead owner's, at a revision the view had not seen: the
+		// claim is written on this one.
+		a.job = cur
+		return 0, true
 	case cur.Owner != a.node.ID || !cur.State.owned():
 		return endLost, false
 	case cur.State == StateStopping:
@@ -381,8 +437,10 @@ func (a *attempt) judge(cur *Job) (ending, bool) {
 		return endStopped, false
 	default:
 		// Ours, at a revision we did not record: an earlier write timed out
-		// here but reached the server. Carry on from it.
+		// here but reached the server (a takeover's claim among them).
+		// Carry on from it.
 		a.job = cur
+		a.claim = nil
 		return 0, true
 	}
 }

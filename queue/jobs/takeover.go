@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"strings"
 	"time"
@@ -16,8 +17,14 @@ import (
 // restarted under the same id), counted from a grace of a couple of
 // heartbeats after this node first saw the claim, so that a fresh claim
 // is not judged before a heartbeat could list it. An orphan is taken
-// over: a node with room claims it directly, revision-checked so that
-// exactly one node wins; a node without room waits a heartbeat for a
+// over. Its successor (see successor), when this node hears most of the
+// cluster, starts it at once and writes its claim meanwhile, retrying
+// until the jobs bucket takes it: a takeover does not wait for an
+// election of that bucket (the leader may have died with the node). The
+// successor's heartbeats list the job, and nobody else takes a job a live
+// node lists; if another node's claim lands first, the successor stops.
+// Other nodes with room claim it a heartbeat later, revision-checked so
+// that exactly one wins; a node without room waits a heartbeat for a
 // capable node to do so, then returns the job to the queue. Nothing here
 // compares a time written by another host; only nodes healthy for
 // NodeDeadAfter judge (see health).
@@ -44,6 +51,13 @@ func (n *Node) scan(now time.Time) {
 	}
 	n.view.pruneNodes(now, n.NodeDeadAfter+n.FenceAfter)
 	orphaned := map[string]bool{}
+	var runners map[string][]string // job id → live nodes whose heartbeat lists it; built on the first orphan
+	type found1 struct {
+		job *Job
+		why string
+		age time.Duration
+	}
+	var found []found1
 	for _, j := range n.view.jobsSnapshot() {
 		if !j.State.owned() {
 			continue
@@ -58,6 +72,12 @@ func (n *Node) scan(now time.Time) {
 		if why == "" {
 			continue
 		}
+		if runners == nil {
+			runners = n.liveRunners(now)
+		}
+		if slices.ContainsFunc(runners[j.Spec.ID], func(id string) bool { return id != j.Owner }) {
+			continue // another live node runs it already: taking it over, its claim not written yet
+		}
 		orphaned[j.Spec.ID] = true
 		n.mu.Lock()
 		first, ok := n.orphans[j.Spec.ID]
@@ -66,7 +86,23 @@ func (n *Node) scan(now time.Time) {
 			n.orphans[j.Spec.ID] = now
 		}
 		n.mu.Unlock()
-		n.orphan(j, why, now.Sub(first))
+		found = append(found, found1{j, why, now.Sub(first)})
+	}
+	if len(found) > 0 {
+		jobs := make([]*Job, len(found))
+		for i, f := range found {
+			jobs[i] = f.job
+		}
+		successors := n.successors(jobs, now)
+		// This node's own takeovers first: the claims of others' orphans
+		// may each wait up to a heartbeat for a bucket without a leader.
+		for _, mine := range []bool{true, false} {
+			for _, f := range found {
+				if (successors[f.job.Spec.ID] == n.ID) == mine {
+					n.orphan(f.job, f.why, successors[f.job.Spec.ID], now, f.age)
+				}
+			}
+		}
 	}
 	n.mu.Lock()
 	for id := range n.orphans {
@@ -92,7 +128,7 @@ func (n *Node) orphanCause(j *Job, now time.Time) string {
 
 // orphan deals with one job whose owner no longer holds it; age is how
 // long this node has known.
-func (n *Node) orphan(j *Job, why string, age time.Duration) {
+func (n *Node) orphan(j *Job, why, successor string, now time.Time, age time.Duration) {
 	prev := j.Owner
 	c := *j
 	c.Owner, c.Lease = "", time.Time{}
@@ -112,10 +148,17 @@ func (n *Node) orphan(j *Job, why string, age time.Duration) {
 		return
 	}
 	if n.canTake(j) {
-		if age < time.Duration(n.load()*float64(n.takeoverSpread())) {
+		reason := fmt.Sprintf("taken over from %s (%s)", prev, why)
+		if successor == n.ID && n.hearsMajority(now) && n.takeOver(j, reason, attempts) {
 			return
 		}
-		n.claim(j, fmt.Sprintf("taken over from %s (%s)", prev, why), attempts)
+		// Not the successor (or it could not start): give the successor a
+		// heartbeat to list the job, then claim the revision-checked way,
+		// the least loaded first.
+		if age < n.Heartbeat+time.Duration(n.load()*float64(n.takeoverSpread())) {
+			return
+		}
+		n.claim(j, reason, attempts)
 		return
 	}
 	if age < n.Heartbeat {
@@ -129,6 +172,80 @@ func (n *Node) orphan(j *Job, why string, age time.Duration) {
 		c.Reason += "; " + r
 	}
 	n.write(&c, true)
+}
+
+// successors names, for each orphan, the node that takes it over
+// without waiting for its claim to be written: in job id order, of the
+// live nodes with room left for it (as their heartbeats say, less what
+// this assignment gave them already), the one ranked first for the job by
+// rendezvous hashing. Every node that sees the same heartbeats and
+// orphans names the same ones, and a dead node's jobs spread over the
+// survivors. A job no node has room for has none.
+func (n *Node) successors(orphans []*Job, now time.Time) map[string]string {
+	var live []NodeInfo
+	for _, o := range n.view.allNodes() {
+		if !n.nodeDead(o.ID, now) {
+			live = append(live, o)
+		}
+	}
+	sorted := slices.Clone(orphans)
+	slices.SortFunc(sorted, func(a, b *Job) int { return strings.Compare(a.Spec.ID, b.Spec.ID) })
+	out := map[string]string{}
+	for _, j := range sorted {
+		best, bestRank := -1, uint64(0)
+		for i := range live {
+			o := &live[i]
+			if o.ID == j.Owner || !o.fitsNow(j) {
+				continue
+			}
+			if r := rendezvous(j.Spec.ID, o.ID); best < 0 || r > bestRank {
+				best, bestRank = i, r
+			}
+		}
+		if best >= 0 {
+			out[j.Spec.ID] = live[best].ID
+			live[best].Used += j.Cost
+		}
+	}
+	return out
+}
+
+// rendezvous ranks node for job (FNV-1a of both).
+func rendezvous(job, node string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(job))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(node))
+	return h.Sum64()
+}
+
+// hearsMajority reports whether this node hears more than half the nodes
+// it knows, itself included. A node cut off with a minority must not
+// start the jobs of the nodes it no longer hears before a claim, which
+// needs a quorum of servers, says they are its.
+func (n *Node) hearsMajority(now time.Time) bool {
+	nodes := n.view.allNodes()
+	live := 0
+	for _, o := range nodes {
+		if !n.nodeDead(o.ID, now) {
+			live++
+		}
+	}
+	return 2*live > len(nodes)
+}
+
+// liveRunners maps each job to the live nodes whose heartbeat lists it.
+func (n *Node) liveRunners(now time.Time) map[string][]string {
+	out := map[string][]string{}
+	for _, o := range n.view.allNodes() {
+		if n.nodeDead(o.ID, now) {
+			continue
+		}
+		for _, id := range o.Jobs {
+			out[id] = append(out[id], o.ID)
+		}
+	}
+	return out
 }
 
 // liveNodes returns the nodes in the view that this node does not judge
