@@ -221,7 +221,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	t.launch()
 	log.Info("transcode started", "input", redact.URL(opts.Input), "ladder", opts.Ladder.Name,
 		"source", fmt.Sprintf("%dx%d@%.3g", cp.Width(), cp.Height(), srcFPS), "rungs", len(rungs), "audio", t.in.audio != nil,
-		"cpu_share", opts.CPUs, "encoder_threads", threads.encoders)
+		"cpu_share", opts.CPUs, "encoder_threads", threads.encoders, "gomaxprocs", runtime.GOMAXPROCS(0))
 	return t, nil
 }
 
