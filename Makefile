@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build nats-server run test test-unit test-cluster-long lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim fuzz clean
+.PHONY: help setup build nats-server run test test-unit test-cluster-long lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim bench-nodeload fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -168,6 +168,18 @@ bench-cluster-sim: setup ## Cluster simulation: N node agents x jobs, placement,
 	$(ENV) PRISM_SIM=1 PRISM_SIM_CASES=$(SIM_CASES) PRISM_SIM_SERVERS=$(SIM_SERVERS) PRISM_SIM_STEADY=$(SIM_STEADY) \
 	  PRISM_SIM_OUT=$(CURDIR)/build/cluster-sim.txt go test -count=1 -v -timeout 30m -run '^TestClusterSim$$' ./queue/jobs/; \
 	  status=$$?; cat build/cluster-sim.txt 2>/dev/null; exit $$status
+
+# Node load: NODELOAD_JOBS (2,3,4) concurrent `prism transcode` jobs, a
+# lavfi source and a two-rung ladder each, sized to fill the node's
+# capacity together, without and with each job's CPU share (--cpus);
+# each job's speed (real-time factor) and the CPU used. About 2 minutes on
+# 2 cores; results in build/nodeload.txt (benchmarks/results/ keeps runs).
+NODELOAD_JOBS ?= 2,3,4
+NODELOAD_SECONDS ?= 20
+NODELOAD_REPS ?= 1
+bench-nodeload: build ## N jobs filling the node's capacity, with and without CPU shares: speed per job, CPU
+	$(ENV) PRISM_BENCH_NODELOAD=1 PRISM_BENCH_NODELOAD_JOBS=$(NODELOAD_JOBS) PRISM_BENCH_NODELOAD_SECONDS=$(NODELOAD_SECONDS) PRISM_BENCH_NODELOAD_REPS=$(NODELOAD_REPS) \
+	  PRISM_BENCH_NODELOAD_OUT=$(CURDIR)/build/nodeload.txt go test -count=1 -v -timeout 30m -run '^TestNodeLoad$$' ./benchmarks/
 
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI

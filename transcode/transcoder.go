@@ -31,9 +31,11 @@ type Options struct {
 	Realtime bool
 	// Duration stops the job after this much media time (0: end of input).
 	Duration time.Duration
-	// CPUs is the CPU budget the encoders' threads are planned for
-	// (0: all of this machine's).
-	CPUs int
+	// CPUs is the job's CPU share in cores, which its encoder, decoder and
+	// filter threads are planned for (threads.go); a node gives each job
+	// its cost's part of the node's cores. 0: no share, every part plans
+	// for all of this machine's CPUs.
+	CPUs float64
 	// DirectScaling scales every rung from the source instead of cascading
 	// from the next larger rung (slower; what a plain FFmpeg split does).
 	DirectScaling bool
@@ -135,11 +137,7 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 		log.Warn("rung skipped", "rung", s.Name, "reason", s.Reason)
 	}
 
-	cpus := opts.CPUs
-	if cpus <= 0 {
-		cpus = runtime.NumCPU()
-	}
-	threads := planThreads(rungs, cpus)
+	threads := planThreads(rungs, opts.CPUs, runtime.NumCPU())
 	t.clock = newKeyframeClock(ticks90k(time.Duration(opts.Ladder.GOP)), ticks90k(time.Duration(opts.Ladder.KeyframeMinInterval)))
 	t.vstamps = newIngestStamps(1024)
 	t.astamps = newIngestStamps(1024)
@@ -150,18 +148,18 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	t.stageList = append(t.stageList, t.demuxSt, vdecSt, vfiltSt)
 
 	frameDur := int64(math.Round(pipeline.VideoClockRate / srcFPS))
-	t.vdec, err = openDecoder("video", t.in, t.in.video, 0, clock90k, frameDur, vdecSt, log)
+	t.vdec, err = openDecoder("video", t.in, t.in.video, threads.decoder, clock90k, frameDur, vdecSt, log)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNoVideo, err)
 	}
 	if opts.Duration > 0 {
 		t.vdec.limit = int64(opts.Duration.Seconds() * pipeline.VideoClockRate)
 	}
-	t.vfilter = &videoFilter{rungs: rungs, cascade: !opts.DirectScaling, sourceFPS: srcFPS, threads: cpus, clock: t.clock, stamps: t.vstamps, stats: vfiltSt, log: log}
+	t.vfilter = &videoFilter{rungs: rungs, cascade: !opts.DirectScaling, sourceFPS: srcFPS, threads: threads.filter, clock: t.clock, stamps: t.vstamps, stats: vfiltSt, log: log}
 
 	for i, r := range rungs {
 		gopFrames := int(math.Round(time.Duration(opts.Ladder.GOP).Seconds() * r.OutFPS))
-		cc, backend, err := openVideoEncoder(r, gopFrames, threads[i])
+		cc, backend, err := openVideoEncoder(r, gopFrames, threads.encoders[i])
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +220,8 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	}
 	t.launch()
 	log.Info("transcode started", "input", redact.URL(opts.Input), "ladder", opts.Ladder.Name,
-		"source", fmt.Sprintf("%dx%d@%.3g", cp.Width(), cp.Height(), srcFPS), "rungs", len(rungs), "audio", t.in.audio != nil)
+		"source", fmt.Sprintf("%dx%d@%.3g", cp.Width(), cp.Height(), srcFPS), "rungs", len(rungs), "audio", t.in.audio != nil,
+		"cpu_share", opts.CPUs, "encoder_threads", threads.encoders, "gomaxprocs", runtime.GOMAXPROCS(0))
 	return t, nil
 }
 
@@ -254,25 +253,6 @@ func (t *Transcoder) fillStalls() {
 		t.stageList = append(t.stageList, ast)
 		t.audio.dec.fill = newStallFill("audio", AudioSampleRate, ast, t.log, silence)
 	}
-}
-
-// planThreads splits the CPU budget over the rungs' encoders by pixel rate,
-// at least one thread each, so N encoders do not oversubscribe the machine.
-func planThreads(rungs []ladder.PlannedRung, cpus int) []int {
-	total := 0.0
-	for _, r := range rungs {
-		total += float64(r.OutWidth*r.OutHeight) * r.OutFPS
-	}
-	out := make([]int, len(rungs))
-	for i, r := range rungs {
-		if r.Threads > 0 {
-			out[i] = r.Threads
-			continue
-		}
-		share := float64(r.OutWidth*r.OutHeight) * r.OutFPS / total
-		out[i] = max(1, int(math.Round(share*float64(cpus))))
-	}
-	return out
 }
 
 // launch starts one goroutine per stage and the supervisor that cleans up

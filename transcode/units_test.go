@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prism-streaming/prism/pipeline"
-	"github.com/prism-streaming/prism/transcode/ladder"
 )
 
 func TestKeyframeClockAlignsRungsWithDifferentRates(t *testing.T) {
@@ -171,20 +170,6 @@ func TestIngestStamps(t *testing.T) {
 	}
 	if got := s.lookup(0); !got.Equal(t0.Add(2 * time.Second)) { // evicted: oldest kept
 		t.Errorf("lookup(0) = %v", got)
-	}
-}
-
-func TestPlanThreads(t *testing.T) {
-	rungs := []ladder.PlannedRung{planned("1080p", 1920, 1080, 30), planned("720p", 1280, 720, 30), planned("360p", 640, 360, 30)}
-	if got := planThreads(rungs, 2); !slices.Equal(got, []int{1, 1, 1}) {
-		t.Errorf("2 CPUs: %v, want one thread each", got)
-	}
-	if got := planThreads(rungs, 16); !slices.Equal(got, []int{10, 5, 1}) {
-		t.Errorf("16 CPUs: %v, want shares by pixel rate", got)
-	}
-	rungs[2].Threads = 3
-	if got := planThreads(rungs, 16); got[2] != 3 {
-		t.Errorf("explicit threads ignored: %v", got)
 	}
 }
 

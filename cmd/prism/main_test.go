@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,6 +129,29 @@ func TestTranscodeWritesOneFilePerRung(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "180p") || !strings.Contains(stdout, "kbit/s") {
 		t.Errorf("no per-rung summary:\n%s", stdout)
+	}
+}
+
+// TestTranscodeTakesACPUShare: --cpus 3 plans the encoders' threads by
+// pixel rate over 3 cores (180p 4/5, 90p 1/5, at least one) and sets the
+// process's GOMAXPROCS to the share rounded up (no more than its CPUs);
+// a negative share is a usage error.
+func TestTranscodeTakesACPUShare(t *testing.T) {
+	dir := t.TempDir()
+	l := writeFile(t, dir, "l.yaml", smallLadder)
+	code, _, stderr := prism(t, "transcode", "--input", "lavfi:testsrc2=size=320x180:rate=30",
+		"--ladder", l, "--output-dir", filepath.Join(dir, "out"), "--duration", "1s", "--cpus", "3")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	procs := fmt.Sprintf("gomaxprocs=%d", min(3, runtime.NumCPU()))
+	for _, want := range []string{"cpu_share=3", `encoder_threads="[2 1]"`, procs} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("no %s in the log:\n%s", want, stderr)
+		}
+	}
+	if code, _, _ := prism(t, "transcode", "--input", "lavfi:testsrc2", "--ladder", l, "--output-dir", dir, "--cpus", "-1"); code != 2 {
+		t.Errorf("--cpus -1: exit %d, want 2", code)
 	}
 }
 

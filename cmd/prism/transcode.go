@@ -24,8 +24,13 @@ func cmdTranscode(args []string, stdout, stderr io.Writer) error {
 	outDir := fs.String("output-dir", "", "directory for <rung>.mp4, audio_aac.mp4 and audio_opus.mp4")
 	duration := fs.Duration("duration", 0, "stop after this much media time (default: end of input)")
 	realtime := fs.Bool("realtime", false, "read file and lavfi inputs at 1x, as a live source")
+	cpus := cpusFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *cpus < 0 {
+		fmt.Fprintln(stderr, "prism transcode: --cpus must not be negative")
+		return errUsage
 	}
 	if *input == "" || *outDir == "" {
 		fmt.Fprintln(stderr, "prism transcode: --input and --output-dir are required")
@@ -42,7 +47,8 @@ func cmdTranscode(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	job, err := transcode.Start(ctx, transcode.Options{Input: *input, Ladder: l, Duration: *duration, Realtime: *realtime})
+	transcode.LimitProcs(*cpus)
+	job, err := transcode.Start(ctx, transcode.Options{Input: *input, Ladder: l, Duration: *duration, Realtime: *realtime, CPUs: *cpus})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -76,13 +77,20 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	capacity, err := n.capacity(cfg)
+	if err != nil {
+		return err
+	}
+	// Each job plans its threads for its cost's part of this machine's
+	// cores, so that a node full by capacity is not oversubscribed.
+	shares := worker.Shares{Cores: runtime.NumCPU(), Capacity: capacity}
 	var runner jobs.Runner
 	if *cfg.Node.Workers {
 		exe, err := os.Executable()
 		if err != nil {
 			return err
 		}
-		n.workers = &worker.Supervisor{Exe: exe, NATSURL: natsURL, Connect: connect, Log: n.Log}
+		n.workers = &worker.Supervisor{Exe: exe, NATSURL: natsURL, Connect: connect, Shares: shares, Log: n.Log}
 		if e := n.embedded; e != nil {
 			// Each worker gets a user limited to its own stream's media
 			// subjects, not the node's token (jobs, every stream).
@@ -93,11 +101,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 		runner = n.workers
 	} else {
-		runner = &worker.InProcess{NC: n.nc, Log: n.Log}
-	}
-	capacity, err := n.capacity(cfg)
-	if err != nil {
-		return err
+		runner = &worker.InProcess{NC: n.nc, Shares: shares, Log: n.Log}
 	}
 	gpus, encoders := hardware()
 	n.agent = &jobs.Node{ID: n.id, Roles: []string{jobs.RoleTranscode, jobs.RoleServe}, Store: n.store,

@@ -88,6 +88,13 @@ func (a *attempt) reprice(c float64) {
 	n.poke(n.beatCh)
 }
 
+// heldCost is the capacity the attempt holds (HeldCost).
+func (a *attempt) heldCost() float64 {
+	a.node.mu.Lock()
+	defer a.node.mu.Unlock()
+	return a.cost
+}
+
 // release gives the attempt's capacity back.
 func (a *attempt) release() {
 	n := a.node
@@ -217,6 +224,7 @@ func (a *attempt) run() {
 		}
 		costCh <- c
 	})
+	runCtx = withHeldCost(runCtx, a.heldCost)
 	var progressMu sync.Mutex
 	progress := ""
 	runCtx = WithProgressReporter(runCtx, func(what string) {

@@ -28,3 +28,22 @@ func ReportCost(ctx context.Context, pixelsPerSecond float64) {
 // SourceCost prices a ladder reference for a known source (width, height,
 // frame rate); see StoreConfig.SourceCost.
 type SourceCost func(ref, inlineYAML string, width, height int, fps float64) (float64, error)
+
+type heldCostKey struct{}
+
+// withHeldCost returns a context whose HeldCost asks held.
+func withHeldCost(ctx context.Context, held func() float64) context.Context {
+	return context.WithValue(ctx, heldCostKey{}, held)
+}
+
+// HeldCost is the capacity (pixels per second) the node holds for the job
+// whose runner was given ctx: the job's cost when it was claimed, its real
+// cost once the runner reported that (ReportCost). A runner sizes the
+// job's CPU share from it, so that the jobs a node admitted by capacity
+// share its cores. 0 outside a Node's runner.
+func HeldCost(ctx context.Context) float64 {
+	if f, ok := ctx.Value(heldCostKey{}).(func() float64); ok {
+		return f()
+	}
+	return 0
+}

@@ -31,8 +31,9 @@ const costPrefix = "cost "
 // natsURL with the options in ConnectEnv, publishes the job's media, prints
 // "running" on stdout once media flows, and returns when ctx ends (SIGTERM),
 // stdin closes (its node died) or the input ends. Errors are *ExitError
-// with the code the process must exit with.
-func Child(ctx context.Context, natsURL string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+// with the code the process must exit with. cpus is the job's CPU share
+// (--cpus, from the node's Shares; 0: none).
+func Child(ctx context.Context, natsURL string, cpus float64, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
 	in := bufio.NewReader(stdin)
 	line, err := in.ReadBytes('\n')
 	if err != nil {
@@ -70,7 +71,7 @@ func Child(ctx context.Context, natsURL string, stdin io.Reader, stdout io.Write
 	ctx = jobs.WithProgressReporter(ctx, func(what string) {
 		fmt.Fprintln(stdout, progressPrefix+strings.ReplaceAll(what, "\n", " "))
 	})
-	if err := runJob(ctx, nc, spec, l, log, func() { fmt.Fprintln(stdout, runningLine) }); err != nil {
+	if err := runJob(ctx, nc, spec, l, cpus, log, func() { fmt.Fprintln(stdout, runningLine) }); err != nil {
 		return &ExitError{exitCode(err), err}
 	}
 	return nil // the input ended, or the node stopped the job

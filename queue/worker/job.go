@@ -26,9 +26,9 @@ import (
 // flows: every video rung encoded its first IDR and every audio track its
 // first packet (an input that opens and delivers nothing stays starting
 // until the node's start timeout; jobs.ReportProgress says what it waits
-// for).
-func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder, log *slog.Logger, running func()) error {
-	opts := transcode.Options{Input: spec.Input, Ladder: l, Realtime: spec.Paced(), Logger: log}
+// for). cpus is the job's CPU share (transcode.Options.CPUs; 0: none).
+func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder, cpus float64, log *slog.Logger, running func()) error {
+	opts := transcode.Options{Input: spec.Input, Ladder: l, Realtime: spec.Paced(), CPUs: cpus, Logger: log}
 	jobs.ReportProgress(ctx, "opening the input")
 	if stream, ok := ingest.StreamOfInput(spec.Input); ok {
 		source, err := followSource(ctx, nc, stream, spec.Ingest, log)
@@ -174,7 +174,10 @@ func publishWHIP(ctx context.Context, target jobs.PublishTarget, src pipeline.So
 type InProcess struct {
 	NC    *nats.Conn
 	Retry jobs.RetryPolicy
-	Log   *slog.Logger
+	// Shares gives each job its CPU share for its FFmpeg threads (the
+	// node's GOMAXPROCS stays: the process is shared).
+	Shares Shares
+	Log    *slog.Logger
 }
 
 var _ jobs.Runner = (*InProcess)(nil)
@@ -191,7 +194,7 @@ func (r *InProcess) Run(ctx context.Context, spec jobs.Spec, running func()) err
 	}
 	log = log.With("job", spec.ID)
 	return runRestarting(ctx, spec, r.Retry, log, running, func(running func()) (int, error) {
-		err := runJob(ctx, r.NC, spec, l, log, running)
+		err := runJob(ctx, r.NC, spec, l, r.Shares.of(ctx), log, running)
 		return exitCode(err), err
 	})
 }

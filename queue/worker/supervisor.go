@@ -30,7 +30,7 @@ const ConnectEnv = "PRISM_NATS_CONNECT"
 const stopGrace = 5 * time.Second
 
 // Supervisor runs each job in a child process (Exe with the arguments
-// "worker --nats NATSURL") that publishes the media on NATS. It implements
+// "worker --nats NATSURL [--cpus SHARE]") that publishes the media on NATS. It implements
 // jobs.Runner.
 type Supervisor struct {
 	Exe     string // the prism binary
@@ -43,7 +43,10 @@ type Supervisor struct {
 	// users are for its operator to configure there.
 	Credentials func(job string) (opts bus.ConnectOptions, revoke func(), err error)
 	Retry       jobs.RetryPolicy // pacing of a live input's restarts
-	Log         *slog.Logger
+	// Shares gives each worker its CPU share, passed as --cpus; the zero
+	// value passes none (the worker plans for the whole machine).
+	Shares Shares
+	Log    *slog.Logger
 
 	mu   sync.Mutex
 	pids map[string]int // job -> worker process, for the API and operators
@@ -88,7 +91,11 @@ func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()
 	if err != nil {
 		return ExitFailed, err
 	}
-	cmd := exec.Command(s.Exe, "worker", "--nats", s.NATSURL)
+	args := []string{"worker", "--nats", s.NATSURL}
+	if cpus := s.Shares.of(ctx); cpus > 0 {
+		args = append(args, "--cpus", strconv.FormatFloat(cpus, 'f', -1, 64))
+	}
+	cmd := exec.Command(s.Exe, args...)
 	cmd.Env = append(workerEnv(os.Environ()), ConnectEnv+"="+string(connect))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	stdin, err := cmd.StdinPipe()
