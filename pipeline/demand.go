@@ -86,7 +86,8 @@ func (r *Registry) Available() []string {
 }
 
 // Demanded is signalled when a request waits for an offered stream that
-// is not registered: the follower should look at LastUse again.
+// is not registered, or a hold ends: the follower should look at LastUse
+// again.
 func (r *Registry) Demanded() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -127,10 +128,7 @@ func (r *Registry) Await(ctx context.Context, name, output string) (Source, erro
 			r.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s", ErrStreamUnknown, name)
 		}
-		select {
-		case r.demandLocked() <- struct{}{}:
-		default: // already signalled
-		}
+		r.signalLocked()
 		changed := r.changedChanLocked()
 		r.mu.Unlock()
 		select {
@@ -173,6 +171,14 @@ func (r *Registry) Hold(name string) (release func()) {
 		released = true
 		o.holds--
 		o.lastUse = time.Now()
+		r.signalLocked() // the idle time starts now: the follower sets its timer
+	}
+}
+
+func (r *Registry) signalLocked() {
+	select {
+	case r.demandLocked() <- struct{}{}:
+	default: // already signalled
 	}
 }
 

@@ -98,8 +98,17 @@ func TestRegistryDemand(t *testing.T) {
 	if _, held := r.LastUse("a"); !held {
 		t.Error("not held")
 	}
+	select {
+	case <-r.Demanded(): // left from the waits above
+	default:
+	}
 	release()
 	release() // twice is once
+	select {
+	case <-r.Demanded(): // the follower looks again when a hold ends
+	default:
+		t.Error("release did not signal")
+	}
 	if last, held := r.LastUse("a"); held || last.Before(before) {
 		t.Errorf("after release: last %v (before %v), held %v", last, before, held)
 	}

@@ -159,4 +159,32 @@ func TestFollowOnDemand(t *testing.T) {
 		"media after %s, playable multivariant after %s, first part after %s; watched %.1f kbit/s in; let go %s after the last request (follow_idle %s), then 0 bytes for 3 s",
 		window, toMedia.Round(time.Millisecond), playable.Round(time.Millisecond), firstPart.Round(time.Millisecond), rate/1000,
 		letGo.Round(time.Millisecond), idle)
+
+	// A WebRTC viewer on b: its offer makes b follow again and is answered
+	// once the stream is there; the session holds the stream past
+	// follow_idle without any HTTP request, and b lets go after it ends.
+	start = time.Now()
+	viewer := testutil.StartWHEPViewer(t, b.base+"/whep/ondemand")
+	answered := time.Since(start)
+	testutil.Eventually(t, 10*time.Second, "video on the WHEP viewer", func() bool { return viewer.Video.Load() > 0 })
+	firstVideo := time.Since(start)
+	held := b.metric(received)
+	for end := time.Now().Add(idle + time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		if f := b.metric(followed); f != 1 {
+			t.Fatalf("b with a WebRTC session: %.0f streams followed", f)
+		}
+	}
+	if b.metric(received) <= held {
+		t.Error("b's bytes did not grow during the WebRTC session")
+	}
+	viewer.Stop(t)
+	ended := time.Now()
+	testutil.Eventually(t, idle+5*time.Second, "b letting go after the session", func() bool {
+		return b.metric(followed) == 0
+	})
+	if d := time.Since(ended); d < idle {
+		t.Errorf("b let go %s after the session ended, before follow_idle %s", d, idle)
+	}
+	testutil.Report(t, "follow on demand, WHEP on b: answered after %s, first video packet after %s; held past follow_idle; let go %s after DELETE",
+		answered.Round(time.Millisecond), firstVideo.Round(time.Millisecond), time.Since(ended).Round(time.Millisecond))
 }
