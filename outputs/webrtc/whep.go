@@ -103,7 +103,7 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	// Held from now to the session's end: the node follows the stream
-	// while it has sessions here (a no-op for a stream it always follows).
+	// while it has sessions here (node.follow: on_demand).
 	release := s.Streams.Hold(name)
 	held := true
 	defer func() {
