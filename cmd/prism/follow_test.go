@@ -32,27 +32,44 @@ func (n *nodeProcess) metric(series string) float64 {
 	return 0
 }
 
-// TestFollowOnDemand: two nodes on a NATS cluster, the job on one (a),
+// TestFollowOnDemand: two nodes on a NATS cluster, two jobs on one (a),
 // node.follow: on_demand on both. A node with no viewers receives no media
-// bytes from NATS; an HLS viewer on b makes b follow the stream (its first
-// playlist request waits for it) and its bytes grow; once the viewer stops,
-// b lets go after node.follow_idle and its bytes stop.
+// bytes from NATS; an HLS viewer of one stream on b makes b follow that
+// stream only (its first playlist request waits for it) and its bytes grow;
+// once the viewer stops, b lets go after node.follow_idle and its bytes
+// stop. A WebRTC session holds the stream the same way.
 func TestFollowOnDemand(t *testing.T) {
 	_, natsCfg := natsCluster(t)
 	const idle = 2 * time.Second
 	onDemand := fmt.Sprintf("  follow: on_demand\n  follow_idle: %s\n", idle)
 	a := startNode(t, "a", onDemand, natsCfg)
 	b := startNode(t, "b", onDemand+"  capacity: -1\n", natsCfg) // serves only: the job runs on a
-	if code, body := a.post("/api/v1/jobs", tinyJob("ondemand")); code != 201 {
-		t.Fatalf("submit: %d %s", code, body)
+	for _, id := range []string{"ondemand", "unwatched"} {
+		if code, body := a.post("/api/v1/jobs", tinyJob(id)); code != 201 {
+			t.Fatalf("submit %s: %d %s", id, code, body)
+		}
 	}
-	testutil.Eventually(t, 30*time.Second, "the job running on a, offered on b", func() bool {
-		j, ok := b.job("ondemand")
+	testutil.Eventually(t, 30*time.Second, "the jobs running on a, offered on b", func() bool {
 		_, listed := b.get("/api/v1/streams")
-		return ok && j.State == jobs.StateRunning && j.Owner == "a" && bytes.Contains(listed, []byte(`"name": "ondemand"`))
+		for _, id := range []string{"ondemand", "unwatched"} {
+			j, ok := b.job(id)
+			if !ok || j.State != jobs.StateRunning || j.Owner != "a" || !bytes.Contains(listed, []byte(`"name": "`+id+`"`)) {
+				return false
+			}
+		}
+		return true
 	})
 	const received = `prism_relay_received_bytes_total{stream="ondemand"}`
+	const unwatched = `prism_relay_received_bytes_total{stream="unwatched"}`
 	const followed = "prism_relay_followed_streams"
+	// The stream nobody watches costs no node anything, whatever the other does.
+	defer func() {
+		for _, n := range []*nodeProcess{a, b} {
+			if got := n.metric(unwatched); got != 0 {
+				t.Errorf("%s received %.0f media bytes of the unwatched stream", n.name, got)
+			}
+		}
+	}()
 
 	// No viewers anywhere: neither node receives media while the job runs.
 	window := 5 * time.Second
@@ -133,7 +150,7 @@ func TestFollowOnDemand(t *testing.T) {
 	}
 	watched := b.metric(received) - watchFrom
 	rate := watched * 8 / time.Since(watchStart).Seconds()
-	if watched <= 0 || b.metric(followed) != 1 {
+	if watched <= 0 || b.metric(followed) != 1 || b.metric(unwatched) != 0 {
 		t.Errorf("b while watched: %.0f bytes in %s, %.0f streams followed", watched, time.Since(watchStart), b.metric(followed))
 	}
 	if got := a.metric(received); got != 0 {
@@ -155,7 +172,7 @@ func TestFollowOnDemand(t *testing.T) {
 			t.Fatalf("b still receiving after letting go: %.0f -> %.0f bytes", after, got)
 		}
 	}
-	testutil.Report(t, "follow on demand (2 nodes, tiny ladder): no viewers %s: 0 media bytes on both; first HLS request on b: "+
+	testutil.Report(t, "follow on demand (2 nodes, 2 jobs, tiny ladder): no viewers %s: 0 media bytes on both; the unwatched stream: 0 bytes on both throughout; first HLS request on b: "+
 		"media after %s, playable multivariant after %s, first part after %s; watched %.1f kbit/s in; let go %s after the last request (follow_idle %s), then 0 bytes for 3 s",
 		window, toMedia.Round(time.Millisecond), playable.Round(time.Millisecond), firstPart.Round(time.Millisecond), rate/1000,
 		letGo.Round(time.Millisecond), idle)
