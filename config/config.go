@@ -104,7 +104,23 @@ type Node struct {
 	// audio track) before the attempt fails with what it waited for; a
 	// failed attempt is retried as any other. Default 30s.
 	StartTimeout time.Duration `yaml:"start_timeout"`
+	// Follow is when this node subscribes to a running stream's media:
+	// FollowOnDemand (the default) while it has viewers here, so a node's
+	// NATS ingress grows with the streams watched on it and not with the
+	// cluster's; FollowAlways for every running stream.
+	Follow string `yaml:"follow"`
+	// FollowIdle is how long an on-demand stream stays followed after its
+	// last request (HLS) or session (WebRTC). Default 30s.
+	FollowIdle time.Duration `yaml:"follow_idle"`
+	// FollowStreams are always followed, whatever Follow says.
+	FollowStreams []string `yaml:"follow_streams"`
 }
+
+// When a node follows a stream's media (node.follow).
+const (
+	FollowOnDemand = "on_demand"
+	FollowAlways   = "always"
+)
 
 // Stream is a stream pulled from a URL at start-up.
 type Stream struct {
@@ -172,6 +188,12 @@ func (c *Config) Defaults() {
 	}
 	if c.Node.StartTimeout == 0 {
 		c.Node.StartTimeout = 30 * time.Second // jobs.DefaultStartTimeout
+	}
+	if c.Node.Follow == "" {
+		c.Node.Follow = FollowOnDemand
+	}
+	if c.Node.FollowIdle == 0 {
+		c.Node.FollowIdle = 30 * time.Second
 	}
 	for i := range c.Streams {
 		if c.Streams[i].Ladder == "" {
@@ -253,6 +275,19 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Node.StartTimeout; d < time.Second || d > 10*time.Minute {
 		errs.Addf("node.start_timeout", "%s: between 1s and 10m", d)
+	}
+	if f := c.Node.Follow; f != FollowOnDemand && f != FollowAlways {
+		errs.Addf("node.follow", "%q is not %q or %q", f, FollowOnDemand, FollowAlways)
+	}
+	// At least 1s: HLS players request every part (~200ms), and a gap of a
+	// few hundred ms must not make the node let go of a watched stream.
+	if d := c.Node.FollowIdle; d < time.Second || d > time.Hour {
+		errs.Addf("node.follow_idle", "%s: between 1s and 1h", d)
+	}
+	for i, n := range c.Node.FollowStreams {
+		if pipeline.ValidStreamName(n) != nil {
+			errs.Addf(yamlfile.Index("node.follow_streams", i), "%q: use letters, digits, '-' and '_' (at most 64)", n)
+		}
 	}
 	seen := map[string]int{}
 	for i, s := range c.Streams {

@@ -21,7 +21,12 @@ func TestParse(t *testing.T) {
 	if c, err := Parse("node.yaml", []byte("node:\n  start_timeout: 45s\n")); err != nil || c.Node.StartTimeout != 45*time.Second {
 		t.Errorf("node.start_timeout: %v %+v", err, c.Node)
 	}
-	if c, err := Parse("empty.yaml", nil); err != nil || c.HTTP.Address != ":8080" || c.Node.StartTimeout != 30*time.Second {
+	if c, err := Parse("follow.yaml", []byte("node:\n  follow: always\n  follow_idle: 5s\n  follow_streams: [a, b]\n")); err != nil ||
+		c.Node.Follow != FollowAlways || c.Node.FollowIdle != 5*time.Second || len(c.Node.FollowStreams) != 2 {
+		t.Errorf("node.follow: %v %+v", err, c.Node)
+	}
+	if c, err := Parse("empty.yaml", nil); err != nil || c.HTTP.Address != ":8080" || c.Node.StartTimeout != 30*time.Second ||
+		c.Node.Follow != FollowOnDemand || c.Node.FollowIdle != 30*time.Second {
 		t.Errorf("empty file: %v %+v", err, c)
 	}
 }
@@ -39,6 +44,9 @@ func TestErrorsNameFileLineField(t *testing.T) {
 		{"unknown output", "streams:\n  - name: a\n    input: x\n    outputs: [hls, rtmp]\n", `prism.yaml:4: streams[0].outputs[1]: "rtmp" is not "hls" or "webrtc"`},
 		{"bad duration", "hls:\n  ready_timeout: A\n", `prism.yaml:2: hls.ready_timeout: time: invalid duration "A"`},
 		{"start timeout", "node:\n  start_timeout: 100ms\n", "prism.yaml:2: node.start_timeout: 100ms: between 1s and 10m"},
+		{"follow", "node:\n  follow: lazy\n", `prism.yaml:2: node.follow: "lazy" is not "on_demand" or "always"`},
+		{"follow idle", "node:\n  follow: always\n  follow_idle: 10ms\n", "prism.yaml:3: node.follow_idle: 10ms: between 1s and 1h"},
+		{"follow streams", "node:\n  follow_streams:\n    - a\n    - ../b\n", `prism.yaml:4: node.follow_streams[1]: "../b": use letters`},
 		{"tls half set", "http:\n  tls_cert: c.pem\n", "prism.yaml:2: http.tls_cert: tls_cert and tls_key must be set together"},
 	} {
 		t.Run(ca.name, func(t *testing.T) {

@@ -42,11 +42,17 @@ type entry struct {
 
 // Registry is the set of running streams by name, shared by the service and
 // its outputs. Outputs watch it to set up and tear down per-stream state.
+// It also carries the demand for streams that run but are not registered
+// (demand.go).
 type Registry struct {
 	mu       sync.Mutex
 	sources  map[string]entry
 	watchers map[int]func(StreamEvent)
 	nextID   int
+
+	offers  map[string]*offer
+	demand  chan struct{} // Demanded
+	changed chan struct{} // closed after each Add, Remove, Withdraw (Await)
 }
 
 // Add registers a running src under name, to be served by the named
@@ -69,7 +75,16 @@ func (r *Registry) Add(name string, src Source, outputs ...string) error {
 	for _, w := range watchers {
 		w(StreamEvent{Name: name, Source: src, Outputs: outputs})
 	}
+	r.notify()
 	return nil
+}
+
+// notify wakes Await after the watchers ran, so that an output woken for
+// a stream has set it up already.
+func (r *Registry) notify() {
+	r.mu.Lock()
+	r.changedLocked()
+	r.mu.Unlock()
 }
 
 // Remove unregisters name (it does not stop the source) and returns it.
@@ -85,6 +100,7 @@ func (r *Registry) Remove(name string) (Source, bool) {
 		for _, w := range watchers {
 			w(StreamEvent{Name: name, Removed: true})
 		}
+		r.notify()
 	}
 	return e.src, ok
 }

@@ -51,6 +51,12 @@ func (n *nodeProcess) exited() bool {
 	return err == nil && pid == n.cmd.Process.Pid
 }
 
+// followAlways is the node configuration of the tests' nodes unless they
+// say otherwise: they measure failover, drains and outputs on nodes that
+// follow every stream, as before node.follow: on_demand (TestFollowOnDemand
+// measures that).
+const followAlways = "  follow: always\n"
+
 // startNodeOn is startNode with its HTTP listener on addr (base stays a
 // loopback URL of the same port).
 func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProcess {
@@ -63,6 +69,9 @@ func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProces
 	if !strings.Contains(extra, "ingest:") {
 		// Several nodes run on one machine: no fixed ingest ports.
 		extra += "ingest:\n  rtmp: \"\"\n  srt: \"\"\n"
+	}
+	if !strings.Contains(nodeConfig, "follow:") {
+		nodeConfig = followAlways + nodeConfig
 	}
 	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+nodeConfig+extra)
 	_, port, _ := net.SplitHostPort(addr)

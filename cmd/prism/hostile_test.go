@@ -52,7 +52,7 @@ func startNodeWithWebRTCPort(t *testing.T, name, extra string, rtcPort int) (*no
 	if !strings.Contains(extra, "inputs:") {
 		extra += "inputs:\n  allow_lavfi: true\n"
 	}
-	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+extra)
+	cfg := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+followAlways+extra)
 	addr := freePort(t)
 	_, port, _ := net.SplitHostPort(addr)
 	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}

@@ -236,8 +236,14 @@ func TestServeDemo(t *testing.T) {
 	if c, _ := get("/api/v1/streams/nope"); c != 404 {
 		t.Errorf("unknown stream: %d, want 404", c)
 	}
+	// The node follows the stream's media once it is watched (node.follow:
+	// on_demand): a player's request makes it, and each one keeps it.
+	if c, body := get("/api/v1/streams/demo"); c != 200 || !strings.Contains(string(body), `"state": "running"`) {
+		t.Errorf("/api/v1/streams/demo before any viewer: %d %s", c, body)
+	}
 	// Every track keeps producing at about the source rate.
-	testutil.Eventually(t, 15*time.Second, "3 s of demo media on every track", func() bool {
+	testutil.Eventually(t, 20*time.Second, "3 s of demo media on every track", func() bool {
+		get("/hls/demo/index.m3u8")
 		_, body := get("/api/v1/streams/demo")
 		var info api.StreamInfo
 		if json.Unmarshal(body, &info) != nil || info.State != "running" || info.Stats.MediaTime < 3*time.Second {
@@ -262,7 +268,9 @@ func TestServeDemo(t *testing.T) {
 		!strings.Contains(string(body), `prism_hls_part_latency_seconds{quantile="0.95",stream="demo"}`) ||
 		!strings.Contains(string(body), `prism_keyframe_requests_total{reason="follower",stream="demo"}`) ||
 		!strings.Contains(string(body), `prism_track_keyframes_total{stream="demo",track="360p"}`) ||
-		!strings.Contains(string(body), `prism_keyframes_forced_total{stream="demo"}`) {
+		!strings.Contains(string(body), `prism_keyframes_forced_total{stream="demo"}`) ||
+		!strings.Contains(string(body), `prism_relay_received_bytes_total{stream="demo"}`) ||
+		!strings.Contains(string(body), "prism_relay_followed_streams 1") {
 		t.Errorf("/metrics: %d\n%s", c, body)
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -309,7 +317,10 @@ func TestConfigValidate(t *testing.T) {
 // started again, as a live source that drops and comes back.
 func TestServeRestartsEndedStream(t *testing.T) {
 	dir := t.TempDir()
-	cfg := writeFile(t, dir, "prism.yaml", `streams:
+	// Followed from the start: restarts are counted by the follower.
+	cfg := writeFile(t, dir, "prism.yaml", `node:
+  follow: always
+streams:
   - name: short
     input: "lavfi:testsrc2=size=160x90:rate=30:duration=1"
     ladder: `+writeFile(t, dir, "l.yaml", smallLadder)+`

@@ -66,7 +66,7 @@ cluster {
 func spawnNode(t *testing.T, dir, addr, name, cfg string) *nodeProcess {
 	t.Helper()
 	cfg += "inputs:\n  allow_lavfi: true\ningest:\n  rtmp: \"\"\n  srt: \"\"\n"
-	file := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+cfg)
+	file := writeFile(t, dir, "prism.yaml", "node:\n  id: "+name+"\n"+followAlways+cfg)
 	_, port, _ := net.SplitHostPort(addr)
 	n := &nodeProcess{t: t, name: name, base: "http://127.0.0.1:" + port}
 	n.cmd = exec.Command(prismBin, "serve", "--config", file, "--http", addr, "--data-dir", dir, "--stats-interval", "0", "--webrtc-port", "0")

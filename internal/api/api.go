@@ -110,7 +110,9 @@ func (s *Server) Handler() *http.ServeMux {
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.HandleFunc("GET /api/v1/streams", s.guarded(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
 		out := []StreamInfo{}
-		for _, n := range s.Streams.Names() {
+		// Running streams whether or not this node follows them now
+		// (node.follow: on_demand); describe fills in what it knows.
+		for _, n := range s.Streams.Available() {
 			if p.Permits(auth.ActionAPIRead, n) != nil {
 				continue
 			}
@@ -130,7 +132,7 @@ func (s *Server) Handler() *http.ServeMux {
 	}))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		newStreamCollector(s.Streams, s.HLSLatency, s.WebRTCLatency), newAuthCollector(s.Auth))
+		newStreamCollector(s.Streams, s.HLSLatency, s.WebRTCLatency), newAuthCollector(s.Auth), s.Node.RelayCollector())
 	if s.WebRTC != nil {
 		reg.MustRegister(newWebRTCCollector(s.WebRTC))
 	}
@@ -163,7 +165,9 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		byID[j.Spec.ID] = j
 	}
 	for _, sc := range s.Configured {
-		if _, ok := s.Streams.Get(sc.Name); !ok {
+		// Offered is enough: a stream that runs plays here, followed on
+		// the first request if it is not followed yet (node.follow).
+		if !s.Streams.Offered(sc.Name) {
 			reason := "not running yet"
 			if j := byID[sc.Name]; j != nil {
 				reason = string(j.State)

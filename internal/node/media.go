@@ -18,54 +18,85 @@ import (
 // tried again.
 const followRetry = 250 * time.Millisecond
 
-// mediaWatcher follows the stream of every running job into the registry,
-// for this node's outputs, and takes it out when the job ends. It is
-// driven by the job agent's KV watch (JobsChanged) and by followed streams
-// ending; it only sets a timer while a running job's stream has not
-// answered yet.
+// mediaWatcher offers the stream of every running job in the registry and
+// follows the ones this node's outputs use (all of them with
+// node.follow: always, and those of node.follow_streams), taking a stream
+// out when it has been idle for node.follow_idle or its job ends. It is
+// driven by the job agent's KV watch (JobsChanged), by requests waiting
+// for an offered stream (Registry.Demanded) and by followed streams
+// ending; it sets a timer only while a wanted stream has not answered yet
+// or a followed one may become idle.
 type mediaWatcher struct {
 	agent   *jobs.Node
 	nc      *nats.Conn
 	streams *pipeline.Registry
 	log     *slog.Logger
+	always  bool            // node.follow: always
+	pinned  map[string]bool // node.follow_streams
+	idle    time.Duration   // node.follow_idle
+	metrics *relayMetrics
 
 	followed map[string]*relay.Stream
+	offered  map[string]bool
 	ended    chan struct{} // a followed stream ended
 	waiters  sync.WaitGroup
 }
 
 func (w *mediaWatcher) run(ctx context.Context) {
 	w.followed = map[string]*relay.Stream{}
+	w.offered = map[string]bool{}
 	w.ended = make(chan struct{}, 1)
 	defer func() {
 		for id, s := range w.followed {
 			w.streams.Remove(id)
 			_ = s.Close()
 		}
+		w.metrics.followed.Store(0)
 		w.waiters.Wait()
 	}()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
+	demanded := w.streams.Demanded()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.agent.JobsChanged():
+		case <-demanded:
 		case <-w.ended:
 		case <-retry.C:
 		}
-		if w.sync(ctx) {
-			retry.Reset(followRetry)
+		if next := w.sync(ctx, time.Now()); next > 0 {
+			retry.Reset(next)
 		}
 	}
 }
 
-// sync brings the followed set in line with the jobs; it reports whether a
-// running job's stream is still missing.
-func (w *mediaWatcher) sync(ctx context.Context) (missing bool) {
+// wanted reports whether id is to be followed now: always, pinned, held by
+// a session or requested within the idle timeout.
+func (w *mediaWatcher) wanted(id string, now time.Time) (ok bool, until time.Time) {
+	if w.always || w.pinned[id] {
+		return true, time.Time{}
+	}
+	last, held := w.streams.LastUse(id)
+	if held {
+		return true, time.Time{} // its release is a use: looked at again then
+	}
+	until = last.Add(w.idle)
+	return !last.IsZero() && now.Before(until), until
+}
+
+// sync brings the offered and followed sets in line with the jobs and
+// their use; it returns when to look again (0: only on an event).
+func (w *mediaWatcher) sync(ctx context.Context, now time.Time) (next time.Duration) {
 	known, ok := w.agent.KnownJobs()
 	if !ok {
-		return false // not loaded yet, or reloading after a reconnect: keep what is followed
+		return 0 // not loaded yet, or reloading after a reconnect: keep what is followed
+	}
+	again := func(d time.Duration) {
+		if next == 0 || d < next {
+			next = d
+		}
 	}
 	active := map[string]bool{}
 	for _, j := range known {
@@ -74,18 +105,28 @@ func (w *mediaWatcher) sync(ctx context.Context) (missing bool) {
 		case jobs.StateRunning, jobs.StateStarting, jobs.StatePending:
 			active[id] = true // a followed stream survives a restart or failover
 		}
-		if j.State != jobs.StateRunning || w.followed[id] != nil {
+		if j.State != jobs.StateRunning {
 			continue
 		}
-		s, err := relay.Follow(ctx, w.nc, id, relay.WithLogger(w.log), relay.WithRequestTimeout(200*time.Millisecond))
+		w.streams.Offer(id, j.Spec.Outputs...)
+		w.offered[id] = true
+		if w.followed[id] != nil {
+			continue
+		}
+		if ok, _ := w.wanted(id, now); !ok {
+			continue
+		}
+		s, err := relay.Follow(ctx, w.nc, id, relay.WithLogger(w.log), relay.WithRequestTimeout(200*time.Millisecond),
+			relay.WithReceivedBytes(w.metrics.counter(id)))
 		if err != nil {
-			missing = true // its worker has not announced the stream yet
+			again(followRetry) // its worker has not announced the stream yet
 			continue
 		}
 		if err := w.streams.Add(id, s, j.Spec.Outputs...); err != nil {
 			_ = s.Close()
 			continue
 		}
+		w.log.Debug("following stream", "stream", id, "always", w.always || w.pinned[id])
 		w.followed[id] = s
 		w.waiters.Go(func() { // ends with the stream, which run closes last
 			<-s.Done()
@@ -102,11 +143,30 @@ func (w *mediaWatcher) sync(ctx context.Context) (missing bool) {
 			ended = true
 		default:
 		}
-		if ended || !active[id] {
+		want, until := w.wanted(id, now)
+		if ended || !active[id] || !want {
+			if !want && !ended && active[id] {
+				w.log.Debug("letting go of idle stream", "stream", id, "idle", w.idle)
+			}
 			w.streams.Remove(id)
 			_ = s.Close()
 			delete(w.followed, id)
+			if ended && active[id] && want {
+				again(followRetry) // follow it again once its job answers
+			}
+			continue
+		}
+		if !until.IsZero() {
+			again(until.Sub(now) + time.Millisecond)
 		}
 	}
-	return missing
+	for id := range w.offered {
+		if !active[id] && w.followed[id] == nil {
+			w.streams.Withdraw(id)
+			w.metrics.forget(id)
+			delete(w.offered, id)
+		}
+	}
+	w.metrics.followed.Store(int64(len(w.followed)))
+	return next
 }

@@ -1,8 +1,9 @@
 // Package node assembles one Prism node: its NATS connection (an embedded
 // server by default), the job store, the agent that claims and runs jobs
 // (in worker processes or in-process), its capacity, and the media watcher
-// that makes every running job's stream available to this node's outputs
-// through the stream registry, wherever the job runs.
+// that offers every running job's stream to this node's outputs through
+// the stream registry, wherever the job runs, and follows its media while
+// they use it (node.follow).
 package node
 
 import (
@@ -43,6 +44,7 @@ type Node struct {
 	agent    *jobs.Node
 	workers  *worker.Supervisor // nil when jobs run in-process
 
+	relay  *relayMetrics
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the media watcher
 }
@@ -57,6 +59,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.Log == nil {
 		n.Log = slog.Default()
 	}
+	n.relay = newRelayMetrics()
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -111,7 +114,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
 	n.cancel = stop
-	w := &mediaWatcher{agent: n.agent, nc: n.nc, streams: n.Streams, log: n.Log}
+	pinned := map[string]bool{}
+	for _, s := range cfg.Node.FollowStreams {
+		pinned[s] = true
+	}
+	w := &mediaWatcher{agent: n.agent, nc: n.nc, streams: n.Streams, log: n.Log, metrics: n.relay,
+		always: cfg.Node.Follow == config.FollowAlways, pinned: pinned, idle: cfg.Node.FollowIdle}
 	n.wg.Go(func() { w.run(watchCtx) })
 	return nil
 }

@@ -14,6 +14,26 @@ import (
 type WHEPViewer struct {
 	Video, Audio atomic.Int64
 	pc           *webrtc.PeerConnection
+	session      string // the session's resource URL (Location)
+}
+
+// Stop ends the session as a player does: DELETE on its resource, then
+// the peer connection closed.
+func (v *WHEPViewer) Stop(t testing.TB) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodDelete, v.session, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("WHEP DELETE %s: %d", v.session, resp.StatusCode)
+	}
+	_ = v.pc.Close()
 }
 
 // StartWHEPViewer plays url (a /whep/<stream> endpoint) until the test ends.
@@ -62,6 +82,9 @@ func StartWHEPViewer(t testing.TB, url string) *WHEPViewer {
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
 		t.Fatal(err)
+	}
+	if loc, err := resp.Location(); err == nil {
+		v.session = loc.String()
 	}
 	return v
 }

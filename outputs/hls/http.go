@@ -65,9 +65,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, code, msg)
 		return
 	}
-	st := s.stream(rt.stream)
-	if st == nil {
-		httpError(w, http.StatusNotFound, fmt.Sprintf("unknown stream %q", rt.stream))
+	st, err := s.follow(r.Context(), rt.stream)
+	if err != nil {
+		switch {
+		case errors.Is(err, pipeline.ErrStreamUnknown):
+			httpError(w, http.StatusNotFound, fmt.Sprintf("unknown stream %q", rt.stream))
+		case r.Context().Err() == nil:
+			w.Header().Set("Retry-After", "1")
+			httpError(w, http.StatusServiceUnavailable, fmt.Sprintf("stream %q: not followed by this node within %s; retry", rt.stream, pipeline.FollowWait))
+		}
 		return
 	}
 	if rt.index {
@@ -99,6 +105,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpError(w, http.StatusNotFound, fmt.Sprintf("no file %q in %s/%s", rt.file, st.name, rt.dir))
+}
+
+// follow returns the stream of a request and records the use in the
+// registry, which keeps the stream followed on this node (every request
+// counts, so a player keeps it until it stops). A stream that runs but is
+// not followed here is asked for and waited for, at most
+// pipeline.FollowWait: the first request of a player is answered late
+// rather than with an error that makes it give up. A stream that does not
+// run is pipeline.ErrStreamUnknown at once.
+func (s *Server) follow(ctx context.Context, name string) (*stream, error) {
+	wctx, cancel := context.WithTimeout(ctx, pipeline.FollowWait)
+	defer cancel()
+	if _, err := s.Streams.Await(wctx, name, pipeline.OutputHLS); err != nil {
+		return nil, err
+	}
+	if st := s.stream(name); st != nil {
+		return st, nil
+	}
+	return nil, fmt.Errorf("%w: %s", pipeline.ErrStreamUnknown, name) // not served (no H.264 rung)
 }
 
 // parsePath splits /hls/<stream>/index.m3u8 and

@@ -187,6 +187,26 @@ func (s *Server) stream(name string) (*stream, error) {
 	return st, nil
 }
 
+// follow returns the stream, first asking the node to follow it when it
+// runs but is not followed here (pipeline.Registry.Await), at most
+// pipeline.FollowWait. A stream that does not run is ErrStreamNotFound at
+// once.
+func (s *Server) follow(ctx context.Context, name string) (*stream, error) {
+	st, err := s.stream(name)
+	if !errors.Is(err, ErrStreamNotFound) {
+		return st, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, pipeline.FollowWait)
+	defer cancel()
+	if _, err := s.Streams.Await(wctx, name, pipeline.OutputWebRTC); err != nil {
+		if errors.Is(err, pipeline.ErrStreamUnknown) {
+			return nil, fmt.Errorf("%w: %q", ErrStreamNotFound, name)
+		}
+		return nil, err // not followed in time: 503, retry
+	}
+	return s.stream(name)
+}
+
 // admissible refuses an offer that could not get a slot now, without
 // taking one: a burst beyond the caps costs a header check each, not a
 // body read.
@@ -267,6 +287,9 @@ func (s *Server) removeSession(sess *session) {
 		s.unclaimLocked(sess.slot)
 	}
 	s.mu.Unlock()
+	if sess.release != nil {
+		sess.release()
+	}
 }
 
 func (s *Server) session(stream, id string) (*session, error) {

@@ -52,6 +52,9 @@ type session struct {
 	etag string
 	ice  string // the viewer's ICE ufrag: a PATCH with another one is a restart
 	slot slot   // set before admit; given back when the session ends (Server.removeSession)
+	// release ends the session's hold on its stream in the registry (set
+	// before admit, called when the session ends).
+	release func()
 
 	candMu     sync.Mutex
 	candidates int // remote candidates received, offer and PATCHes, ignored ones too

@@ -102,7 +102,16 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		s.fail(w, "content_type", http.StatusUnsupportedMediaType, "Content-Type must be "+mimeSDP)
 		return
 	}
-	st, err := s.stream(name)
+	// Held from now to the session's end: the node follows the stream
+	// while it has sessions here (node.follow: on_demand).
+	release := s.Streams.Hold(name)
+	held := true
+	defer func() {
+		if held {
+			release()
+		}
+	}()
+	st, err := s.follow(r.Context(), name)
 	if err != nil {
 		s.failErr(w, err)
 		return
@@ -157,9 +166,10 @@ func (s *Server) post(w http.ResponseWriter, r *http.Request, name string) {
 		s.failErr(w, err)
 		return
 	}
-	sess.slot, sess.candidates = sl, candidates
-	reserved = false
+	sess.slot, sess.candidates, sess.release = sl, candidates, release
+	reserved, held = false, false
 	if err := s.admit(sess); err != nil {
+		release()
 		sess.cancel()
 		_ = sess.pc.Close()
 		s.failErr(w, err)

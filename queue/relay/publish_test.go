@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,12 +34,16 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 	go func() { pubDone <- Publish(ctx, pubConn, "cam1", job) }()
 
 	var remote pipeline.Source
+	var received atomic.Int64
 	testutil.Eventually(t, 2*time.Second, "stream published", func() bool {
 		var err error
-		remote, err = Follow(ctx, subConn, "cam1", WithPublisherWait(0))
+		remote, err = Follow(ctx, subConn, "cam1", WithPublisherWait(0), WithReceivedBytes(func(n int) { received.Add(int64(n)) }))
 		return err == nil
 	})
 	defer remote.Close()
+	if n := received.Load(); n != 0 {
+		t.Errorf("%d media bytes received before any packet", n)
+	}
 	if !reflect.DeepEqual(remote.Tracks(), job.Tracks()) {
 		t.Fatalf("tracks %+v, want %+v", remote.Tracks(), job.Tracks())
 	}
@@ -78,6 +83,15 @@ func TestRelayRoundTripWithChunks(t *testing.T) {
 				i, got.Track, len(got.Data), got.PTS, got.DTS, got.Duration, got.Keyframe, got.Ingest,
 				want.Track, len(want.Data), want.PTS, want.DTS, want.Duration, want.Keyframe, want.Ingest)
 		}
+	}
+	// Every message is counted, with its header.
+	var payload, messages int64
+	for _, p := range sent {
+		payload += int64(len(p.Data))
+		messages += int64(max(1, (len(p.Data)+room-1)/room))
+	}
+	if got, want := received.Load(), payload+messages*headerLen; got != want {
+		t.Errorf("received %d media bytes, want %d (%d payload bytes in %d messages)", got, want, payload, messages)
 	}
 
 	// Keyframe requests reach the job with their reasons (one at

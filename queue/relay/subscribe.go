@@ -25,7 +25,8 @@ type options struct {
 	buffer         int
 	publisherWait  time.Duration
 	log            *slog.Logger
-	source         bool // follow the stream's pushed source (FollowSource)
+	source         bool      // follow the stream's pushed source (FollowSource)
+	received       func(int) // bytes of each media message received (WithReceivedBytes)
 }
 
 func defaultOptions() options {
@@ -54,6 +55,11 @@ func WithMessageBuffer(n int) Option { return func(o *options) { o.buffer = n } 
 // when one goes away (default DefaultPublisherWait). Zero ends the stream
 // with its first publisher, with that publisher's reason.
 func WithPublisherWait(d time.Duration) Option { return func(o *options) { o.publisherWait = d } }
+
+// WithReceivedBytes calls add with the size of every media message the
+// stream receives, on its goroutine (it must not block): what following
+// the stream costs the node in NATS ingress.
+func WithReceivedBytes(add func(n int)) Option { return func(o *options) { o.received = add } }
 
 // subscription is one publisher instance of a stream, seen through its
 // media subjects. It has no goroutine and no fan-out of its own: its
@@ -192,6 +198,9 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 				}
 			case subjTracks, subjCtl:
 			default:
+				if s.opts.received != nil {
+					s.opts.received(len(m.Data))
+				}
 				h, data, derr := decodeMessage(m.Data)
 				// Another publisher's (or an unreadable header: instance 0,
 				// which newInstance never picks), or a track the stream does
