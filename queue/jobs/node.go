@@ -406,8 +406,16 @@ func (n *Node) echoed(now time.Time) {
 // one slow write does not break the run.
 func (n *Node) healthWindow() time.Duration { return max(3*n.Heartbeat, 300*time.Millisecond) }
 
+// hearsMost reports whether this node heard more than half the nodes it
+// knows, itself included, within NodeDeadAfter (on receipt times only).
+func (n *Node) hearsMost(now time.Time) bool {
+	recent, known := n.view.heard(now, n.NodeDeadAfter)
+	return 2*recent > known
+}
+
 // trackHealth updates healthySince; the tick loop calls it before judging.
 func (n *Node) trackHealth(now time.Time) {
+	most := n.hearsMost(now)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	h := &n.health
@@ -416,7 +424,9 @@ func (n *Node) trackHealth(now time.Time) {
 	// heartbeats acknowledged and coming back through the watcher, or its
 	// core heartbeats coming back (they need no JetStream leader).
 	kv := !h.lastAck.IsZero() && !h.lastEcho.IsZero() && now.Sub(h.lastAck) <= w && now.Sub(h.lastEcho) <= w
-	core := !h.lastCoreEcho.IsZero() && now.Sub(h.lastCoreEcho) <= w
+	// The core path counts only while most nodes are heard too: a node
+	// whose core heartbeats reach only itself judges nobody.
+	core := !h.lastCoreEcho.IsZero() && now.Sub(h.lastCoreEcho) <= w && most
 	healthy := n.nc.Status() == nats.CONNECTED && (kv || core)
 	switch {
 	case !healthy:
@@ -495,13 +505,16 @@ func (n *Node) tickLoop() {
 			n.abandonAll("connection closed")
 			continue
 		}
-		if d := n.unacked(now); d > n.FenceAfter && n.hasAttempts() {
+		if d := n.unacked(now); d > n.FenceAfter && n.hasAttempts() && !n.hearsMost(now) {
 			// Positive evidence that the others may have taken our jobs:
 			// they call us dead after NodeDeadAfter of the same silence.
 			// Stop the media (a camera must not be pulled twice); the
 			// records stay as they are, and the others, or we once back,
-			// take the jobs over.
-			n.abandonAll(fmt.Sprintf("heartbeats unacknowledged for %s (FenceAfter %s)", d.Round(time.Millisecond), n.FenceAfter))
+			// take the jobs over. A node that still hears most of the
+			// cluster is heard by it (core heartbeats): the nodes bucket
+			// takes no writes (an election, its catch-up after one, seen
+			// to last 12 s), and nobody calls this node dead.
+			n.abandonAll(fmt.Sprintf("heartbeats unacknowledged for %s (FenceAfter %s) and most nodes unheard", d.Round(time.Millisecond), n.FenceAfter))
 		}
 		n.trackHealth(now)
 		n.scan(now)
@@ -521,7 +534,7 @@ func (n *Node) kvBeatLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.Heartbeat)
 	defer t.Stop()
-	var nextEnsure time.Time
+	var nextEnsure, nextWarn time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -533,14 +546,28 @@ func (n *Node) kvBeatLoop() {
 			continue
 		}
 		now := time.Now()
-		if err := n.beat(n.ctx); err != nil && n.ctx.Err() == nil {
-			n.log.Debug("heartbeat failed", "err", err)
-			if n.nc.Status() == nats.CONNECTED && now.After(nextEnsure) && n.unacked(now) > n.healthWindow() {
+		err := n.beat(n.ctx)
+		switch {
+		case err == nil || n.ctx.Err() != nil:
+			if !nextWarn.IsZero() {
+				n.log.Info("heartbeats acknowledged again")
+				nextWarn = time.Time{}
+			}
+		case n.unacked(now) > n.healthWindow():
+			// Long enough to be an election or worse, not one slow write:
+			// say so, every 2 s, with the error.
+			if now.After(nextWarn) {
+				n.log.Warn("heartbeats unacknowledged", "for", n.unacked(now).Round(time.Millisecond), "fence_after", n.FenceAfter, "err", err)
+				nextWarn = now.Add(2 * time.Second)
+			}
+			if n.nc.Status() == nats.CONNECTED && now.After(nextEnsure) {
 				nextEnsure = now.Add(2 * time.Second)
 				if err := n.Store.ensureNodes(n.ctx); err != nil {
 					n.log.Debug("nodes bucket check failed", "err", err)
 				}
 			}
+		default:
+			n.log.Debug("heartbeat failed", "err", err)
 		}
 	}
 }

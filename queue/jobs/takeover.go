@@ -86,6 +86,9 @@ func (n *Node) scan(now time.Time) {
 			n.orphans[j.Spec.ID] = now
 		}
 		n.mu.Unlock()
+		if !ok {
+			n.logOrphan(j, why, now)
+		}
 		found = append(found, found1{j, why, now.Sub(first)})
 	}
 	if len(found) > 0 {
@@ -111,6 +114,18 @@ func (n *Node) scan(now time.Time) {
 		}
 	}
 	n.mu.Unlock()
+}
+
+// logOrphan says why this node holds j orphaned, with what it last heard
+// of the owner: a wrong judgement must be traceable.
+func (n *Node) logOrphan(j *Job, why string, now time.Time) {
+	info, seen, ok := n.view.heartbeatOf(j.Owner)
+	heard := "never"
+	if ok {
+		heard = now.Sub(seen).Round(time.Millisecond).String() + " ago"
+	}
+	n.log.Info("job orphaned", "job", j.Spec.ID, "owner", j.Owner, "why", why, "owner_heard", heard,
+		"owner_lists", slices.Contains(info.Jobs, j.Spec.ID), "healthy_for", n.healthyFor(now).Round(time.Millisecond))
 }
 
 // orphanCause says why j's owner no longer holds it ("" while it does).

@@ -122,6 +122,18 @@ func (v *view) pruneNodes(now time.Time, d time.Duration) {
 	}
 }
 
+// heard counts the nodes in the view heard within d, and all of them.
+func (v *view) heard(now time.Time, d time.Duration) (recent, known int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, n := range v.nodes {
+		if now.Sub(n.seen) <= d {
+			recent++
+		}
+	}
+	return recent, len(v.nodes)
+}
+
 // ownerSince is when the view first saw the job with owner.
 func (v *view) ownerSince(id, owner string) (time.Time, bool) {
 	v.mu.Lock()
@@ -173,6 +185,16 @@ func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bo
 		for id, fresh := range nodes {
 			if old, ok := v.nodes[id]; ok && old.rev >= fresh.rev {
 				old.rev = fresh.rev
+				nodes[id] = old
+			}
+		}
+		// A node missing from the snapshot stays, as last heard: its
+		// record expires (the bucket's TTL) whenever the bucket takes no
+		// heartbeat for a while, an election, and a reload after one must
+		// not make it look dead at once. pruneNodes forgets it in time; a
+		// clean Close deletes it through the live watcher.
+		for id, old := range v.nodes {
+			if _, ok := nodes[id]; !ok {
 				nodes[id] = old
 			}
 		}
