@@ -250,9 +250,12 @@ func jobOwners(n *nodeProcess, ids []string) map[string]string {
 	out := map[string]string{}
 	for _, id := range ids {
 		j, ok := n.job(id)
-		if ok && (j.State == jobs.StateRunning) {
+		switch {
+		case !ok:
+			out[id] = "(unknown)" // the node did not answer (starting, or busy)
+		case j.State == jobs.StateRunning:
 			out[id] = j.Owner
-		} else {
+		default:
 			out[id] = "(" + string(j.State) + ")"
 		}
 	}

@@ -468,18 +468,35 @@ func embeddedCluster(t *testing.T, n int, nodeCfg string) *survival {
 
 // TestEmbeddedClusterSurvivesNodeLoss: three prism nodes whose embedded
 // servers are clustered; killing a node kills its server. Each node is
-// killed in turn (the one whose server leads the jobs bucket first) and
-// restarted.
+// killed in turn (first one with a job whose server leads the jobs
+// bucket, so that the claim waits for an election) and restarted.
 func TestEmbeddedClusterSurvivesNodeLoss(t *testing.T) {
-	// Opt-in until it has been run and measured here (its observer server
-	// routed into the nodes' cluster is not verified yet).
-	if os.Getenv("PRISM_TEST_CLUSTER_LONG") == "" {
-		t.Skip("opt-in: make test-cluster-long (PRISM_TEST_CLUSTER_LONG=1)")
+	if testing.Short() {
+		t.Skip("multi-process cluster test")
 	}
 	c := embeddedCluster(t, 3, smallNodeCapacity)
 	c.submit(tinyJob("j1"), tinyJob("j2"), tinyJob("j3"))
+	// The first victim owns a job and its server leads the jobs bucket:
+	// the leader steps down until that holds.
 	ctl := testutil.DialNATSURL(t, c.watchOn.ClientURL)
-	leader := testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)["KV_prism_jobs"]
+	var leader string
+	for try := 0; ; try++ {
+		leader = testutil.WaitStreamsHealthy(t, ctl, 60*time.Second)["KV_prism_jobs"]
+		owners := c.waitRunning(60*time.Second, "")
+		if slices.Contains(slices.Collect(maps.Values(owners)), leader) {
+			break
+		}
+		if try == 10 {
+			t.Fatalf("the jobs bucket never led by a node with a job (leader %s, owners %v)", leader, owners)
+		}
+		if _, err := ctl.Request("$JS.API.STREAM.LEADER.STEPDOWN.KV_prism_jobs", nil, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		testutil.Eventually(t, 30*time.Second, "a new jobs bucket leader", func() bool {
+			l, missing := testutil.StreamLeaders(ctl, 3)
+			return missing == "" && l["KV_prism_jobs"] != leader
+		})
+	}
 	ctl.Close()
 	order := []string{leader}
 	for _, n := range c.nodes {
@@ -507,7 +524,7 @@ func TestClusterNodeKill720p(t *testing.T) {
 	run := func(t *testing.T, c *survival) {
 		c.submit(spec)
 		owner := jobOwners(c.nodes[0], c.ids)["hd"]
-		resume, _ := c.nodeLoss(owner, nil, false, "default ladder, 720p30: kill -9 node "+owner)
+		resume, _ := c.nodeLoss(owner, nil, true, "default ladder, 720p30: kill -9 node "+owner)
 		testutil.Report(t, "default ladder, 720p30 source: media on NATS again %s after the kill", resume.Round(time.Millisecond))
 	}
 	t.Run("external", func(t *testing.T) {
