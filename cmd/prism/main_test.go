@@ -193,12 +193,7 @@ func TestTranscodeBadInput(t *testing.T) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testutil.FreeAddr(t)
 }
 
 // TestServeDemo runs `prism serve --demo` as a user would: it serves, the
