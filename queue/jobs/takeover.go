@@ -122,8 +122,11 @@ type orphanCandidate struct {
 func (n *Node) orphanCandidates(now time.Time) []orphanCandidate {
 	var out []orphanCandidate
 	for _, owner := range n.view.owners() {
-		jobs, why := n.view.jobsOf(owner), orphanDead
-		if !n.nodeDead(owner, now) {
+		var jobs []*Job
+		why := orphanDead
+		if n.nodeDead(owner, now) {
+			jobs = n.view.jobsOf(owner)
+		} else {
 			jobs, why = n.view.unlisted(owner, n.claimGrace()), orphanNotRuns
 		}
 		for _, j := range jobs {

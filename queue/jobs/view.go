@@ -43,9 +43,10 @@ type view struct {
 type ownerJobs struct {
 	jobs    map[string]*Job
 	checked bool
-	listing []string // the heartbeat's Jobs at the check
-	past    []string // unlisted, past the grace: orphans
-	inGrace bool     // some unlisted job was within the grace: check again
+	listing []string  // the heartbeat's Jobs at the check
+	seen    time.Time // the receipt of the last heartbeat compared with it
+	past    []string  // unlisted, past the grace: orphans
+	inGrace bool      // some unlisted job was within the grace: check again
 }
 
 // setJob puts j (nil: removes id) into the live view and its owner index;
@@ -132,7 +133,11 @@ func (v *view) unlisted(owner string, grace time.Duration) []*Job {
 	if e == nil || !ok {
 		return nil
 	}
-	if !e.checked || e.inGrace || !slices.Equal(e.listing, hb.info.Jobs) {
+	// Every node scans ten times a heartbeat: compare a listing only once
+	// per heartbeat received.
+	same := e.checked && !e.inGrace && (hb.seen.Equal(e.seen) || slices.Equal(e.listing, hb.info.Jobs))
+	e.seen = hb.seen
+	if !same {
 		e.checked, e.listing, e.past, e.inGrace = true, hb.info.Jobs, e.past[:0], false
 		sorted := slices.IsSorted(hb.info.Jobs) // as Node.info writes it; anything else is searched in full
 		for id := range e.jobs {
