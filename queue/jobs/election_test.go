@@ -220,9 +220,7 @@ func TestBucketLeadersKilledMoveNothing(t *testing.T) {
 	}
 	victim := servers.ByName(leader)
 	watch := servers.Other(victim)
-	if watch == servers.Procs[0] {
-		// ctl and client are on it already
-	} else {
+	if watch != servers.Procs[0] { // else ctl and client are on it already
 		ctl = testutil.DialNATSURL(t, watch.ClientURL)
 		client = openStore(t, ctl, 3)
 	}

@@ -126,9 +126,24 @@ func (s *Store) submitOnce(ctx context.Context, spec Spec, cost float64, o submi
 }
 
 // roomFor fails with ErrTooManyJobs when id is not in the store and the
-// store holds MaxJobs jobs. Counting takes one listing of the keys; a
-// submission is rare enough for it.
+// store holds MaxJobs jobs. It first asks for the bucket's subject count,
+// one request: every key in the bucket (corrupt records included) has a
+// subject, so below MaxJobs there is room. Deleted keys keep a subject
+// (their delete marker) until purged, so only at or above MaxJobs are the
+// keys listed and counted exactly, as before. The check and the Create
+// that follows are two requests: concurrent submissions of new ids may
+// overshoot MaxJobs by as many as are in flight (JobsMaxBytes is the hard
+// bound).
 func (s *Store) roomFor(ctx context.Context, id string) error {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	info, err := s.jobsStream.Info(cctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("submit %s: counting jobs: %w", id, err)
+	}
+	if info.State.NumSubjects < uint64(s.cfg.MaxJobs) {
+		return nil
+	}
 	keys, err := s.keys(ctx)
 	if err != nil {
 		return fmt.Errorf("submit %s: counting jobs: %w", id, err)
@@ -139,10 +154,11 @@ func (s *Store) roomFor(ctx context.Context, id string) error {
 	return fmt.Errorf("%w: %s: the store holds %d jobs (at most %d); delete ended ones first", ErrTooManyJobs, id, len(keys), s.cfg.MaxJobs)
 }
 
-// pendingReason says why a pending job may wait, from the live nodes; ""
-// when a node can take it now or the nodes cannot be read.
+// pendingReason says why a pending job may wait, from the live nodes as
+// listed at most a heartbeat ago; "" when a node can take it now or the
+// nodes cannot be read.
 func (s *Store) pendingReason(ctx context.Context, j *Job) string {
-	nodes, err := s.Nodes(ctx)
+	nodes, err := s.cachedNodes(ctx, s.cfg.NodeTTL/3)
 	if err != nil {
 		return ""
 	}

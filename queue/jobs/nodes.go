@@ -3,11 +3,11 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -111,31 +111,60 @@ func (s *Store) deleteNode(ctx context.Context, id string) error {
 }
 
 // Nodes returns the nodes whose heartbeat has not expired, sorted by id.
+// It is one listing of the bucket (a watcher's initial values), not a Get
+// per node: Submit asks for it, and a cluster has up to a hundred nodes.
 func (s *Store) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
-	keys, err := s.nodes.Keys(ctx)
-	if errors.Is(err, jetstream.ErrNoKeysFound) {
-		return nil, nil
-	}
+	w, err := s.nodes.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}
-	slices.Sort(keys)
+	defer stopWatcher(w)
 	var out []NodeInfo
-	for _, k := range keys {
-		e, err := s.nodes.Get(ctx, k)
-		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			continue // expired or removed since listing
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list nodes: %w", ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("list nodes: %w", errWatchEnded)
+			}
+			if e == nil { // the end of the initial values
+				slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+				return out, nil
+			}
+			var n NodeInfo
+			if err := json.Unmarshal(e.Value(), &n); err != nil {
+				return nil, fmt.Errorf("node %s: %w", e.Key(), err)
+			}
+			out = append(out, n)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("node %s: %w", k, err)
-		}
-		var n NodeInfo
-		if err := json.Unmarshal(e.Value(), &n); err != nil {
-			return nil, fmt.Errorf("node %s: %w", k, err)
-		}
-		out = append(out, n)
 	}
-	return out, nil
+}
+
+// nodesCache keeps the last listing of the nodes for pendingReason, so
+// that a burst of submissions lists them once per heartbeat, not once
+// each: heartbeats change no faster, and the reason is a hint that the
+// cluster's maintenance keeps true.
+type nodesCache struct {
+	mu    sync.Mutex
+	at    time.Time
+	nodes []NodeInfo
+}
+
+// cachedNodes returns a listing of the nodes at most maxAge old.
+func (s *Store) cachedNodes(ctx context.Context, maxAge time.Duration) ([]NodeInfo, error) {
+	c := s.nodesCache
+	c.mu.Lock()
+	defer c.mu.Unlock() // concurrent submissions wait for one listing
+	if !c.at.IsZero() && time.Since(c.at) < maxAge {
+		return c.nodes, nil
+	}
+	nodes, err := s.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.at, c.nodes = time.Now(), nodes
+	return nodes, nil
 }

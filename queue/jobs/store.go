@@ -149,7 +149,12 @@ type Store struct {
 	nodes    jetstream.KeyValue
 	stream   jetstream.Stream
 	consumer jetstream.Consumer
-	cfg      StoreConfig
+	// jobsStream is the stream under prism_jobs: its subject count bounds
+	// the number of jobs in one request (roomFor).
+	jobsStream jetstream.Stream
+	// nodesCache is shared by the copies withClockOffset makes.
+	nodesCache *nodesCache
+	cfg        StoreConfig
 	// skew shifts the wall-clock times this store writes: the clock-skew
 	// test hook (Node.ClockOffset).
 	skew time.Duration
@@ -179,7 +184,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, err
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	s := &Store{nc: nc, js: js, cfg: cfg}
+	s := &Store{nc: nc, js: js, cfg: cfg, nodesCache: &nodesCache{}}
 	delay := 50 * time.Millisecond
 	for {
 		err = s.open(ctx)
@@ -207,6 +212,10 @@ func (s *Store) open(ctx context.Context) (err error) {
 		MaxValueSize: int32(s.cfg.MaxRecordBytes),
 		MaxBytes:     s.cfg.JobsMaxBytes,
 	})
+	if err != nil {
+		return err
+	}
+	s.jobsStream, err = s.js.Stream(ctx, "KV_"+JobsBucket)
 	if err != nil {
 		return err
 	}

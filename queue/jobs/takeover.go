@@ -58,38 +58,31 @@ func (n *Node) scan(now time.Time) {
 		age time.Duration
 	}
 	var found []found1
-	for _, j := range n.view.jobsSnapshot() {
-		if !j.State.owned() {
-			continue
-		}
+	for _, j := range n.orphanCandidates(now) {
 		n.mu.Lock()
-		mine := n.attempts[j.Spec.ID] != nil
+		mine := n.attempts[j.job.Spec.ID] != nil
 		n.mu.Unlock()
 		if mine {
 			continue // our own attempt ends or fences itself
 		}
-		why := n.orphanCause(j, now)
-		if why == "" {
-			continue
-		}
 		if runners == nil {
 			runners = n.liveRunners(now)
 		}
-		if slices.ContainsFunc(runners[j.Spec.ID], func(id string) bool { return id != j.Owner }) {
+		if slices.ContainsFunc(runners[j.job.Spec.ID], func(id string) bool { return id != j.job.Owner }) {
 			continue // another live node runs it already: taking it over, its claim not written yet
 		}
-		orphaned[j.Spec.ID] = true
+		orphaned[j.job.Spec.ID] = true
 		n.mu.Lock()
-		first, ok := n.orphans[j.Spec.ID]
+		first, ok := n.orphans[j.job.Spec.ID]
 		if !ok {
 			first = now
-			n.orphans[j.Spec.ID] = now
+			n.orphans[j.job.Spec.ID] = now
 		}
 		n.mu.Unlock()
 		if !ok {
-			n.logOrphan(j, why, now)
+			n.logOrphan(j.job, j.why, now)
 		}
-		found = append(found, found1{j, why, now.Sub(first)})
+		found = append(found, found1{j.job, j.why, now.Sub(first)})
 	}
 	if len(found) > 0 {
 		jobs := make([]*Job, len(found))
@@ -128,17 +121,35 @@ func (n *Node) logOrphan(j *Job, why string, now time.Time) {
 		"owner_lists", slices.Contains(info.Jobs, j.Spec.ID), "healthy_for", n.healthyFor(now).Round(time.Millisecond))
 }
 
-// orphanCause says why j's owner no longer holds it ("" while it does).
-func (n *Node) orphanCause(j *Job, now time.Time) string {
-	if n.nodeDead(j.Owner, now) {
-		return orphanDead
+// orphanCandidate is a job whose owner no longer holds it, and why.
+type orphanCandidate struct {
+	job *Job
+	why string
+}
+
+// orphanCandidates returns, sorted by id, the jobs in owned states whose
+// owner is dead or alive but not listing them (counted from claimGrace
+// after this node first saw the claim). It looks at each owner once: all
+// the jobs of a dead one, and of a live one only those its heartbeat
+// omits, a check the view keeps until the owner's jobs or listing
+// change. So a scan costs O(owners) while nothing changes, not a copy of
+// every job.
+func (n *Node) orphanCandidates(now time.Time) []orphanCandidate {
+	var out []orphanCandidate
+	for _, owner := range n.view.owners() {
+		var jobs []*Job
+		why := orphanDead
+		if n.nodeDead(owner, now) {
+			jobs = n.view.jobsOf(owner)
+		} else {
+			jobs, why = n.view.unlisted(owner, n.claimGrace()), orphanNotRuns
+		}
+		for _, j := range jobs {
+			out = append(out, orphanCandidate{j, why})
+		}
 	}
-	info, seen, ok := n.view.heartbeatOf(j.Owner)
-	since, claimed := n.view.ownerSince(j.Spec.ID, j.Owner)
-	if ok && claimed && seen.Sub(since) > n.claimGrace() && !slices.Contains(info.Jobs, j.Spec.ID) {
-		return orphanNotRuns
-	}
-	return ""
+	slices.SortFunc(out, func(a, b orphanCandidate) int { return strings.Compare(a.job.Spec.ID, b.job.Spec.ID) })
+	return out
 }
 
 // orphan deals with one job whose owner no longer holds it; age is how

@@ -23,10 +23,151 @@ type view struct {
 	// (local monotonic time): the grace before an owner's heartbeat must
 	// list the job is counted from it.
 	owned map[string]ownedSince
-	ready bool // both initial snapshots loaded
+	// byOwner indexes the jobs in an owned state (starting, running,
+	// stopping) by owner, so that the scan for orphans, every 100 ms on
+	// every node, looks at each owner once instead of copying and sorting
+	// every job (see orphanCandidates).
+	byOwner map[string]*ownerJobs
+	ready   bool // both initial snapshots loaded
 	// changed gets a token whenever a job changes in the view; one token
 	// waits at most, so a slow receiver sees one wake-up for many changes.
 	changed chan struct{}
+}
+
+// ownerJobs is one owner's jobs in owned states, and the last check of
+// them against its heartbeat. The check depends only on the jobs (and when
+// this view first saw each with this owner, which changes with them), the
+// heartbeat's list, and the heartbeat's receipt time only while some
+// unlisted job is still within the grace: so it is kept until the jobs
+// change, and reused while the owner's heartbeats list the same jobs.
+type ownerJobs struct {
+	jobs    map[string]*Job
+	checked bool
+	listing []string  // the heartbeat's Jobs at the check
+	seen    time.Time // the receipt of the last heartbeat compared with it
+	past    []string  // unlisted, past the grace: orphans
+	inGrace bool      // some unlisted job was within the grace: check again
+}
+
+// setJob puts j (nil: removes id) into the live view and its owner index;
+// v.mu is held.
+func (v *view) setJob(id string, j *Job) {
+	if old := v.jobs[id]; old != nil {
+		v.unindex(old)
+	}
+	if j == nil {
+		delete(v.jobs, id)
+		return
+	}
+	v.jobs[id] = j
+	v.index(j)
+}
+
+// index adds j to its owner's entry if it is in an owned state; v.mu is held.
+func (v *view) index(j *Job) {
+	if !j.State.owned() {
+		return
+	}
+	if v.byOwner == nil {
+		v.byOwner = map[string]*ownerJobs{}
+	}
+	e := v.byOwner[j.Owner]
+	if e == nil {
+		e = &ownerJobs{jobs: map[string]*Job{}}
+		v.byOwner[j.Owner] = e
+	}
+	e.jobs[j.Spec.ID] = j
+	e.checked = false
+}
+
+// unindex removes j from its owner's entry; v.mu is held.
+func (v *view) unindex(j *Job) {
+	e := v.byOwner[j.Owner]
+	if e == nil || e.jobs[j.Spec.ID] != j {
+		return
+	}
+	delete(e.jobs, j.Spec.ID)
+	e.checked = false
+	if len(e.jobs) == 0 {
+		delete(v.byOwner, j.Owner)
+	}
+}
+
+// owners returns the owners of jobs in owned states ("" included, for a
+// record that names none).
+func (v *view) owners() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]string, 0, len(v.byOwner))
+	for o := range v.byOwner {
+		out = append(out, o)
+	}
+	return out
+}
+
+// jobsOf copies owner's jobs in owned states.
+func (v *view) jobsOf(owner string) []*Job {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e := v.byOwner[owner]
+	if e == nil {
+		return nil
+	}
+	out := make([]*Job, 0, len(e.jobs))
+	for _, j := range e.jobs {
+		c := *j
+		out = append(out, &c)
+	}
+	return out
+}
+
+// unlisted copies owner's jobs that its latest heartbeat does not list
+// although it came more than grace after this view first saw the job with
+// that owner: the owner, alive, abandoned or never started them. None while no heartbeat of the owner
+// is known.
+func (v *view) unlisted(owner string, grace time.Duration) []*Job {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e := v.byOwner[owner]
+	hb, ok := v.nodes[owner]
+	if e == nil || !ok {
+		return nil
+	}
+	// Every node scans ten times a heartbeat: compare a listing only once
+	// per heartbeat received.
+	same := e.checked && !e.inGrace && (hb.seen.Equal(e.seen) || slices.Equal(e.listing, hb.info.Jobs))
+	e.seen = hb.seen
+	if !same {
+		e.checked, e.listing, e.past, e.inGrace = true, hb.info.Jobs, e.past[:0], false
+		sorted := slices.IsSorted(hb.info.Jobs) // as Node.info writes it; anything else is searched in full
+		for id := range e.jobs {
+			listed := false
+			if sorted {
+				_, listed = slices.BinarySearch(hb.info.Jobs, id)
+			} else {
+				listed = slices.Contains(hb.info.Jobs, id)
+			}
+			if listed {
+				continue
+			}
+			o, claimed := v.owned[id]
+			switch {
+			case !claimed || o.owner != owner:
+				// Not seen with this owner: never held against it (the
+				// record changes, and with it this entry, when it is).
+			case hb.seen.Sub(o.since) > grace:
+				e.past = append(e.past, id)
+			default:
+				e.inGrace = true
+			}
+		}
+	}
+	out := make([]*Job, 0, len(e.past))
+	for _, id := range e.past {
+		c := *e.jobs[id]
+		out = append(out, &c)
+	}
+	return out
 }
 
 // notify wakes the receiver of changed; v.mu is held.
@@ -134,15 +275,12 @@ func (v *view) heard(now time.Time, d time.Duration) (recent, known int) {
 	return recent, len(v.nodes)
 }
 
-// ownerSince is when the view first saw the job with owner.
-func (v *view) ownerSince(id, owner string) (time.Time, bool) {
+// heartbeatOf returns node id's latest heartbeat and when it came.
+func (v *view) heartbeatOf(id string) (NodeInfo, time.Time, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	o, ok := v.owned[id]
-	if !ok || o.owner != owner {
-		return time.Time{}, false
-	}
-	return o.since, true
+	n, ok := v.nodes[id]
+	return n.info, n.seen, ok
 }
 
 // lastSeen is when this node last received a new heartbeat of node id.
@@ -153,14 +291,6 @@ func (v *view) lastSeen(id string) (time.Time, bool) {
 	return n.seen, ok
 }
 
-// heartbeatOf returns node id's latest heartbeat and when it came.
-func (v *view) heartbeatOf(id string) (NodeInfo, time.Time, bool) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	n, ok := v.nodes[id]
-	return n.info, n.seen, ok
-}
-
 // install swaps in a freshly loaded snapshot of jobs or nodes (nil keeps
 // the current one).
 func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bool) {
@@ -168,9 +298,11 @@ func (v *view) install(jobs map[string]*Job, nodes map[string]seenNode, ready bo
 	defer v.mu.Unlock()
 	if jobs != nil {
 		v.jobs = jobs
+		v.byOwner = nil
 		now := time.Now()
 		for _, j := range jobs {
 			v.noteOwner(j, now)
+			v.index(j)
 		}
 		for id := range v.owned {
 			if jobs[id] == nil {
@@ -232,7 +364,7 @@ func (v *view) refresh(j *Job) {
 	defer v.mu.Unlock()
 	if cur, ok := v.jobs[j.Spec.ID]; !ok || cur.Revision < j.Revision {
 		c := *j
-		v.jobs[j.Spec.ID] = &c
+		v.setJob(j.Spec.ID, &c)
 		v.noteOwner(&c, time.Now())
 		v.notify()
 	}
@@ -329,8 +461,18 @@ func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live b
 	if live {
 		defer n.view.notify()
 	}
+	set := func(j *Job) {
+		switch {
+		case live:
+			n.view.setJob(e.Key(), j)
+		case j == nil:
+			delete(m, e.Key())
+		default:
+			m[e.Key()] = j
+		}
+	}
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(m, e.Key())
+		set(nil)
 		if live {
 			n.observedGone(e.Key())
 		}
@@ -341,7 +483,7 @@ func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live b
 		// What the view held for the key is no longer the job's record:
 		// drop it, so that nothing is decided on a copy the store has
 		// overwritten. Store.Corrupt lists such keys; Delete purges them.
-		delete(m, e.Key())
+		set(nil)
 		n.log.Warn("unreadable job record", "job", e.Key(), "err", err)
 		if live {
 			n.observedGone(e.Key())
@@ -349,7 +491,7 @@ func (n *Node) applyJob(e jetstream.KeyValueEntry, fresh map[string]*Job, live b
 		return nil
 	}
 	if cur, ok := m[e.Key()]; !ok || cur.Revision < j.Revision {
-		m[e.Key()] = j
+		set(j)
 		if live {
 			n.view.noteOwner(j, time.Now())
 		}
