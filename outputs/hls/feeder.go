@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2"
@@ -37,6 +38,7 @@ type feeder struct {
 	anchorNTP   time.Time // PROGRAM-DATE-TIME of the frame at anchorPTS (see pdt)
 	anchorPTS   int64
 	segStart    int64  // muxer PTS of the frame that opened the segment being written
+	delta       int    // gohlslib's segment numbers to the stream's timeline (timeline.go)
 	dropped     uint64 // reader drops already seen (gapfill.go)
 
 	// The muxer's timeline (discontinuity.go): muxer PTS = source PTS +
@@ -60,6 +62,7 @@ type feeder struct {
 
 	// Read-back of the muxer's playlist (progress.go).
 	probing   bool          // the first-segment helper was started
+	firstSeg  atomic.Bool   // the helper saw the first segment
 	synced    bool          // the first segment exists: read back after writes
 	discont   bool          // a source change waits for the next segment to start
 	state     playlistState // as last read back
@@ -352,7 +355,7 @@ func ntpOf(p *pipeline.Packet) time.Time {
 // closed, and segment sizes.
 func (f *feeder) track(pts int64, key bool) {
 	if !f.synced {
-		if s, _ := f.r.prog.get(); !s.ready {
+		if !f.firstSeg.Load() {
 			f.startReadBack()
 			return
 		}
@@ -361,11 +364,20 @@ func (f *feeder) track(pts int64, key bool) {
 		f.synced = true
 		f.pending = f.pending[len(f.pending)-1:]
 		f.partStart = math.MinInt64 / 2 // unknown: read back after every frame until a part closes
-		s, err := readState(f.muxer)
+		s, err := readState(f.muxer, 0)
 		if err != nil {
 			f.errs.log(f.log, "hls: reading the muxer's playlist", err)
 			return
 		}
+		// The muxer's first segment starts at the start IDR, every rung's;
+		// the second at the GOP-grid IDR that ends it (the first may be
+		// longer than a GOP when it starts on a forced IDR, and another
+		// node may have started a GOP later). The second's number on the
+		// stream's timeline fixes delta for the muxer's life: segments
+		// follow one per GOP.
+		second := f.tm.start + durationTicks(s.firstDuration)
+		f.delta = msnOf(second, f.tm.gop) - (s.firstMSN + 1)
+		s = s.moved(f.delta)
 		if s.lastSegDuration > 0 {
 			f.measure(s) // the first segment
 		}
@@ -376,7 +388,7 @@ func (f *feeder) track(pts int64, key bool) {
 	if !f.mayClosePart(pts, key) {
 		return // nothing new to read back
 	}
-	s, err := readState(f.muxer)
+	s, err := readState(f.muxer, f.delta)
 	if err != nil {
 		f.errs.log(f.log, "hls: reading the muxer's playlist", err)
 		return
@@ -423,12 +435,13 @@ func (f *feeder) startReadBack() {
 		return
 	}
 	f.probing = true
-	m, prog := f.muxer, f.r.prog
+	m := f.muxer
 	f.st.helpers.Add(1)
 	go func() {
 		defer f.st.helpers.Done()
-		if s, err := readState(m); err == nil {
-			prog.set(s)
+		// Only the feeder publishes states: it knows the delta.
+		if _, err := readState(m, 0); err == nil {
+			f.firstSeg.Store(true)
 		}
 	}()
 }
