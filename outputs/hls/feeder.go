@@ -130,9 +130,10 @@ func ignoreEnd(err error) error {
 	return err
 }
 
-// waitStart reads each rung up to its second keyframe, which gives the GOP,
-// and returns what it read from the IDR the start gate picks on: the first
-// keyframe of the rung that saw the latest one, which every rung has read
+// waitStart reads each rung up to two GOP-grid keyframes (startKeys),
+// which give the GOP, and returns what it read from the IDR the start gate
+// picks on: the first keyframe of the rung that saw the latest one, which
+// every rung has read
 // (all readers were subscribed before any read). The first segment then
 // completes as soon as the second keyframe arrives.
 func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
@@ -140,7 +141,9 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 	var read []*pipeline.Packet // from the first keyframe on
 	var last *pipeline.Packet
 	observed := int64(0)
-	for len(keys) < 2 {
+	gop := durationTicks(f.r.track.GOP)
+	var key1, key2 int64
+	for found := false; !found; {
 		p, err := f.reader.Read(ctx)
 		if err != nil {
 			f.st.gate.abandon()
@@ -158,6 +161,7 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 		last = p
 		if p.Keyframe {
 			keys = append(keys, p.PTS)
+			key1, key2, found = startKeys(keys, gop, max(f.frame, observed))
 		}
 		if len(keys) > 0 {
 			read = append(read, p)
@@ -166,7 +170,7 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 	if f.frame <= 0 {
 		f.frame = max(observed, 1)
 	}
-	f.st.gate.report(keys[0], keys[1], f.frame, durationTicks(f.r.track.GOP))
+	f.st.gate.report(key1, key2, f.frame, gop)
 	tm, err := f.st.gate.wait(ctx, f.st.conf.PartTarget)
 	if err != nil {
 		return nil, err
@@ -197,6 +201,33 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 			f.queueAudio(p)
 		}
 	}
+}
+
+// maxStartKeys is how many keyframes startKeys looks through for two a
+// GOP apart before it takes the first two.
+const maxStartKeys = 4
+
+// startKeys picks the stream's first keyframe from those read so far, and
+// the next: the first of two keyframes one GOP apart (within a frame),
+// which are GOP-grid IDRs, not forced ones. A node that starts following a
+// stream asks for a keyframe and so usually first sees a forced one,
+// between two grid IDRs; a muxer started there would make its first
+// segment longer than a GOP and cover other media time than the same
+// segment on a node that started on the grid. Without a known GOP, or when
+// no two keyframes are a GOP apart, it is the first two keyframes.
+func startKeys(keys []int64, gop, frame int64) (key1, key2 int64, found bool) {
+	last := keys[len(keys)-1]
+	if gop > 0 {
+		for _, k := range keys[:len(keys)-1] {
+			if d := last - k - gop; d < max(frame, 1) && -d < max(frame, 1) {
+				return k, last, true
+			}
+		}
+	}
+	if len(keys) >= 2 && (gop <= 0 || len(keys) >= maxStartKeys) {
+		return keys[0], keys[1], true
+	}
+	return 0, 0, false
 }
 
 func (f *feeder) startMuxer() error {
