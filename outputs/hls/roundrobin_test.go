@@ -58,6 +58,11 @@ func TestBrowserRoundRobin(t *testing.T) {
 		i := (next.Add(1) - 1) % uint64(len(targets))
 		served[i].Add(1)
 		r.SetURL(targets[i])
+	}, ModifyResponse: func(res *http.Response) error {
+		if res.StatusCode != http.StatusOK {
+			t.Logf("%s %s: %s", res.Request.URL.Host, res.Request.URL.RequestURI(), res.Status)
+		}
+		return nil
 	}}
 	reports := make(chan browserReport, 1)
 	mux := http.NewServeMux()

@@ -139,9 +139,12 @@ func retime(pl *playlist.Media, delta int) {
 	}
 	for i, seg := range pl.Segments {
 		msn := first + i
-		if !seg.Gap {
-			seg.URI = segmentName(msn)
-		}
+		// EXT-X-GAP placeholders too: a node that started later lists as
+		// gaps the first segments another node has, and hls.js, reloading
+		// from either, rejects a playlist whose segment has another URI
+		// than before ("media sequence mismatch"). Players do not load a
+		// gap; this node answers 404 for it.
+		seg.URI = segmentName(msn)
 		for j, p := range seg.Parts {
 			p.URI = partName(msn, j)
 		}
