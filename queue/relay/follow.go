@@ -115,10 +115,21 @@ func (s *Stream) run(sub *subscription) {
 			return
 		}
 		s.log.Info("stream publisher went away, waiting for the next", "stream", s.stream, "reason", err)
+		prev := sub.info.Instance
 		next, err := s.await()
 		if err != nil {
 			s.end(err)
 			return
+		}
+		if next.info.Instance == prev {
+			// The same publisher answered again (it had only paused, or its
+			// responder outlived its media for a moment): no change, its
+			// timestamps go on as they were.
+			s.mu.Lock()
+			s.current = next
+			s.mu.Unlock()
+			sub = next
+			continue
 		}
 		if changed := !sameTracks(s.tracks, next.info.Tracks); changed && (!s.opts.source || !sameCodecs(s.tracks, next.info.Tracks)) {
 			_ = next.sub.Unsubscribe()
