@@ -243,19 +243,23 @@ func TestICETCPIsPassiveOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.close()
-	dialed := tcpTrap(t)
-	passive := fmt.Sprintf("candidate:1 1 tcp 1518280447 %s %d typ host tcptype passive", dialed.addr.Addr(), dialed.addr.Port())
-
+	passiveAt := func(tr *trap) string {
+		return fmt.Sprintf("candidate:1 1 tcp 1518280447 %s %d typ host tcptype passive", tr.addr.Addr(), tr.addr.Port())
+	}
+	// The control gets its own trap: pion dials a passive candidate more
+	// than once, and a late dial of the control's must not count against
+	// the server's settings (CI saw one 60 ms into the second half).
+	controlTrap := tcpTrap(t)
 	control := n.settings
 	control.DisableActiveTCP(false)
 	pc := answeringPeer(t, control)
 	start := time.Now()
-	if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: passive}); err != nil {
+	if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: passiveAt(controlTrap)}); err != nil {
 		t.Fatal(err)
 	}
 	var took time.Duration
 	select {
-	case c := <-dialed.conns:
+	case c := <-controlTrap.conns:
 		took = time.Since(start)
 		_ = c.Close()
 	case <-time.After(10 * time.Second):
@@ -263,9 +267,10 @@ func TestICETCPIsPassiveOnly(t *testing.T) {
 	}
 	_ = pc.Close()
 
+	dialed := tcpTrap(t)
 	pc = answeringPeer(t, n.settings)
 	defer pc.Close()
-	for _, c := range []string{passive, "candidate:2 1 udp 2130706431 127.0.0.1 40000 typ host",
+	for _, c := range []string{passiveAt(dialed), "candidate:2 1 udp 2130706431 127.0.0.1 40000 typ host",
 		"candidate:3 1 udp 2130706431 203.0.113.9 40000 typ host"} {
 		if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: c}); err != nil {
 			t.Fatal(err)
