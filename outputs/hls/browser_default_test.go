@@ -1,11 +1,8 @@
 package hls
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -22,38 +19,11 @@ const defaultPlaySeconds = 20
 // it starts is where it stays: the first playlist it gets decides its
 // latency for good. It must play near the live edge, without stalling.
 func TestBrowserDefaultHLSJS(t *testing.T) {
-	if _, err := os.Stat(hlsJS); err != nil {
-		t.Fatalf("hls.js is not installed (%v): run `make test`, which runs `npm ci` in outputs/hls/browser", err)
-	}
-	page, err := os.ReadFile(filepath.Join("testdata", "player.html"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer testutil.CheckGoroutines(t)()
 
 	reports := make(chan browserReport, 1)
-	f := startFixture(t, Config{}, "", func(mux *http.ServeMux, _ *Server) {
-		mux.HandleFunc("/player", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			_, _ = w.Write(page)
-		})
-		mux.HandleFunc("/hls.js", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/javascript")
-			http.ServeFile(w, r, hlsJS)
-		})
-		mux.HandleFunc("/report", func(w http.ResponseWriter, r *http.Request) {
-			var rep browserReport
-			if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			select {
-			case reports <- rep:
-			default:
-			}
-			w.WriteHeader(http.StatusNoContent)
-		})
-	})
+	routes := browserRoutes(t, reports) // before the fixture: fails without hls.js
+	f := startFixture(t, Config{}, "", func(mux *http.ServeMux, _ *Server) { routes(mux) })
 	defer f.close()
 	f.index() // the stream is ready: hls.js starts at once
 

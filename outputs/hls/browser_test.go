@@ -1,7 +1,6 @@
 package hls
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,6 +43,7 @@ type jsError struct {
 	Type    string `json:"type"`
 	Details string `json:"details"`
 	Fatal   bool   `json:"fatal"`
+	Reason  string `json:"reason,omitempty"` // hls.js' message, when it gives one
 }
 
 // TestBrowserPlaysLowLatency plays the stream in headless Chromium with
@@ -51,38 +51,11 @@ type jsError struct {
 // latency: Date.now() against the EXT-X-PROGRAM-DATE-TIME of the frame on
 // screen, which is the frame's Ingest into the pipeline.
 func TestBrowserPlaysLowLatency(t *testing.T) {
-	if _, err := os.Stat(hlsJS); err != nil {
-		t.Fatalf("hls.js is not installed (%v): run `make test`, which runs `npm ci` in outputs/hls/browser", err)
-	}
-	page, err := os.ReadFile(filepath.Join("testdata", "player.html"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer testutil.CheckGoroutines(t)()
 
 	reports := make(chan browserReport, 1)
-	f := startFixture(t, Config{}, "", func(mux *http.ServeMux, _ *Server) {
-		mux.HandleFunc("/player", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			_, _ = w.Write(page)
-		})
-		mux.HandleFunc("/hls.js", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "text/javascript")
-			http.ServeFile(w, r, hlsJS)
-		})
-		mux.HandleFunc("/report", func(w http.ResponseWriter, r *http.Request) {
-			var rep browserReport
-			if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			select {
-			case reports <- rep:
-			default:
-			}
-			w.WriteHeader(http.StatusNoContent)
-		})
-	})
+	routes := browserRoutes(t, reports) // before the fixture: fails without hls.js
+	f := startFixture(t, Config{}, "", func(mux *http.ServeMux, _ *Server) { routes(mux) })
 	defer f.close()
 	f.index() // the stream is ready: hls.js starts at once
 

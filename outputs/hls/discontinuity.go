@@ -1,6 +1,7 @@
 package hls
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 	"time"
@@ -34,6 +35,54 @@ func (d *discontinuities) add(msn int) {
 	if len(d.msns) > maxDiscontinuities {
 		d.msns = d.msns[len(d.msns)-maxDiscontinuities:]
 	}
+}
+
+// has tells whether segment msn starts after a source change.
+func (d *discontinuities) has(msn int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, found := slices.BinarySearch(d.msns, msn)
+	return found
+}
+
+// markTail puts EXT-X-DISCONTINUITY in front of the parts (or the preload
+// hint) of the segment being written, body's last, when that segment
+// starts after a source change. gohlslib's playlist type has no place for
+// the tag there, and without it the segment's parts would first be listed
+// in one discontinuity sequence and then, once the segment is complete, in
+// the next: hls.js rejects such a reload ("discontinuity sequence
+// mismatch") and stalls.
+func (d *discontinuities) markTail(body []byte, pl *playlist.Media) []byte {
+	next := pl.MediaSequence + len(pl.Segments)
+	if pl.Skip != nil {
+		next += pl.Skip.SkippedSegments
+	}
+	if !d.has(next) {
+		return body
+	}
+	// The tail starts after the last segment's URI line: the first part
+	// or preload hint line after it.
+	lines := bytes.SplitAfter(body, []byte("\n"))
+	at := -1
+	for i, l := range lines {
+		switch {
+		case len(l) > 0 && l[0] != '#' && len(bytes.TrimSpace(l)) > 0:
+			at = -1 // a segment URI: the tail comes after it
+		case at < 0 && (bytes.HasPrefix(l, []byte("#EXT-X-PART:")) || bytes.HasPrefix(l, []byte("#EXT-X-PRELOAD-HINT:"))):
+			at = i
+		}
+	}
+	if at < 0 {
+		return body
+	}
+	out := make([]byte, 0, len(body)+len("#EXT-X-DISCONTINUITY\n"))
+	for i, l := range lines {
+		if i == at {
+			out = append(out, "#EXT-X-DISCONTINUITY\n"...)
+		}
+		out = append(out, l...)
+	}
+	return out
 }
 
 // mark sets the discontinuity tags of a media playlist.
@@ -152,7 +201,13 @@ func (f *feeder) newSpan(p *pipeline.Packet, au [][]byte) {
 	if len(f.spans) > maxSpans {
 		f.spans = f.spans[len(f.spans)-maxSpans:]
 	}
-	f.discont = true          // the segment this IDR opens
+	f.discont = true // the segment this IDR opens
+	if f.synced {
+		// Known now, before the muxer lists the segment or its first part:
+		// a playlist served in between would put them in the old
+		// discontinuity sequence (the read-back adds it again, harmlessly).
+		f.st.discont.add(f.state.nextMSN + 1)
+	}
 	f.anchorNTP = time.Time{} // its PROGRAM-DATE-TIME is its real ingest
 	f.log.Info("hls: source timeline jumped; new span after a discontinuity",
 		"from", ticksDuration(f.lastSrc).String(), "to", ticksDuration(p.PTS).String(), "source change", p.Discontinuity)

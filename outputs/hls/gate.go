@@ -136,12 +136,17 @@ func (t timing) segmentTarget() time.Duration {
 	return max(time.Second, ticksDuration(roundUp(t.gop, pipeline.VideoClockRate)))
 }
 
+// ticksDuration and durationTicks split the conversion so that it does
+// not overflow int64 past 28 hours of 90 kHz media time (t × 10⁹ would):
+// streams run for days.
 func ticksDuration(t int64) time.Duration {
-	return time.Duration(t) * time.Second / pipeline.VideoClockRate
+	const r = pipeline.VideoClockRate
+	return time.Duration(t/r)*time.Second + time.Duration(t%r)*time.Second/r
 }
 
 func durationTicks(d time.Duration) int64 {
-	return int64(d) * pipeline.VideoClockRate / int64(time.Second)
+	const s = int64(time.Second)
+	return int64(d)/s*pipeline.VideoClockRate + int64(d)%s*pipeline.VideoClockRate/s
 }
 
 func roundUp(v, unit int64) int64 {

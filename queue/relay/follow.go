@@ -40,6 +40,9 @@ type Stream struct {
 	stats   pipeline.SourceStats
 	err     error
 	changes int // publisher changes survived
+	// timeline is the instance of the first publisher followed: the
+	// stream's timestamps are that publisher's, shifted after it.
+	timeline string
 }
 
 var _ pipeline.Source = (*Stream)(nil)
@@ -76,7 +79,7 @@ func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{nc: nc, stream: stream, log: o.log, opts: o, tracks: first.info.Tracks, current: first, done: make(chan struct{})}
+	s := &Stream{nc: nc, stream: stream, log: o.log, opts: o, tracks: first.info.Tracks, current: first, timeline: first.info.Instance, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	go s.run(first) // owned by s: ends on Close, ctx or when the stream is gone
 	return s, nil
@@ -195,9 +198,14 @@ func sameCodecs(a, b []pipeline.Track) bool {
 // starts its own clock near zero, so one offset in seconds is added to all
 // its tracks (keeping audio and video in sync). The offset places the new
 // publisher's first packet as far after the previous publisher's newest one
-// as it arrived after it, by this process's monotonic clock: media time
-// advances by the real outage, as the packets' Ingest wall-clock times (and
-// so PROGRAM-DATE-TIME) do.
+// as it entered the pipeline after it, by the packets' Ingest times: media
+// time advances by the real outage, as PROGRAM-DATE-TIME does. Ingest is
+// stamped once, by the publisher's side, and travels with the packets, so
+// every node following the stream computes the same offset and serves the
+// same timeline after the failover (an arrival clock differed by 30 ms
+// between nodes, and hls.js behind a round-robin proxy rejected playlists
+// that put the discontinuity on different segments). Packets without an
+// Ingest are dated by arrival.
 type timeShift struct {
 	offset float64 // seconds added to the current publisher
 	end    float64 // end of the newest packet forwarded, in seconds
@@ -242,9 +250,12 @@ func (s *timeShift) gap() float64 {
 	return max(g.Seconds(), least)
 }
 
-// apply shifts p, which arrived at now, onto the stream's timeline; nil
-// means drop it.
+// apply shifts p, which arrived at now (dated by its Ingest when it has
+// one), onto the stream's timeline; nil means drop it.
 func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track, now time.Time) *pipeline.Packet {
+	if !p.Ingest.IsZero() {
+		now = p.Ingest
+	}
 	if s.lastDTS == nil {
 		s.lastDTS = map[int]int64{}
 	}
@@ -334,6 +345,13 @@ func (s *Stream) Info() StreamInfo {
 	}
 	return StreamInfo{Stream: s.stream, Tracks: s.tracks}
 }
+
+// TimelineID names the stream's media timeline: the instance of the first
+// publisher it followed. Every node that started following under that
+// publisher forwards its timestamps unchanged, so they share the timeline
+// (outputs/hls numbers LL-HLS from it); a node that starts under a later
+// publisher sees that one's timestamps, another timeline.
+func (s *Stream) TimelineID() string { return s.timeline }
 
 // Changes returns how many publisher changes the stream survived.
 func (s *Stream) Changes() int {
