@@ -32,15 +32,19 @@ const (
 	units   = 160         // a band is 1/units of the frame width
 	modulo  = 1 << Bits   // the stamp's range in milliseconds
 	latchAt = 15          // frames before the live clock is latched
-	lead    = 1           // frames a paced lavfi frame is made before Prism reads it
+	// latchFrames is how many frames after latchAt the latched clock may
+	// still move down to an earlier reading.
+	latchFrames = 30
+	lead        = 1 // frames a paced lavfi frame is made before Prism reads it
 )
 
 // Options says where the stamped time comes from.
 type Options struct {
 	// Epoch is the time of the first frame; frame n then carries Epoch +
-	// n/fps. Zero: the wall clock, latched once after latchAt frames (when
-	// the source reads at its own pace), so every frame carries the time it
-	// entered the pipeline.
+	// n/fps. Zero: the wall clock, latched after latchAt frames at the
+	// earliest reading of the latchFrames after (when the source reads at
+	// its own pace), so every frame carries the time it entered the
+	// pipeline.
 	Epoch time.Time
 }
 
@@ -59,10 +63,16 @@ func Video(w, h, fps int, o Options) (string, error) {
 	// clock reading, so all bits agree. PTS are in ms from here on.
 	valid := "1"
 	if o.Epoch.IsZero() {
-		// RTCTIME when frame latchAt is made, plus the frame it is made
-		// ahead of being read; modulo the stamp's range keeps PTS small.
-		fmt.Fprintf(&b, "setpts='PTS+if(lt(N,%d),0,if(eq(N,%d),st(0,mod(round(RTCTIME/1000),%d)+%d-PTS),ld(0)))',",
-			latchAt, latchAt, modulo, lead*1000/fps)
+		// RTCTIME less PTS when frame latchAt is made, plus the frame it is
+		// made ahead of being read; modulo the stamp's range keeps PTS
+		// small. Over the next latchFrames frames the offset moves down to
+		// the earliest reading: a frame is only ever made late (a loaded
+		// machine), and one late reading would put every stamp after the
+		// frame's real capture (CI saw WebRTC display 6 ms "before" it).
+		// Each reading is unwrapped against the kept one (mod 2^16 ms).
+		v := fmt.Sprintf("(mod(round(RTCTIME/1000),%d)+%d-PTS)", modulo, lead*1000/fps)
+		fmt.Fprintf(&b, "setpts='PTS+if(lt(N,%d),0,if(eq(N,%d),st(0,%s),if(lte(N,%d),st(0,min(ld(0),%s-%d*round((%s-ld(0))/%d))),ld(0))))',",
+			latchAt, latchAt, v, latchAt+latchFrames, v, modulo, v, modulo)
 		valid = fmt.Sprintf("gte(n,%d)", latchAt)
 	} else {
 		fmt.Fprintf(&b, "setpts='PTS+%d',", o.Epoch.UnixMilli()%modulo)

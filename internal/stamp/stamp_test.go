@@ -102,18 +102,19 @@ func encodeDecode(t *testing.T, graph string, w, h, n int, args []string) [][]by
 }
 
 // TestDecodeLiveClock: without an epoch the first frames carry no stamp,
-// then every frame carries the wall clock latched once, advancing with the
-// frames. (The CLI reads faster than real time, so later frames are ahead
-// of the clock; paced, as Prism reads it, they are not.)
+// then every frame carries the wall clock latched at the earliest reading
+// of latchFrames frames, advancing with the frames after that. (The CLI
+// reads faster than real time, so later readings are earlier against the
+// frames; paced, as Prism reads it, they are not.)
 func TestDecodeLiveClock(t *testing.T) {
 	graph, err := Video(640, 360, 30, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	got := frames(t, graph, 640, 360, 45)
+	got := frames(t, graph, 640, 360, latchAt+latchFrames+20)
 	end := time.Now()
-	var first uint16
+	var last uint16
 	for i, f := range got {
 		ms, ok := Decode(f, 640, 360, 640)
 		switch {
@@ -124,16 +125,25 @@ func TestDecodeLiveClock(t *testing.T) {
 		case !ok:
 			t.Errorf("frame %d: no stamp", i)
 		case i == latchAt:
-			first = ms
 			// Latched between start and end, plus the one frame of lead.
 			if d := Since(ms, start); d > 0 || d < -(end.Sub(start)+100*time.Millisecond) {
 				t.Errorf("frame %d stamped %d, %v from the start of the run (which took %v)", i, ms, d, end.Sub(start))
 			}
+		case i <= latchAt+latchFrames:
+			// The offset only moves down: a stamp is at most a frame after
+			// the one before it.
+			if d := int16(ms - last); d > 34 {
+				t.Errorf("frame %d: %d, %d ms after frame %d's %d", i, ms, d, i-1, last)
+			}
 		default:
-			if wantMS := first + uint16((int64(i-latchAt)*1000+15)/30); ms != wantMS {
+			// Frame i's PTS in ms (settb=1/1000 rounds), so the stamps
+			// advance exactly with it.
+			pts := func(n int) uint16 { return uint16((n*1000 + 15) / 30) }
+			if wantMS := last + pts(i) - pts(i-1); ms != wantMS {
 				t.Errorf("frame %d: %d, want %d", i, ms, wantMS)
 			}
 		}
+		last = ms
 	}
 }
 
