@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/json"
 	"fmt"
+	"math"
 	"path"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prism-streaming/prism/internal/api"
 	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/jobs"
 )
 
@@ -37,7 +42,9 @@ func (n *nodeProcess) metric(series string) float64 {
 // bytes from NATS; an HLS viewer of one stream on b makes b follow that
 // stream only (its first playlist request waits for it) and its bytes grow;
 // once the viewer stops, b lets go after node.follow_idle and its bytes
-// stop. A WebRTC session holds the stream the same way.
+// stop. A WebRTC session holds the stream the same way. Without viewers,
+// both nodes' API still shows the stream's tracks and live stats (asked of
+// its publisher), and describing it receives no media.
 func TestFollowOnDemand(t *testing.T) {
 	_, natsCfg := natsCluster(t)
 	const idle = 2 * time.Second
@@ -71,15 +78,67 @@ func TestFollowOnDemand(t *testing.T) {
 		}
 	}()
 
-	// No viewers anywhere: neither node receives media while the job runs.
+	// No viewers anywhere: neither node receives media while the job runs,
+	// and both describe it all the same (the API asks the publisher),
+	// through the stream and through the list.
+	var described, listed time.Duration // the slowest answers
+	var speed, fps float64              // the last ones
+	describe := func(n *nodeProcess) error {
+		start := time.Now()
+		st, ok := n.stream("ondemand")
+		described = max(described, time.Since(start))
+		// fps: the slowest video rung's (audio has a frame rate too).
+		video := map[string]bool{}
+		for _, tr := range st.Tracks {
+			video[tr.Name] = tr.Kind == pipeline.KindVideo
+		}
+		speed, fps = st.Stats.Speed, math.Inf(1)
+		for _, tr := range st.Stats.Tracks {
+			if video[tr.Track] {
+				fps = min(fps, tr.FPS)
+			}
+		}
+		if !ok || len(st.Tracks) == 0 || st.Stats.Speed <= 0 || math.IsInf(fps, 1) || fps <= 0 {
+			return fmt.Errorf("%s: /api/v1/streams/ondemand ok=%v: %d tracks, speed %.2f, fps %.1f; want them from the publisher",
+				n.name, ok, len(st.Tracks), st.Stats.Speed, fps)
+		}
+		start = time.Now()
+		code, body := n.get("/api/v1/streams")
+		listed = max(listed, time.Since(start))
+		var list []api.StreamInfo
+		if err := json.Unmarshal(body, &list); code != 200 || err != nil || len(list) != 2 {
+			return fmt.Errorf("%s: /api/v1/streams: %d %w, %d streams", n.name, code, err, len(list))
+		}
+		for _, l := range list {
+			if len(l.Tracks) == 0 || l.Stats.Speed <= 0 {
+				return fmt.Errorf("%s: /api/v1/streams lists %s with %d tracks, speed %.2f", n.name, l.Name, len(l.Tracks), l.Stats.Speed)
+			}
+		}
+		return nil
+	}
+	var lastErr error
+	t.Cleanup(func() {
+		if t.Failed() && lastErr != nil {
+			t.Logf("last describe: %v", lastErr)
+		}
+	})
+	testutil.Eventually(t, 10*time.Second, "both nodes describing the streams", func() bool {
+		lastErr = cmp.Or(describe(a), describe(b))
+		return lastErr == nil
+	})
 	window := 5 * time.Second
 	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
 		for _, n := range []*nodeProcess{a, b} {
+			if err := describe(n); err != nil {
+				t.Fatalf("without viewers: %v", err)
+			}
 			if got, f := n.metric(received), n.metric(followed); got != 0 || f != 0 {
-				t.Fatalf("%s without viewers: %.0f media bytes received, %.0f streams followed", n.name, got, f)
+				t.Fatalf("%s without viewers, described: %.0f media bytes received, %.0f streams followed", n.name, got, f)
 			}
 		}
 	}
+	testutil.Report(t, "follow on demand, no viewers: both nodes describe the stream from its publisher (tracks, speed %.2f, fps %.1f) in at most %s, list both in at most %s; 0 media bytes received",
+		speed, fps, described.Round(time.Millisecond), listed.Round(time.Millisecond))
 
 	// A viewer on b: its first multivariant request triggers the follow
 	// and is answered once every rung has a complete segment.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,8 +70,13 @@ type StreamInfo struct {
 	WebRTC *webrtc.StreamView `json:"webrtc,omitempty"`
 }
 
-func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
-	info := StreamInfo{Name: name, Tracks: []pipeline.Track{}}
+// describe is what this node knows of stream name; ok is false when it
+// knows nothing (no job, not registered here). A stream that runs but is
+// not followed here (node.follow: on_demand) gets its tracks and stats from
+// its publisher (relay.Describe, bounded by relay.DescribeTimeout and by
+// live): describing never makes the node follow it.
+func (s *Server) describe(ctx, live context.Context, name string) (info StreamInfo, ok bool) {
+	info = StreamInfo{Name: name, Tracks: []pipeline.Track{}}
 	job, err := s.Node.Store().Get(ctx, name)
 	if err == nil {
 		info.Job, info.State = redacted(job), string(job.State)
@@ -93,10 +99,59 @@ func (s *Server) describe(ctx context.Context, name string) (StreamInfo, bool) {
 		if info.State == "" {
 			info.State = "running"
 		}
+	} else if s.Streams.Offered(name) {
+		ri, stats, derr := relay.Describe(live, s.Node.Store().Conn(), name)
+		switch {
+		case derr == nil:
+			info.Tracks, info.Stats = ri.Tracks, stats
+			if info.State == "" {
+				info.State = "running"
+			}
+		case err != nil:
+			return info, false
+		default:
+			// Starting, moving or just ended: the job says which.
+			slog.Debug("describing a stream not followed here", "stream", name, "error", derr)
+		}
 	} else if err != nil {
 		return info, false
 	}
 	return info, true
+}
+
+// Bounds of /api/v1/streams, which describes every stream: streams that
+// are not followed here each cost a question to their publisher, asked
+// describeParallel at a time and all within listLiveTimeout (past it, a
+// stream is listed without tracks and stats).
+const (
+	describeParallel = 16
+	listLiveTimeout  = 2 * relay.DescribeTimeout
+)
+
+// describeAll describes names concurrently, in their order, leaving out
+// those describe knows nothing of.
+func (s *Server) describeAll(ctx context.Context, names []string) []StreamInfo {
+	live, cancel := context.WithTimeout(ctx, listLiveTimeout)
+	defer cancel()
+	infos := make([]StreamInfo, len(names))
+	found := make([]bool, len(names))
+	sem := make(chan struct{}, describeParallel)
+	var wg sync.WaitGroup
+	for i, n := range names {
+		sem <- struct{}{}
+		wg.Go(func() { // owned here: waited for below
+			defer func() { <-sem }()
+			infos[i], found[i] = s.describe(ctx, live, n)
+		})
+	}
+	wg.Wait()
+	out := make([]StreamInfo, 0, len(names))
+	for i, info := range infos {
+		if found[i] {
+			out = append(out, info)
+		}
+	}
+	return out
 }
 
 // Handler returns the API's routes: /healthz, /readyz, /metrics,
@@ -109,21 +164,18 @@ func (s *Server) Handler() *http.ServeMux {
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.HandleFunc("GET /api/v1/streams", s.guarded(func(w http.ResponseWriter, r *http.Request, p auth.Principal) {
-		out := []StreamInfo{}
 		// Running streams whether or not this node follows them now
 		// (node.follow: on_demand); describe fills in what it knows.
+		var names []string
 		for _, n := range s.Streams.Available() {
-			if p.Permits(auth.ActionAPIRead, n) != nil {
-				continue
-			}
-			if info, ok := s.describe(r.Context(), n); ok {
-				out = append(out, info)
+			if p.Permits(auth.ActionAPIRead, n) == nil {
+				names = append(names, n)
 			}
 		}
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, s.describeAll(r.Context(), names))
 	}))
 	mux.HandleFunc("GET /api/v1/streams/{name}", s.guarded(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
-		info, ok := s.describe(r.Context(), r.PathValue("name"))
+		info, ok := s.describe(r.Context(), r.Context(), r.PathValue("name"))
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown stream " + r.PathValue("name")})
 			return

@@ -24,6 +24,8 @@ import (
 //	media.<stream>.tracks   request → StreamInfo (JSON)
 //	media.<stream>.stats    StreamStatus (JSON) every StatsInterval, and a
 //	                        last one with Ended set when the publisher stops
+//	media.<stream>.status   request → StreamStatus (JSON) computed then
+//	                        (Describe: a node's API without following)
 //	media.<stream>.ctl      "keyframe:<reason>": ask the job for an IDR on
 //	                        every rung, for one of the pipeline.Keyframe*
 //	                        reasons (plain "keyframe", from older nodes, and
@@ -49,6 +51,7 @@ func (o options) prefixFor(stream string) string {
 const (
 	subjTracks = "tracks"
 	subjStats  = "stats"
+	subjStatus = "status"
 	subjCtl    = "ctl"
 
 	ctlKeyframe = "keyframe" // ctlKeyframe + ":" + reason, or alone
@@ -148,6 +151,18 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 		return fmt.Errorf("publish %s: %w", stream, err)
 	}
 	defer func() { _ = ctlSub.Unsubscribe() }()
+
+	// Stats are computed when asked for, so an API that describes the
+	// stream sees them as of now rather than up to a StatsInterval old.
+	statusSub, err := nc.Subscribe(prefix+subjStatus, func(m *nats.Msg) {
+		if b, err := json.Marshal(StreamStatus{Instance: info.Instance, Stats: job.Stats()}); err == nil {
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", stream, err)
+	}
+	defer func() { _ = statusSub.Unsubscribe() }()
 
 	status := func(ended bool) {
 		st := StreamStatus{Instance: info.Instance, Stats: job.Stats(), Ended: ended}

@@ -234,6 +234,20 @@ rungs:
 		t.Fatal("no packet needed chunks; lower the test's max payload")
 	}
 	t.Logf("%d packets identical, %d of them chunked, %d keyframes", matched, chunked, keyframes)
+
+	// Described without following: the job's tracks, and statistics of a
+	// running transcoder (speed and frame rates above zero).
+	info, stats, err := Describe(ctx, subConn, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(info.Tracks, job.Tracks()) {
+		t.Fatalf("described tracks differ:\n%+v\n%+v", info.Tracks, job.Tracks())
+	}
+	if stats.Speed <= 0 || len(stats.Tracks) == 0 || stats.Tracks[0].FPS <= 0 {
+		t.Fatalf("described stats %+v: want speed and fps above 0", stats)
+	}
+	t.Logf("described: speed %.2f, %s at %.1f fps", stats.Speed, stats.Tracks[0].Track, stats.Tracks[0].FPS)
 }
 
 func TestFollowErrors(t *testing.T) {

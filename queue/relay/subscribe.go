@@ -196,7 +196,8 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 					}
 					return nil
 				}
-			case subjTracks, subjCtl:
+			case subjTracks, subjStatus, subjCtl:
+				// Requests and commands to the publisher: not media.
 			default:
 				if s.opts.received != nil {
 					s.opts.received(len(m.Data))
