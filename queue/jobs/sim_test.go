@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -245,6 +246,7 @@ func msgSize(m *nats.Msg) int64 {
 }
 
 var (
+	simNodeName   = regexp.MustCompile(`sim[0-9]+`)
 	runningState  = []byte(`"state":"running"`)
 	wrongLastSeq  = []byte(`"err_code":10071`)
 	errCodeMarker = []byte(`"err_code":`)
@@ -361,11 +363,11 @@ func jobDescr(data []byte) string {
 		Reason string `json:"reason"`
 	}
 	_ = json.Unmarshal(data, &j)
-	r, _, _ := strings.Cut(j.Reason, " sim")
+	r := simNodeName.ReplaceAllString(j.Reason, "N")
 	if j.Owner == "" {
-		return fmt.Sprintf("%s, %.30s", j.State, r)
+		return fmt.Sprintf("%s, %.50s", j.State, r)
 	}
-	return fmt.Sprintf("%s+owner, %.30s", j.State, r)
+	return fmt.Sprintf("%s+owner, %.50s", j.State, r)
 }
 
 func (m *simMonitor) runningInKV() int {
@@ -571,8 +573,14 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 		res.notes = append(res.notes, fmt.Sprintf("placement stopped at %d/%d jobs (%d submitted) after %s; the rates are at that point",
 			res.placedJobs, c.jobs, submitted.Load(), res.placed.Round(time.Second)))
 		// Where it stops is the result: measure the load there, skip the crash.
+		if top := mon.hotKeys(4); top != "" {
+			res.notes = append(res.notes, "failed CAS during placement by write: "+top)
+		}
 		res.measureSteady(mon, servers)
 		return res
+	}
+	if top := mon.hotKeys(4); top != "" {
+		res.notes = append(res.notes, "failed CAS during placement by write: "+top)
 	}
 	if _, ok := waitFor(c.placeTimeout, func() bool { return mon.runningInKV() == c.jobs }); ok {
 		res.inKV = time.Since(start)
@@ -619,7 +627,7 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	res.notes = append(res.notes, reg.examples...)
 	reg.mu.Unlock()
 	if top := mon.hotKeys(4); top != "" {
-		res.notes = append(res.notes, "failed CAS by write: "+top)
+		res.notes = append(res.notes, "failed CAS by write, in all: "+top)
 	}
 	if n := mon.otherErr.Load(); n > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("%d other JetStream error replies", n))
