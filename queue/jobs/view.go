@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -511,8 +510,8 @@ func (n *Node) applyNode(e jetstream.KeyValueEntry, fresh map[string]seenNode, l
 		delete(m, e.Key())
 		return
 	}
-	var info NodeInfo
-	if err := json.Unmarshal(e.Value(), &info); err != nil {
+	info, err := decodeBeat(e.Value(), m[e.Key()].info) // not decoded again when unchanged (beat.go)
+	if err != nil {
 		n.log.Warn("unreadable node record", "node", e.Key(), "err", err)
 		return
 	}
