@@ -134,7 +134,9 @@ func (v *view) unlisted(owner string, grace time.Duration) []*Job {
 	}
 	// Every node scans ten times a heartbeat: compare a listing only once
 	// per heartbeat received.
-	same := e.checked && !e.inGrace && (hb.seen.Equal(e.seen) || slices.Equal(e.listing, hb.info.Jobs))
+	// The grace is counted to the heartbeat's receipt, not to now: the
+	// same heartbeat gives the same answer, jobs within the grace or not.
+	same := e.checked && (hb.seen.Equal(e.seen) || !e.inGrace && slices.Equal(e.listing, hb.info.Jobs))
 	e.seen = hb.seen
 	if !same {
 		e.checked, e.listing, e.past, e.inGrace = true, hb.info.Jobs, e.past[:0], false
