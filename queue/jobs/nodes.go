@@ -22,6 +22,11 @@ const (
 
 // NodeInfo is a node's heartbeat in the prism_nodes bucket.
 type NodeInfo struct {
+	// Gen names the content of the heartbeat, every field but Heartbeat:
+	// a receiver that holds the same Gen for the node only notes that it
+	// heard it, without decoding the rest (see beatGen). It is the first
+	// field, so that it opens the encoded record.
+	Gen   string   `json:"gen,omitempty"`
 	ID    string   `json:"id"`
 	Roles []string `json:"roles,omitempty"`
 	// CPUBudget is how many pixels per second this node can encode (from
@@ -92,7 +97,7 @@ func formatRate(v float64) string {
 
 // putNode writes this node's heartbeat.
 func (s *Store) putNode(ctx context.Context, info *NodeInfo) error {
-	data, err := json.Marshal(info)
+	data, err := encodeBeat(info)
 	if err != nil {
 		return err
 	}

@@ -5,11 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -190,6 +190,18 @@ func (r *simRegistry) runningJobs() int {
 	return r.running
 }
 
+// runsOn reports whether job id has an instance on node.
+func (r *simRegistry) runsOn(id, node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for inst := range r.live[id] {
+		if inst.node == node {
+			return true
+		}
+	}
+	return false
+}
+
 // liveOn reports whether job id runs on a node that was not killed.
 func (r *simRegistry) liveOnSurvivor(id string) bool {
 	r.mu.Lock()
@@ -220,6 +232,7 @@ type simMonitor struct {
 	mu         sync.Mutex
 	pending    map[string]simPut    // reply subject → the put waiting for its PubAck
 	casByKey   map[string]int       // failed compare-and-sets per kind of write
+	okByKey    map[string]int       // acknowledged job writes per kind
 	lastBeat   map[string]time.Time // node key → when its last heartbeat arrived
 	running    map[string]bool      // job key → last put says running
 	runningCnt int
@@ -245,13 +258,14 @@ func msgSize(m *nats.Msg) int64 {
 }
 
 var (
+	simNodeName   = regexp.MustCompile(`sim[0-9]+`)
 	runningState  = []byte(`"state":"running"`)
 	wrongLastSeq  = []byte(`"err_code":10071`)
 	errCodeMarker = []byte(`"err_code":`)
 )
 
 func startSimMonitor(t testing.TB, nc *nats.Conn, heartbeat time.Duration) *simMonitor {
-	m := &simMonitor{nc: nc, heartbeat: heartbeat, pending: map[string]simPut{}, casByKey: map[string]int{}, lastBeat: map[string]time.Time{}, running: map[string]bool{}}
+	m := &simMonitor{nc: nc, heartbeat: heartbeat, pending: map[string]simPut{}, casByKey: map[string]int{}, okByKey: map[string]int{}, lastBeat: map[string]time.Time{}, running: map[string]bool{}}
 	sub := func(subj string, h nats.MsgHandler) {
 		s, err := nc.Subscribe(subj, h)
 		if err != nil {
@@ -304,8 +318,11 @@ func startSimMonitor(t testing.TB, nc *nats.Conn, heartbeat time.Duration) *simM
 			if m.collect {
 				m.writeLat = append(m.writeLat, now.Sub(put.at))
 			}
-			if cas {
+			switch {
+			case cas:
 				m.casByKey[put.kind]++
+			case put.kind != "heartbeat" && !bytes.Contains(msg.Data, errCodeMarker):
+				m.okByKey[put.kind]++
 			}
 		}
 		m.mu.Unlock()
@@ -339,16 +356,48 @@ func (m *simMonitor) window(on bool) (lateness, writeLat []time.Duration) {
 func (m *simMonitor) hotKeys(n int) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	keys := make([]string, 0, len(m.casByKey))
-	for k := range m.casByKey {
+	return topKinds(m.casByKey, n)
+}
+
+// takeovers counts the acknowledged takeover claims (starting, "taken
+// over from"), by cause: each is a node judged dead or not running a job.
+func (m *simMonitor) takeovers() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t := map[string]int{}
+	for k, v := range m.okByKey {
+		if strings.HasPrefix(k, "starting+owner, taken over") {
+			t[k] = v
+		}
+	}
+	return topKinds(t, 2)
+}
+
+func topKinds(counts map[string]int, n int) string {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b string) int { return m.casByKey[b] - m.casByKey[a] })
+	slices.SortFunc(keys, func(a, b string) int { return counts[b] - counts[a] })
 	var out []string
 	for _, k := range keys[:min(n, len(keys))] {
-		out = append(out, fmt.Sprintf("%s ×%d", k, m.casByKey[k]))
+		out = append(out, fmt.Sprintf("%s ×%d", k, counts[k]))
 	}
 	return strings.Join(out, ", ")
+}
+
+// notePlacementWrites names the failed compare-and-sets and the takeovers
+// of the placement: which writes collide, and how many jobs moved.
+func (r *simResult) notePlacementWrites(m *simMonitor, ol *simOrphanLog) {
+	if s := ol.summary(); s != "" {
+		r.notes = append(r.notes, "orphan judgments during placement: "+s)
+	}
+	if top := m.hotKeys(4); top != "" {
+		r.notes = append(r.notes, "failed CAS during placement by write: "+top)
+	}
+	if top := m.takeovers(); top != "" {
+		r.notes = append(r.notes, "takeover claims written during placement: "+top)
+	}
 }
 
 // jobDescr is what kind of write a job put is (state, and the start of its
@@ -361,11 +410,11 @@ func jobDescr(data []byte) string {
 		Reason string `json:"reason"`
 	}
 	_ = json.Unmarshal(data, &j)
-	r, _, _ := strings.Cut(j.Reason, " sim")
+	r := simNodeName.ReplaceAllString(j.Reason, "N")
 	if j.Owner == "" {
-		return fmt.Sprintf("%s, %.30s", j.State, r)
+		return fmt.Sprintf("%s, %.50s", j.State, r)
 	}
-	return fmt.Sprintf("%s+owner, %.30s", j.State, r)
+	return fmt.Sprintf("%s+owner, %.50s", j.State, r)
 }
 
 func (m *simMonitor) runningInKV() int {
@@ -444,7 +493,9 @@ type simAgent struct {
 func runClusterSim(t *testing.T, c simCase) simResult {
 	t.Helper()
 	res := simResult{c: c}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := newSimRegistry()
+	orphanLog := &simOrphanLog{reg: reg}
+	quiet := slog.New(orphanLog)
 	var servers []*bus.Embedded
 	replicas := 1
 	if c.servers == 3 {
@@ -486,7 +537,6 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	}
 	client := open(dial(0, "sim-client"))
 	mon := startSimMonitor(t, dial(0, "sim-monitor"), DefaultHeartbeat)
-	reg := newSimRegistry()
 
 	perNode := math.Ceil(1.5 * float64(c.jobs) / float64(c.nodes))
 	agents := make([]*simAgent, c.nodes)
@@ -571,9 +621,11 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 		res.notes = append(res.notes, fmt.Sprintf("placement stopped at %d/%d jobs (%d submitted) after %s; the rates are at that point",
 			res.placedJobs, c.jobs, submitted.Load(), res.placed.Round(time.Second)))
 		// Where it stops is the result: measure the load there, skip the crash.
+		res.notePlacementWrites(mon, orphanLog)
 		res.measureSteady(mon, servers)
 		return res
 	}
+	res.notePlacementWrites(mon, orphanLog)
 	if _, ok := waitFor(c.placeTimeout, func() bool { return mon.runningInKV() == c.jobs }); ok {
 		res.inKV = time.Since(start)
 	} else {
@@ -619,7 +671,7 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	res.notes = append(res.notes, reg.examples...)
 	reg.mu.Unlock()
 	if top := mon.hotKeys(4); top != "" {
-		res.notes = append(res.notes, "failed CAS by write: "+top)
+		res.notes = append(res.notes, "failed CAS by write, in all: "+top)
 	}
 	if n := mon.otherErr.Load(); n > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("%d other JetStream error replies", n))
@@ -824,4 +876,63 @@ func TestClusterSim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// simOrphanLog is the agents' logger: it drops everything but counts the
+// "job orphaned" judgments by cause and keeps a few, with what the judge
+// last heard of the owner, so that a wrong judgement can be traced.
+type simOrphanLog struct {
+	reg      *simRegistry
+	mu       sync.Mutex
+	byWhy    map[string]int
+	examples []string
+}
+
+func (l *simOrphanLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelInfo }
+func (l *simOrphanLog) WithAttrs([]slog.Attr) slog.Handler            { return l }
+func (l *simOrphanLog) WithGroup(string) slog.Handler                 { return l }
+
+func (l *simOrphanLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "job orphaned" {
+		return nil
+	}
+	var why, job, owner string
+	var b strings.Builder
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "why":
+			why = a.Value.String()
+		case "job":
+			job = a.Value.String()
+		case "owner":
+			owner = a.Value.String()
+		}
+		fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+		return true
+	})
+	// The registry knows the truth: does the owner run the job now?
+	if l.reg.runsOn(job, owner) {
+		why += " (owner runs it)"
+	} else {
+		why += " (owner does not run it)"
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byWhy == nil {
+		l.byWhy = map[string]int{}
+	}
+	l.byWhy[why]++
+	if len(l.examples) < 4 {
+		l.examples = append(l.examples, strings.TrimSpace(b.String()))
+	}
+	return nil
+}
+
+func (l *simOrphanLog) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.byWhy) == 0 {
+		return ""
+	}
+	return topKinds(l.byWhy, 3) + "; first: " + strings.Join(l.examples, " | ")
 }

@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -135,7 +134,9 @@ func (v *view) unlisted(owner string, grace time.Duration) []*Job {
 	}
 	// Every node scans ten times a heartbeat: compare a listing only once
 	// per heartbeat received.
-	same := e.checked && !e.inGrace && (hb.seen.Equal(e.seen) || slices.Equal(e.listing, hb.info.Jobs))
+	// The grace is counted to the heartbeat's receipt, not to now: the
+	// same heartbeat gives the same answer, jobs within the grace or not.
+	same := e.checked && (hb.seen.Equal(e.seen) || !e.inGrace && slices.Equal(e.listing, hb.info.Jobs))
 	e.seen = hb.seen
 	if !same {
 		e.checked, e.listing, e.past, e.inGrace = true, hb.info.Jobs, e.past[:0], false
@@ -511,8 +512,8 @@ func (n *Node) applyNode(e jetstream.KeyValueEntry, fresh map[string]seenNode, l
 		delete(m, e.Key())
 		return
 	}
-	var info NodeInfo
-	if err := json.Unmarshal(e.Value(), &info); err != nil {
+	info, err := decodeBeat(e.Value(), m[e.Key()].info) // not decoded again when unchanged (beat.go)
+	if err != nil {
 		n.log.Warn("unreadable node record", "node", e.Key(), "err", err)
 		return
 	}
