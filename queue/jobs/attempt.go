@@ -146,7 +146,8 @@ func (n *Node) claim(j *Job, reason string, attempts int) bool {
 // the claim to the attempt's goroutine, which writes it while the runner
 // starts and retries it until the store takes it (a jobs bucket electing
 // a leader takes none for seconds). It returns false if the node has no
-// room.
+// room. The caller publishes a heartbeat listing it (scan: one for all
+// the jobs of a scan).
 func (n *Node) takeOver(j *Job, reason string, attempts int) bool {
 	a := n.reserve(j)
 	if a == nil {
@@ -156,7 +157,6 @@ func (n *Node) takeOver(j *Job, reason string, attempts int) bool {
 	a.job = &c
 	a.claim = &pendingClaim{reason: reason, attempts: attempts, since: time.Now()}
 	n.log.Info("taking job over", "job", j.Spec.ID, "from", j.Owner, "revision", j.Revision, "attempts", attempts, "reason", reason)
-	n.publishBeat() // list it at once: nobody else takes a job a live node lists
 	n.wg.Add(1)
 	go a.run()
 	return true
