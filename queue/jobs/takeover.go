@@ -274,7 +274,9 @@ func rendezvous(job, node string) uint64 {
 // hearsMajority reports whether this node hears more than half the nodes
 // it knows, itself included. A node cut off with a minority must not
 // start the jobs of the nodes it no longer hears before a claim, which
-// needs a quorum of servers, says they are its.
+// needs a quorum of servers, says they are its. It counts by nodeDead,
+// the judgement takeovers act on; hearsMost (node.go) counts raw receipt
+// times because it is an input of the health that nodeDead depends on.
 func (n *Node) hearsMajority(now time.Time) bool {
 	nodes := n.view.allNodes()
 	live := 0
