@@ -103,9 +103,6 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 	query := r.URL.Query()
 	token := tokenOf(query)
 	query.Del(TokenParam) // gohlslib sees only the LL-HLS directives
-	if d.hasMSN {
-		query.Set("_HLS_msn", strconv.Itoa(d.msn-cur.delta)) // in gohlslib's numbers
-	}
 	res, err := fetchPlaylist(m, file, query.Encode())
 	switch {
 	case err == nil:
@@ -117,7 +114,7 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		httpError(w, http.StatusNotFound, fmt.Sprintf("stream %q ended", st.name))
 		return
 	}
-	body, err := st.rewrite(res.body.Bytes(), rg, file == audioPlaylist, cur.delta)
+	body, err := st.rewrite(res.body.Bytes(), rg, file == audioPlaylist)
 	if err != nil {
 		st.log.Warn("hls: cannot rewrite gohlslib's playlist; serving it as is", "error", err)
 		body = res.body.Bytes()
@@ -129,7 +126,6 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 }
 
 // rewrite fixes up a media playlist produced by gohlslib:
-//   - its numbers and file names become the stream's timeline's (retime);
 //   - PART-HOLD-BACK becomes 3 part targets (gohlslib writes 2.5, below the
 //     3 the LL-HLS spec recommends; players that honour it stall less);
 //   - EXT-X-RENDITION-REPORT tags give every other rendition's last segment
@@ -141,11 +137,12 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 //     marks any part that contains one, and a forced IDR (a WebRTC viewer
 //     joining) lands mid-part, where a player starting on it would decode
 //     the frames before it without their references.
-func (st *stream) rewrite(body []byte, self *rung, audio bool, delta int) ([]byte, error) {
+func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
 	var pl playlist.Media
 	if err := pl.Unmarshal(body); err != nil {
 		return nil, err
 	}
+	st.discont.mark(&pl)
 	if pl.ServerControl != nil && pl.PartInf != nil {
 		hold := 3 * pl.PartInf.PartTarget
 		pl.ServerControl.PartHoldBack = &hold
@@ -158,9 +155,6 @@ func (st *stream) rewrite(body []byte, self *rung, audio bool, delta int) ([]byt
 			self.independence(m, pl.Parts)
 		}
 	}
-	// From here on the playlist is in the stream's numbers and names.
-	retime(&pl, delta)
-	st.discont.mark(&pl)
 	for _, o := range st.rungs {
 		if o == self && !audio {
 			continue

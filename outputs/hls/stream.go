@@ -36,9 +36,7 @@ type stream struct {
 	// epoch is in every URL below index.m3u8. A new job under the same
 	// stream name gets new muxers whose media sequence numbers start over:
 	// with a new epoch a player still polling the old playlist gets 404 and
-	// reloads, instead of a playlist that goes backwards. A source that
-	// names its timeline (TimelineSource) gets the same epoch on every
-	// node, so that any node serves the same URLs.
+	// reloads, instead of a playlist that goes backwards.
 	epoch string
 	job   pipeline.Source
 	conf  Config
@@ -86,13 +84,9 @@ func newStream(ctx context.Context, name string, job pipeline.Source, conf Confi
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	epoch := timelineEpoch(name, job)
-	if epoch == "" {
-		epoch = hex.EncodeToString(b[:])
-	}
 	st := &stream{
 		name:  name,
-		epoch: epoch,
+		epoch: hex.EncodeToString(b[:]),
 		job:   job,
 		conf:  conf,
 		log:   log.With("stream", name),
