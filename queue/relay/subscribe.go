@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -98,16 +97,10 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 	// packets sent in between are not missed in any way that matters: a
 	// subscriber starts at a keyframe it requests once subscribed.
 	rctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
-	reply, err := nc.RequestWithContext(rctx, prefix+subjTracks, nil)
+	err := requestJSON(rctx, nc, prefix+subjTracks, &s.info) // describe.go
 	cancel()
 	if err != nil {
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%w: %s: %w", ErrStreamNotFound, stream, err)
-		}
 		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
-	}
-	if err := json.Unmarshal(reply.Data, &s.info); err != nil {
-		return nil, fmt.Errorf("%w: %s track list: %w", ErrWire, stream, err)
 	}
 	s.instance, err = strconv.ParseUint(s.info.Instance, 16, 64)
 	if err != nil {
