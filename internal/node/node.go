@@ -85,8 +85,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	// Each job plans its threads for its cost's part of this machine's
-	// cores, so that a node full by capacity is not oversubscribed.
-	shares := worker.Shares{Cores: runtime.NumCPU(), Capacity: capacity}
+	// cores, so that a node full by capacity is not oversubscribed. The
+	// cores are GOMAXPROCS's, which since Go 1.25 follows a cgroup CPU
+	// limit (a container given 4 of 64 CPUs), not NumCPU's host count.
+	shares := worker.Shares{Cores: runtime.GOMAXPROCS(0), Capacity: capacity}
 	var runner jobs.Runner
 	if *cfg.Node.Workers {
 		exe, err := os.Executable()

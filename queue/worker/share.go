@@ -16,7 +16,7 @@ import (
 // nominal price (a pulled input not yet probed) gets that price's share,
 // which is more than its source needs when that is smaller than 1080p30.
 type Shares struct {
-	Cores    int     // the node's CPUs (runtime.NumCPU)
+	Cores    int     // the node's CPUs (runtime.GOMAXPROCS(0): a cgroup limit counts)
 	Capacity float64 // the node's capacity in pixels per second (jobs.Node.Capacity)
 }
 
