@@ -13,7 +13,7 @@ import (
 // rates are a good part of it) over its duration. BANDWIDTH is the peak of
 // these (RFC 8216 4.3.4.2: the peak segment bit rate).
 func (f *feeder) measure(s playlistState) {
-	seg := uint64(s.nextMSN - 1)
+	seg := uint64(s.nextMSN - 1 - s.delta) //nolint:gosec // gohlslib's own number, never negative
 	secs := s.lastSegDuration.Seconds()
 	video := float64(servedSize(f.muxer, s.prefix+"_video1_seg"+strconv.FormatUint(seg, 10)+".mp4")) * 8 / secs
 	var audio float64

@@ -43,7 +43,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	r.mu.Lock()
-	r.files = append(r.files, recorded{path.Base(req.URL.Path), body})
+	r.files = append(r.files, recorded{req.URL.Path, body})
 	r.mu.Unlock()
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	return res, nil
@@ -55,10 +55,15 @@ func (r *recorder) byStream(stream string) (init []byte, parts [][]byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range r.files {
-		switch {
-		case strings.HasSuffix(f.name, "_"+stream+"_init.mp4"):
+		// The audio2 stream is served from the _audio folder, video1 from
+		// a rung's; parts are <msn>.<i>.mp4.
+		if (stream == "audio2") != strings.Contains(f.name, "/"+audioDir+"/") {
+			continue
+		}
+		switch base := path.Base(f.name); {
+		case base == "init.mp4":
 			init = f.body
-		case strings.Contains(f.name, "_"+stream+"_part"):
+		case strings.Count(base, ".") == 2:
 			parts = append(parts, f.body)
 		}
 	}

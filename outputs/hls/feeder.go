@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2"
@@ -37,6 +38,7 @@ type feeder struct {
 	anchorNTP   time.Time // PROGRAM-DATE-TIME of the frame at anchorPTS (see pdt)
 	anchorPTS   int64
 	segStart    int64  // muxer PTS of the frame that opened the segment being written
+	delta       int    // gohlslib's segment numbers to the stream's timeline (timeline.go)
 	dropped     uint64 // reader drops already seen (gapfill.go)
 
 	// The muxer's timeline (discontinuity.go): muxer PTS = source PTS +
@@ -60,6 +62,7 @@ type feeder struct {
 
 	// Read-back of the muxer's playlist (progress.go).
 	probing   bool          // the first-segment helper was started
+	firstSeg  atomic.Bool   // the helper saw the first segment
 	synced    bool          // the first segment exists: read back after writes
 	discont   bool          // a source change waits for the next segment to start
 	state     playlistState // as last read back
@@ -127,9 +130,10 @@ func ignoreEnd(err error) error {
 	return err
 }
 
-// waitStart reads each rung up to its second keyframe, which gives the GOP,
-// and returns what it read from the IDR the start gate picks on: the first
-// keyframe of the rung that saw the latest one, which every rung has read
+// waitStart reads each rung up to two GOP-grid keyframes (startKeys),
+// which give the GOP, and returns what it read from the IDR the start gate
+// picks on: the first keyframe of the rung that saw the latest one, which
+// every rung has read
 // (all readers were subscribed before any read). The first segment then
 // completes as soon as the second keyframe arrives.
 func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
@@ -137,7 +141,9 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 	var read []*pipeline.Packet // from the first keyframe on
 	var last *pipeline.Packet
 	observed := int64(0)
-	for len(keys) < 2 {
+	gop := durationTicks(f.r.track.GOP)
+	var key1, key2 int64
+	for found := false; !found; {
 		p, err := f.reader.Read(ctx)
 		if err != nil {
 			f.st.gate.abandon()
@@ -155,6 +161,7 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 		last = p
 		if p.Keyframe {
 			keys = append(keys, p.PTS)
+			key1, key2, found = startKeys(keys, gop, max(f.frame, observed))
 		}
 		if len(keys) > 0 {
 			read = append(read, p)
@@ -163,7 +170,7 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 	if f.frame <= 0 {
 		f.frame = max(observed, 1)
 	}
-	f.st.gate.report(keys[0], keys[1], f.frame, durationTicks(f.r.track.GOP))
+	f.st.gate.report(key1, key2, f.frame, gop)
 	tm, err := f.st.gate.wait(ctx, f.st.conf.PartTarget)
 	if err != nil {
 		return nil, err
@@ -194,6 +201,33 @@ func (f *feeder) waitStart(ctx context.Context) ([]*pipeline.Packet, error) {
 			f.queueAudio(p)
 		}
 	}
+}
+
+// maxStartKeys is how many keyframes startKeys looks through for two a
+// GOP apart before it takes the first two.
+const maxStartKeys = 4
+
+// startKeys picks the stream's first keyframe from those read so far, and
+// the next: the first of two keyframes one GOP apart (within a frame),
+// which are GOP-grid IDRs, not forced ones. A node that starts following a
+// stream asks for a keyframe and so usually first sees a forced one,
+// between two grid IDRs; a muxer started there would make its first
+// segment longer than a GOP and cover other media time than the same
+// segment on a node that started on the grid. Without a known GOP, or when
+// no two keyframes are a GOP apart, it is the first two keyframes.
+func startKeys(keys []int64, gop, frame int64) (key1, key2 int64, found bool) {
+	last := keys[len(keys)-1]
+	if gop > 0 {
+		for _, k := range keys[:len(keys)-1] {
+			if d := last - k - gop; d < max(frame, 1) && -d < max(frame, 1) {
+				return k, last, true
+			}
+		}
+	}
+	if len(keys) >= 2 && (gop <= 0 || len(keys) >= maxStartKeys) {
+		return keys[0], keys[1], true
+	}
+	return 0, 0, false
 }
 
 func (f *feeder) startMuxer() error {
@@ -238,7 +272,7 @@ func (f *feeder) video(p *pipeline.Packet) {
 		f.errs.log(f.log, "hls: dropping a video packet", err)
 		return
 	}
-	f.held = append(f.held, heldFrame{p: p, au: au, until: time.Now().Add(maxAudioWait)})
+	f.held = append(f.held, heldFrame{p: p, au: au, until: time.Now().Add(f.audioWait())})
 	f.drain()
 }
 
@@ -359,7 +393,7 @@ func ntpOf(p *pipeline.Packet) time.Time {
 // closed, and segment sizes.
 func (f *feeder) track(pts int64, key bool) {
 	if !f.synced {
-		if s, _ := f.r.prog.get(); !s.ready {
+		if !f.firstSeg.Load() {
 			f.startReadBack()
 			return
 		}
@@ -368,11 +402,20 @@ func (f *feeder) track(pts int64, key bool) {
 		f.synced = true
 		f.pending = f.pending[len(f.pending)-1:]
 		f.partStart = math.MinInt64 / 2 // unknown: read back after every frame until a part closes
-		s, err := readState(f.muxer)
+		s, err := readState(f.muxer, 0)
 		if err != nil {
 			f.errs.log(f.log, "hls: reading the muxer's playlist", err)
 			return
 		}
+		// The muxer's first segment starts at the start IDR, every rung's;
+		// the second at the GOP-grid IDR that ends it (the first may be
+		// longer than a GOP when it starts on a forced IDR, and another
+		// node may have started a GOP later). The second's number on the
+		// stream's timeline fixes delta for the muxer's life: segments
+		// follow one per GOP.
+		second := f.tm.start + durationTicks(s.firstDuration)
+		f.delta = msnOf(second, f.tm.gop) - (s.firstMSN + 1)
+		s = s.moved(f.delta)
 		if s.lastSegDuration > 0 {
 			f.measure(s) // the first segment
 		}
@@ -383,7 +426,7 @@ func (f *feeder) track(pts int64, key bool) {
 	if !f.mayClosePart(pts, key) {
 		return // nothing new to read back
 	}
-	s, err := readState(f.muxer)
+	s, err := readState(f.muxer, f.delta)
 	if err != nil {
 		f.errs.log(f.log, "hls: reading the muxer's playlist", err)
 		return
@@ -430,12 +473,13 @@ func (f *feeder) startReadBack() {
 		return
 	}
 	f.probing = true
-	m, prog := f.muxer, f.r.prog
+	m := f.muxer
 	f.st.helpers.Add(1)
 	go func() {
 		defer f.st.helpers.Done()
-		if s, err := readState(m); err == nil {
-			prog.set(s)
+		// Only the feeder publishes states: it knows the delta.
+		if _, err := readState(m, 0); err == nil {
+			f.firstSeg.Store(true)
 		}
 	}()
 }

@@ -19,7 +19,7 @@ const (
 
 	contentTypePlaylist = "application/vnd.apple.mpegurl"
 	// Playlists change with every part; media files never change under
-	// their name (it carries the muxer's random prefix and the epoch).
+	// their name (numbered on the stream's timeline, under the epoch).
 	cachePlaylist = "no-cache"
 	cacheMedia    = "public, max-age=31536000, immutable"
 	cacheError    = "no-store"
@@ -27,10 +27,9 @@ const (
 
 var (
 	epochRE = regexp.MustCompile(`^[0-9a-f]{8}$`)
-	// What gohlslib serves for a muxer's streams: the media playlist, the
-	// init file, complete segments and parts (see progress.go for names).
+	// The media playlists gohlslib serves for a muxer's streams; the
+	// other files are named on the stream's timeline (timeline.go).
 	playlistRE = regexp.MustCompile(`^(video1|audio2)_stream\.m3u8$`)
-	mediaRE    = regexp.MustCompile(`^([0-9a-f]{12})_(video1|audio2)_(init|seg[0-9]{1,18}|part([0-9]{1,18}))\.mp4$`)
 )
 
 var (
@@ -100,8 +99,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveMediaPlaylist(w, r, st, rg, rt.file)
 		return
 	}
-	if m := mediaRE.FindStringSubmatch(rt.file); m != nil && m[2] == stream {
-		s.serveMedia(w, r, st, rg, rt.file, m[1], m[4])
+	if mf, ok := parseMediaFile(rt.file); ok {
+		s.serveMedia(w, r, st, rg, stream, mf)
 		return
 	}
 	httpError(w, http.StatusNotFound, fmt.Sprintf("no file %q in %s/%s", rt.file, st.name, rt.dir))

@@ -22,10 +22,16 @@ import (
 // AAC reaches the muxer about 50 ms after the video of the same time (the
 // encoder's priming and look-ahead are two 1024-sample frames), so a video
 // frame that may close a part waits, with the frames after it, until the
-// audio of its time has been read, at most maxAudioWait. This delays the
+// audio of its time has been read, at most audioWait. This delays the
 // host rung's parts by that much; the audio would not be complete earlier.
 const (
 	maxAudioWait = 150 * time.Millisecond
+	// maxSharedAudioWait replaces it for a stream whose timeline other
+	// nodes serve too (stream.shared): there a frame that gives up waiting
+	// puts the late audio into the next part on this node only, and a
+	// player fetching parts from several nodes gets an AAC frame twice or
+	// not at all. Audio later than this is lost to that anyway.
+	maxSharedAudioWait = 600 * time.Millisecond
 	// maxAudioQueue bounds the AAC frames held back (about 2.7 s at 48 kHz):
 	// past that, video has stalled and the audio goes out on its own.
 	maxAudioQueue = 128
@@ -46,7 +52,7 @@ type heldFrame struct {
 }
 
 // read returns the next packet, or errHoldExpired when the first held frame
-// has waited maxAudioWait.
+// has waited audioWait.
 func (f *feeder) read(ctx context.Context) (*pipeline.Packet, error) {
 	if len(f.held) == 0 {
 		return f.reader.Read(ctx)
@@ -66,6 +72,14 @@ func (f *feeder) read(ctx context.Context) (*pipeline.Packet, error) {
 
 // shouldHold tells whether writing p now could close a part before the
 // audio of its time is in.
+// audioWait is how long a video frame may wait for the audio of its time.
+func (f *feeder) audioWait() time.Duration {
+	if f.st.shared {
+		return maxSharedAudioWait
+	}
+	return maxAudioWait
+}
+
 func (f *feeder) shouldHold(p *pipeline.Packet) bool {
 	if f.atrack == nil || !f.segmentOpen() || f.audioSeen >= p.PTS || p.PTS-f.audioSeen > audioStalled {
 		return false

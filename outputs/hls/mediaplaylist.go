@@ -84,9 +84,7 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		// Refuse at once what cannot come soon (LL-HLS: more than one
 		// segment or Advance Part Limit parts ahead) or never will.
 		switch {
-		case d.msn > cur.nextMSN+1,
-			d.msn == cur.nextMSN+1 && d.part > advancePartLimit,
-			d.msn == cur.nextMSN && d.part > cur.parts+advancePartLimit:
+		case tooFarAhead(cur, d.msn, d.part, st.slack()):
 			httpError(w, http.StatusBadRequest, fmt.Sprintf("_HLS_msn=%d _HLS_part=%d is too far ahead: the playlist is at segment %d part %d", d.msn, d.part, cur.nextMSN, cur.parts))
 			return
 		case d.msn < cur.firstMSN:
@@ -103,6 +101,9 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 	query := r.URL.Query()
 	token := tokenOf(query)
 	query.Del(TokenParam) // gohlslib sees only the LL-HLS directives
+	if d.hasMSN {
+		query.Set("_HLS_msn", strconv.Itoa(d.msn-cur.delta)) // in gohlslib's numbers
+	}
 	res, err := fetchPlaylist(m, file, query.Encode())
 	switch {
 	case err == nil:
@@ -114,7 +115,7 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 		httpError(w, http.StatusNotFound, fmt.Sprintf("stream %q ended", st.name))
 		return
 	}
-	body, err := st.rewrite(res.body.Bytes(), rg, file == audioPlaylist)
+	body, err := st.rewrite(res.body.Bytes(), rg, file == audioPlaylist, cur.delta)
 	if err != nil {
 		st.log.Warn("hls: cannot rewrite gohlslib's playlist; serving it as is", "error", err)
 		body = res.body.Bytes()
@@ -126,6 +127,7 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 }
 
 // rewrite fixes up a media playlist produced by gohlslib:
+//   - its numbers and file names become the stream's timeline's (retime);
 //   - PART-HOLD-BACK becomes 3 part targets (gohlslib writes 2.5, below the
 //     3 the LL-HLS spec recommends; players that honour it stall less);
 //   - EXT-X-RENDITION-REPORT tags give every other rendition's last segment
@@ -137,12 +139,11 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 //     marks any part that contains one, and a forced IDR (a WebRTC viewer
 //     joining) lands mid-part, where a player starting on it would decode
 //     the frames before it without their references.
-func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
+func (st *stream) rewrite(body []byte, self *rung, audio bool, delta int) ([]byte, error) {
 	var pl playlist.Media
 	if err := pl.Unmarshal(body); err != nil {
 		return nil, err
 	}
-	st.discont.mark(&pl)
 	if pl.ServerControl != nil && pl.PartInf != nil {
 		hold := 3 * pl.PartInf.PartTarget
 		pl.ServerControl.PartHoldBack = &hold
@@ -155,6 +156,9 @@ func (st *stream) rewrite(body []byte, self *rung, audio bool) ([]byte, error) {
 			self.independence(m, pl.Parts)
 		}
 	}
+	// From here on the playlist is in the stream's numbers and names.
+	retime(&pl, delta)
+	st.discont.mark(&pl)
 	for _, o := range st.rungs {
 		if o == self && !audio {
 			continue

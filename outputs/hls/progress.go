@@ -32,8 +32,13 @@ type playlistState struct {
 	parts           int           // complete parts of segment nextMSN
 	lastSegParts    int           // parts of segment nextMSN-1
 	lastSegDuration time.Duration // duration of segment nextMSN-1
-	nextPart        uint64        // id of the part being written: the preload hint
+	firstDuration   time.Duration // duration of segment firstMSN
+	nextPart        uint64        // gohlslib's id of the part being written: the preload hint
 	prefix          string        // gohlslib's file prefix, new for every muxer
+	// delta maps gohlslib's segment numbers onto the stream's timeline
+	// (timeline.go): every MSN above is gohlslib's plus delta.
+	delta int
+	bases []partBase // gohlslib's id of the first part of the latest segments
 }
 
 // hasPart mirrors gohlslib's muxerStream.hasPart exactly: once it is true
@@ -52,6 +57,20 @@ func (s playlistState) hasPart(msn, part int) bool {
 	default:
 		return part < s.parts
 	}
+}
+
+// moved is s with its segment numbers moved by d more.
+func (s playlistState) moved(d int) playlistState {
+	s.firstMSN += d
+	s.nextMSN += d
+	s.delta += d
+	bases := make([]partBase, len(s.bases))
+	for i, b := range s.bases {
+		b.msn += d
+		bases[i] = b
+	}
+	s.bases = bases
+	return s
 }
 
 // joinDistance is how many parts before the point hold parts behind the
@@ -171,8 +190,9 @@ var (
 	initRE = regexp.MustCompile(`^([0-9a-f]+)_[a-z]+[0-9]+_init\.mp4$`)
 )
 
-// readState reads back what m has published for its video stream.
-func readState(m *gohlslib.Muxer) (playlistState, error) {
+// readState reads back what m has published for its video stream, with
+// segment numbers moved by delta onto the stream's timeline.
+func readState(m *gohlslib.Muxer, delta int) (playlistState, error) {
 	w, err := fetchPlaylist(m, videoPlaylist, "")
 	if err != nil {
 		return playlistState{}, err
@@ -181,10 +201,10 @@ func readState(m *gohlslib.Muxer) (playlistState, error) {
 	if err := pl.Unmarshal(w.body.Bytes()); err != nil {
 		return playlistState{}, fmt.Errorf("gohlslib's own playlist: %w", err)
 	}
-	return stateOf(&pl)
+	return stateOf(&pl, delta)
 }
 
-func stateOf(pl *playlist.Media) (playlistState, error) {
+func stateOf(pl *playlist.Media, delta int) (playlistState, error) {
 	if pl.PreloadHint == nil || pl.Map == nil || len(pl.Segments) == 0 {
 		return playlistState{}, errors.New("gohlslib's playlist lacks a segment, a map or a preload hint")
 	}
@@ -200,20 +220,38 @@ func stateOf(pl *playlist.Media) (playlistState, error) {
 	// gohlslib puts 7 EXT-X-GAP segments in front of the first one (iOS
 	// wants a full window); they can never be waited for.
 	first := pl.MediaSequence
+	var firstDuration time.Duration
 	for _, seg := range pl.Segments {
 		if !seg.Gap {
+			firstDuration = seg.Duration
 			break
 		}
 		first++
 	}
+	next0 := pl.MediaSequence + len(pl.Segments)
+	var bases []partBase
+	for i, seg := range pl.Segments {
+		if len(seg.Parts) == 0 {
+			continue
+		}
+		if m := hintRE.FindStringSubmatch(seg.Parts[0].URI); m != nil {
+			if id, err := strconv.ParseUint(m[1], 10, 64); err == nil {
+				bases = append(bases, partBase{msn: pl.MediaSequence + i + delta, first: id, n: len(seg.Parts)})
+			}
+		}
+	}
+	bases = append(bases, partBase{msn: next0 + delta, first: next - uint64(len(pl.Parts)), n: len(pl.Parts)})
 	return playlistState{
 		ready:           true,
-		firstMSN:        first,
-		nextMSN:         pl.MediaSequence + len(pl.Segments),
+		firstMSN:        first + delta,
+		nextMSN:         next0 + delta,
 		parts:           len(pl.Parts),
 		lastSegParts:    len(pl.Segments[len(pl.Segments)-1].Parts),
 		lastSegDuration: pl.Segments[len(pl.Segments)-1].Duration,
+		firstDuration:   firstDuration,
 		nextPart:        next,
 		prefix:          init[1],
+		delta:           delta,
+		bases:           bases,
 	}, nil
 }

@@ -36,11 +36,16 @@ type stream struct {
 	// epoch is in every URL below index.m3u8. A new job under the same
 	// stream name gets new muxers whose media sequence numbers start over:
 	// with a new epoch a player still polling the old playlist gets 404 and
-	// reloads, instead of a playlist that goes backwards.
+	// reloads, instead of a playlist that goes backwards. A source that
+	// names its timeline (TimelineSource) gets the same epoch on every
+	// node, so that any node serves the same URLs.
 	epoch string
-	job   pipeline.Source
-	conf  Config
-	log   *slog.Logger
+	// shared: the source names its timeline, which other nodes serve
+	// under the same numbers and URLs (timeline.go).
+	shared bool
+	job    pipeline.Source
+	conf   Config
+	log    *slog.Logger
 
 	rungs []*rung         // in job order
 	audio *pipeline.Track // the AAC track, nil when the job has none
@@ -84,13 +89,19 @@ func newStream(ctx context.Context, name string, job pipeline.Source, conf Confi
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
+	epoch := timelineEpoch(name, job)
+	shared := epoch != ""
+	if !shared {
+		epoch = hex.EncodeToString(b[:])
+	}
 	st := &stream{
-		name:  name,
-		epoch: hex.EncodeToString(b[:]),
-		job:   job,
-		conf:  conf,
-		log:   log.With("stream", name),
-		done:  make(chan struct{}),
+		name:   name,
+		epoch:  epoch,
+		shared: shared,
+		job:    job,
+		conf:   conf,
+		log:    log.With("stream", name),
+		done:   make(chan struct{}),
 	}
 	for _, tr := range job.Tracks() {
 		switch {
@@ -183,6 +194,16 @@ func (st *stream) timing() (timing, bool) {
 		return *t, true
 	}
 	return timing{}, false
+}
+
+// slack is how many segments more than LL-HLS allows a blocking request
+// may run ahead of this node: one for a stream on a timeline shared with
+// other nodes (tooFarAhead), none otherwise.
+func (st *stream) slack() int {
+	if st.shared {
+		return 1
+	}
+	return 0
 }
 
 // blockLimit is how long a blocking request may wait: three target

@@ -36,8 +36,10 @@ const (
 	DefaultCPUBudgetPerCore = 6e7
 )
 
-// DefaultCapacity is DefaultCPUBudgetPerCore for each CPU of this machine.
-func DefaultCapacity() float64 { return DefaultCPUBudgetPerCore * float64(runtime.NumCPU()) }
+// DefaultCapacity is DefaultCPUBudgetPerCore for each CPU this process may
+// use: GOMAXPROCS, which follows a cgroup CPU limit, as the job shares do
+// (queue/worker), so that a container given 4 of 64 CPUs advertises 4.
+func DefaultCapacity() float64 { return DefaultCPUBudgetPerCore * float64(runtime.GOMAXPROCS(0)) }
 
 // Runner runs a job's media work. Run blocks until ctx is cancelled (stop,
 // lost ownership, drain) or the job fails; it calls running() once the

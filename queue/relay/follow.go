@@ -40,6 +40,9 @@ type Stream struct {
 	stats   pipeline.SourceStats
 	err     error
 	changes int // publisher changes survived
+	// timeline is the instance of the first publisher followed: the
+	// stream's timestamps are that publisher's, shifted after it.
+	timeline string
 }
 
 var _ pipeline.Source = (*Stream)(nil)
@@ -76,7 +79,7 @@ func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts
 	if err != nil {
 		return nil, err
 	}
-	s := &Stream{nc: nc, stream: stream, log: o.log, opts: o, tracks: first.info.Tracks, current: first, done: make(chan struct{})}
+	s := &Stream{nc: nc, stream: stream, log: o.log, opts: o, tracks: first.info.Tracks, current: first, timeline: first.info.Instance, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	go s.run(first) // owned by s: ends on Close, ctx or when the stream is gone
 	return s, nil
@@ -342,6 +345,13 @@ func (s *Stream) Info() StreamInfo {
 	}
 	return StreamInfo{Stream: s.stream, Tracks: s.tracks}
 }
+
+// TimelineID names the stream's media timeline: the instance of the first
+// publisher it followed. Every node that started following under that
+// publisher forwards its timestamps unchanged, so they share the timeline
+// (outputs/hls numbers LL-HLS from it); a node that starts under a later
+// publisher sees that one's timestamps, another timeline.
+func (s *Stream) TimelineID() string { return s.timeline }
 
 // Changes returns how many publisher changes the stream survived.
 func (s *Stream) Changes() int {
