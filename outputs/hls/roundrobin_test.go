@@ -104,6 +104,33 @@ func TestBrowserRoundRobinFailover(t *testing.T) {
 	if windows[0] != windows[1] || windows[0] != windows[2] {
 		t.Errorf("after the failover the nodes list different segments for the same point: %q", windows)
 	}
+
+	// A node that starts following only after the failover joins the
+	// same timeline: the same URLs, the same segments for the same point.
+	late := startNode(t, rr.bus, "late")
+	defer late.stop()
+	mv := late.index()
+	if mv.Variants[0].URI != after[0].variant {
+		t.Fatalf("a node started after the failover serves %s, the others %s: another timeline", mv.Variants[0].URI, after[0].variant)
+	}
+	late.waitSegments([]string{after[0].variant}, 2, 30*time.Second)
+	cur := late.media(after[0].variant)
+	q = fmt.Sprintf("%s?_HLS_msn=%d&_HLS_part=0", after[0].variant, cur.MediaSequence+len(cur.Segments)+1)
+	tail := func(n *node) string {
+		pl := n.media(q)
+		var listed []string
+		for _, seg := range pl.Segments {
+			if !seg.Gap {
+				listed = append(listed, seg.URI)
+			}
+		}
+		return fmt.Sprintf("%d %v", pl.MediaSequence+len(pl.Segments), listed[len(listed)-2:])
+	}
+	if l, o := tail(late), tail(rr.nodes[0]); l != o {
+		t.Errorf("for the same point the late node lists %q, a node following since before %q", l, o)
+	} else {
+		t.Logf("late node: %s, on the same timeline (next segment, last segments: %s)", mv.Variants[0].URI, l)
+	}
 }
 
 // roundRobin is three nodes following one publisher over NATS behind a
@@ -111,6 +138,7 @@ func TestBrowserRoundRobinFailover(t *testing.T) {
 type roundRobin struct {
 	t         *testing.T
 	nodes     []*node
+	bus       *bus.Embedded
 	pub       *nats.Conn
 	published chan struct{}
 	cancel    context.CancelFunc
@@ -126,7 +154,7 @@ func startRoundRobin(t *testing.T) *roundRobin {
 	testutil.LeakCheck(t)
 	testutil.NeedsFFmpeg(t)
 	e := testutil.StartNATS(t, bus.EmbeddedConfig{})
-	rr := &roundRobin{t: t, pub: testutil.DialNATS(t, e, "publisher")}
+	rr := &roundRobin{t: t, bus: e, pub: testutil.DialNATS(t, e, "publisher")}
 	rr.publish()
 	t.Cleanup(rr.stopPublisher)
 

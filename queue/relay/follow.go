@@ -40,9 +40,17 @@ type Stream struct {
 	stats   pipeline.SourceStats
 	err     error
 	changes int // publisher changes survived
-	// timeline is the instance of the first publisher followed: the
-	// stream's timestamps are that publisher's, shifted after it.
+	// timeline is the instance of the publisher the stream's timeline
+	// began with: its timestamps, and every later publisher's shifted
+	// after them. Usually the first publisher followed; for a node that
+	// starts following after a publisher change, the one another node
+	// following since before reports (timeline.go).
 	timeline string
+	// position is what this node answers to a timeline request: the
+	// current publisher and the offset that puts it on the timeline,
+	// once known (zero Instance until then).
+	position timelinePosition
+	answer   *nats.Subscription
 }
 
 var _ pipeline.Source = (*Stream)(nil)
@@ -80,21 +88,45 @@ func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts
 		return nil, err
 	}
 	s := &Stream{nc: nc, stream: stream, log: o.log, opts: o, tracks: first.info.Tracks, current: first, timeline: first.info.Instance, done: make(chan struct{})}
+	var start timelinePosition
+	if !source {
+		// Join the timeline the other nodes serve, if they follow this
+		// publisher since before it took over; then answer for it too.
+		if pos, ok := askTimeline(ctx, nc, stream, first.info.Instance); ok {
+			start = pos
+			s.timeline = pos.Timeline
+			s.log.Info("stream joins the timeline other nodes serve", "stream", stream, "timeline", pos.Timeline, "publisher", pos.Instance, "offset_s", pos.Offset)
+		}
+		if s.answer, err = s.answerTimeline(); err != nil {
+			_ = first.sub.Unsubscribe()
+			return nil, fmt.Errorf("%s: answering timeline requests: %w", stream, err)
+		}
+	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
-	go s.run(first) // owned by s: ends on Close, ctx or when the stream is gone
+	go s.run(first, start.Offset) // owned by s: ends on Close, ctx or when the stream is gone
 	return s, nil
 }
 
-func (s *Stream) run(sub *subscription) {
+func (s *Stream) run(sub *subscription, offset float64) {
 	defer close(s.done)
 	defer s.fanout.Close()
-	shift := timeShift{maxGap: s.opts.publisherWait + s.opts.staleAfter}
+	if s.answer != nil {
+		defer func() { _ = s.answer.Unsubscribe() }()
+	}
+	shift := timeShift{maxGap: s.opts.publisherWait + s.opts.staleAfter, offset: offset}
+	announced := ""
 	emit := func(p *pipeline.Packet, kind pipeline.Kind) {
 		if p.Track < 0 || p.Track >= len(s.tracks) {
 			return
 		}
 		if out := shift.apply(p, s.tracks[p.Track], time.Now()); out != nil {
 			s.fanout.Publish(out, kind)
+		}
+		if !shift.pending && announced != sub.info.Instance {
+			announced = sub.info.Instance
+			s.mu.Lock()
+			s.position = timelinePosition{Timeline: s.timeline, Instance: announced, Offset: shift.offset}
+			s.mu.Unlock()
 		}
 	}
 	stats := func(st pipeline.SourceStats) {
@@ -139,6 +171,7 @@ func (s *Stream) run(sub *subscription) {
 		next.joinReason = pipeline.KeyframeFailover
 		s.mu.Lock()
 		s.current, s.changes = next, s.changes+1
+		s.position = timelinePosition{} // until the new publisher's offset is known
 		s.mu.Unlock()
 		shift.restart()
 		sub = next

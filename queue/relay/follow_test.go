@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"math"
 	"sync"
@@ -84,4 +85,34 @@ func TestStreamSurvivesPublisherChange(t *testing.T) {
 	if math.Abs(media-wall) > 1.0/30+0.1 {
 		t.Errorf("media time advanced %.3fs across an outage of %.3fs, want the outage", media, wall)
 	}
+
+	// A node that starts following only now joins the timeline f serves:
+	// the same TimelineID, and the same timestamps for the same packets.
+	nc2 := testutil.DialNATS(t, e, "late")
+	g, err := Follow(context.Background(), nc2, "s", WithPublisherWait(10*time.Second), WithLogger(testutil.Logger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.TimelineID() != f.TimelineID() {
+		t.Errorf("a follower started after the change is on timeline %q, the first follower on %q", g.TimelineID(), f.TimelineID())
+	}
+	late := collect(rctx, g.Subscribe(pipeline.WithTracks(0)), &readers)
+	testutil.Eventually(t, 20*time.Second, "10 frames on the late follower", func() bool { return len(late()) >= 10 })
+	matched := 0
+	for _, lp := range late() {
+		for _, r := range got() {
+			if bytes.Equal(r.p.Data, lp.p.Data) {
+				matched++
+				if r.p.PTS != lp.p.PTS {
+					t.Errorf("the same frame at PTS %d on the first follower, %d on the late one", r.p.PTS, lp.p.PTS)
+				}
+				break
+			}
+		}
+	}
+	if matched == 0 {
+		t.Error("no frame of the late follower found on the first")
+	}
+	t.Logf("late follower: timeline %s, %d frames with the same timestamps as the first follower's", g.TimelineID(), matched)
 }

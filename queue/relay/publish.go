@@ -26,6 +26,8 @@ import (
 //	                        last one with Ended set when the publisher stops
 //	media.<stream>.status   request → StreamStatus (JSON) computed then
 //	                        (Describe: a node's API without following)
+//	media.<stream>.timeline request → timelinePosition (JSON), answered by
+//	                        the nodes following the stream (timeline.go)
 //	media.<stream>.ctl      "keyframe:<reason>": ask the job for an IDR on
 //	                        every rung, for one of the pipeline.Keyframe*
 //	                        reasons (plain "keyframe", from older nodes, and
@@ -53,6 +55,8 @@ const (
 	subjStats  = "stats"
 	subjStatus = "status"
 	subjCtl    = "ctl"
+	// subjTimeline is answered by followers, not by the publisher.
+	subjTimeline = "timeline"
 
 	ctlKeyframe = "keyframe" // ctlKeyframe + ":" + reason, or alone
 	// ctlStop (source plane only) disconnects the publisher: a newer one

@@ -189,7 +189,7 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 					}
 					return nil
 				}
-			case subjTracks, subjStatus, subjCtl:
+			case subjTracks, subjStatus, subjCtl, subjTimeline:
 				// Requests and commands to the publisher: not media.
 			default:
 				if s.opts.received != nil {
