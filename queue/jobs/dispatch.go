@@ -67,6 +67,22 @@ func (s *Store) redispatch(ctx context.Context, j *Job) error {
 	return nil
 }
 
+// staleReadRetry is how soon a ticket read against a stale job returns.
+const staleReadRetry = 100 * time.Millisecond
+
+// ticketRevision is the job revision a ticket was published for (its
+// message id, "<job>@<revision>[/<nonce>]"); 0 when it does not say.
+func ticketRevision(m ticket) uint64 {
+	id := m.Headers().Get(jetstream.MsgIDHeader)
+	_, rev, ok := strings.Cut(id, "@")
+	if !ok {
+		return 0
+	}
+	rev, _, _ = strings.Cut(rev, "/")
+	v, _ := strconv.ParseUint(rev, 10, 64)
+	return v
+}
+
 // ticket is a pulled dispatch message.
 type ticket = jetstream.Msg
 
@@ -157,6 +173,13 @@ func (n *Node) handleTicket(msg ticket) ticketOutcome {
 		return ticketStale
 	case err != nil:
 		_ = msg.Nak()
+		return ticketRefused
+	case j.State != StatePending && j.Revision < ticketRevision(msg):
+		// Older than the write the ticket was published for: a replica
+		// behind its leader answered (right after a NATS server came
+		// back). Acknowledging would lose the ticket until maintenance
+		// republishes it, seconds later; whoever gets it next re-reads.
+		_ = msg.NakWithDelay(staleReadRetry)
 		return ticketRefused
 	case j.State != StatePending:
 		_ = msg.Ack() // the job was placed or stopped since
