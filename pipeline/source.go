@@ -52,4 +52,16 @@ type SourceStats struct {
 	// Keyframes are the job's keyframe budget counters (a transcoder's; a
 	// followed stream reports its publisher's).
 	Keyframes KeyframeStats `json:"keyframes"`
+	// Events counts timed events: the publisher's stamping, and on a
+	// followed stream what reached this node.
+	Events *EventStats `json:"events,omitempty"`
+}
+
+// EventStats count a stream's timed events.
+type EventStats struct {
+	Stamped  uint64 `json:"stamped"`  // bound to a frame by the publisher
+	Refused  uint64 `json:"refused"`  // malformed, oversized or before any frame
+	Limited  uint64 `json:"limited"`  // over the stream's rate
+	Received uint64 `json:"received"` // reached this node's outputs
+	Dropped  uint64 `json:"dropped"`  // lost by readers that were behind (this node)
 }

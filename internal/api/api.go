@@ -193,6 +193,7 @@ func (s *Server) Handler() *http.ServeMux {
 	}
 	mux.Handle("GET /metrics", s.metricsGuard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	s.jobRoutes(mux)
+	s.eventRoutes(mux)
 	webRoutes(mux)
 	return mux
 }

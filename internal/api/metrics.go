@@ -30,6 +30,8 @@ type streamCollector struct {
 	trackKeyframes            *prometheus.Desc
 	keyRequests, keyForced    *prometheus.Desc
 	keyCoalesced              *prometheus.Desc
+	eventsIn, eventsReceived  *prometheus.Desc
+	eventsDropped             *prometheus.Desc
 }
 
 func newStreamCollector(streams *pipeline.Registry, hlsLatency, rtcLatency func(string) (time.Duration, time.Duration, bool)) *streamCollector {
@@ -56,13 +58,16 @@ func newStreamCollector(streams *pipeline.Registry, hlsLatency, rtcLatency func(
 		keyRequests:    d("keyframe_requests_total", "Keyframe requests to the stream's job, per reason.", "stream", "reason"),
 		keyForced:      d("keyframes_forced_total", "IDRs the job's keyframe budget forced on every rung for requests.", "stream"),
 		keyCoalesced:   d("keyframe_requests_coalesced_total", "Keyframe requests answered by an IDR already due (forced or GOP).", "stream"),
+		eventsIn:       d("events_in_total", "Timed events sent to the stream, by what its publisher did with them (stamped, refused, limited).", "stream", "result"),
+		eventsReceived: d("events_received_total", "Stamped timed events that reached this node's outputs.", "stream"),
+		eventsDropped:  d("events_dropped_total", "Timed events lost on this node by outputs that were behind.", "stream"),
 	}
 }
 
 func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.speed, c.mediaTime, c.trackFrames, c.trackBytes, c.trackFPS,
 		c.trackBitrate, c.stageFrames, c.stageDropped, c.stageBusy, c.stageLatency, c.hlsPart, c.rtcSent,
-		c.trackKeyframes, c.keyRequests, c.keyForced, c.keyCoalesced} {
+		c.trackKeyframes, c.keyRequests, c.keyForced, c.keyCoalesced, c.eventsIn, c.eventsReceived, c.eventsDropped} {
 		ch <- d
 	}
 }
@@ -111,6 +116,13 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		m(c.keyForced, prometheus.CounterValue, float64(s.Keyframes.Forced), name)
 		m(c.keyCoalesced, prometheus.CounterValue, float64(s.Keyframes.Coalesced), name)
+		if ev := s.Events; ev != nil {
+			m(c.eventsIn, prometheus.CounterValue, float64(ev.Stamped), name, "stamped")
+			m(c.eventsIn, prometheus.CounterValue, float64(ev.Refused), name, "refused")
+			m(c.eventsIn, prometheus.CounterValue, float64(ev.Limited), name, "limited")
+			m(c.eventsReceived, prometheus.CounterValue, float64(ev.Received), name)
+			m(c.eventsDropped, prometheus.CounterValue, float64(ev.Dropped), name)
+		}
 		for _, st := range s.Stages {
 			m(c.stageFrames, prometheus.CounterValue, float64(st.Frames), name, st.Name)
 			m(c.stageDropped, prometheus.CounterValue, float64(st.Dropped), name, st.Name)

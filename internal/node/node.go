@@ -17,12 +17,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prism-streaming/prism/config"
 	"github.com/prism-streaming/prism/gpu"
 	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/jobs"
+	"github.com/prism-streaming/prism/queue/relay"
 	"github.com/prism-streaming/prism/queue/worker"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -78,6 +80,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	defer cancel()
 	if n.store, err = jobs.OpenStore(openCtx, n.nc, jobs.StoreConfig{Replicas: cfg.NATS.Replicas, CheckLadder: ladder.Check, SourceCost: ladder.SourceCost}); err != nil {
 		return err
+	}
+	// Stamped timed events are kept for late viewers and for a publisher
+	// that takes a job over; without the stream they still flow live.
+	if js, jerr := jetstream.New(n.nc); jerr == nil {
+		if _, jerr = js.CreateOrUpdateStream(openCtx, relay.EventStreamConfig(max(cfg.NATS.Replicas, 1), relay.DefaultEventWindow)); jerr != nil {
+			n.Log.Warn("timed events are not kept: creating their JetStream stream failed", "stream", relay.EventStream, "error", jerr)
+		}
 	}
 
 	capacity, err := n.capacity(cfg)

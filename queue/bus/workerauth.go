@@ -49,15 +49,26 @@ func (a *tokenAuth) Check(c server.ClientAuthentication) bool {
 // workerPermissions let a worker publish its stream's media, stats and
 // answers, and hear only the two subjects relay.Publish serves: no other
 // stream, no JetStream, no jobs.
+// EventStream is the JetStream stream of stamped timed events
+// (queue/relay's EventStream names it from here).
+const EventStream = "PRISM_EVENTS"
+
 func workerPermissions(stream string) *server.Permissions {
 	prefix := "media." + stream + "."
+	timed := "events." + stream + ".timed"
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{prefix + ">"}},
+		// Its media, its stamped timed events, and reading back its own
+		// stream's kept events from EventStream (an ordered consumer
+		// filtered on them: the filter is in the create subject).
+		Publish: &server.SubjectPermission{Allow: []string{prefix + ">", timed,
+			"$JS.API.CONSUMER.CREATE." + EventStream + ".*." + timed,
+			"$JS.API.CONSUMER.MSG.NEXT." + EventStream + ".*",
+			"$JS.API.CONSUMER.DELETE." + EventStream + ".*"}},
 		// A pushed stream's worker also reads the publisher's source
 		// (media.<stream>.source.*), asking for its tracks with replies on
-		// its own inbox prefix.
-		Subscribe: &server.SubjectPermission{Allow: []string{prefix + "tracks", prefix + "ctl",
-			prefix + "source.*", WorkerInboxPrefix(stream) + ".>"}},
+		// its own inbox prefix; events come in on events.<stream>.
+		Subscribe: &server.SubjectPermission{Allow: []string{prefix + "tracks", prefix + "ctl", prefix + "events",
+			"events." + stream, prefix + "source.*", WorkerInboxPrefix(stream) + ".>"}},
 		// The tracks request's reply subject: one answer per request.
 		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: workerResponseExpiry},
 	}

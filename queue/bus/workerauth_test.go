@@ -89,6 +89,27 @@ func TestWorkerTokenIsLimitedToItsStream(t *testing.T) {
 	if m, err := node.Request("media.cam.tracks", nil, 2*time.Second); err != nil || string(m.Data) != "info" {
 		t.Fatalf("tracks request: %v, %v", m, err)
 	}
+	// Its events: in on events.cam, stamped out on events.cam.timed.
+	in, err := w.SubscribeSync("events.cam")
+	if err != nil || w.Flush() != nil {
+		t.Fatal(err)
+	}
+	timed, err := node.SubscribeSync("events.cam.timed")
+	if err != nil || node.Flush() != nil {
+		t.Fatal(err)
+	}
+	if err := node.Publish("events.cam", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.NextMsg(2 * time.Second); err != nil {
+		t.Fatalf("events.cam: %v", err)
+	}
+	if err := w.Publish("events.cam.timed", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := timed.NextMsg(2 * time.Second); err != nil {
+		t.Fatalf("events.cam.timed: %v", err)
+	}
 	if err := node.Publish("media.cam.ctl", []byte("keyframe")); err != nil {
 		t.Fatal(err)
 	}
@@ -98,19 +119,21 @@ func TestWorkerTokenIsLimitedToItsStream(t *testing.T) {
 
 	// Refused: another stream, JetStream, the jobs KV, and wider
 	// subscriptions on its own stream.
-	for _, subj := range []string{"media.other.0", "media.other.tracks", "$JS.API.INFO", "$KV.jobs.cam", "jobs.x"} {
+	for _, subj := range []string{"media.other.0", "media.other.tracks", "$JS.API.INFO", "$KV.jobs.cam", "jobs.x",
+		"events.other.timed", "$JS.API.CONSUMER.CREATE." + bus.EventStream + ".c.events.other.timed"} {
 		if err := w.Publish(subj, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, subj := range []string{"media.other.0", "media.other.ctl", "media.cam.>", "media.cam.0", "$KV.>", "$JS.API.>", ">"} {
+	for _, subj := range []string{"media.other.0", "media.other.ctl", "media.cam.>", "media.cam.0", "$KV.>", "$JS.API.>", ">", "events.other", "events.>"} {
 		if _, err := w.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}
 	}
 	testutil.Eventually(t, 5*time.Second, "a permissions violation for every refused subject", func() bool {
 		for _, s := range []string{"media.other.0", "media.other.tracks", "$JS.API.INFO", "$KV.jobs.cam", "jobs.x",
-			"media.other.ctl", "media.cam.>", "media.cam.0", "$KV.>", "$JS.API.>", ">"} {
+			"media.other.ctl", "media.cam.>", "media.cam.0", "$KV.>", "$JS.API.>", ">",
+			"events.other.timed", "$JS.API.CONSUMER.CREATE." + bus.EventStream + ".c.events.other.timed", "events.other", "events.>"} {
 			if !v.seen(s) {
 				return false
 			}

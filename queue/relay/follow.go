@@ -30,6 +30,7 @@ type Stream struct {
 	opts   options
 
 	fanout pipeline.Fanout
+	events pipeline.EventFanout // timed events, shifted like the media
 	tracks []pipeline.Track
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,7 +54,10 @@ type Stream struct {
 	answer   *nats.Subscription
 }
 
-var _ pipeline.Source = (*Stream)(nil)
+var (
+	_ pipeline.Source      = (*Stream)(nil)
+	_ pipeline.EventSource = (*Stream)(nil)
+)
 
 // WithLogger sets where the stream logs publisher changes (default
 // slog.Default()).
@@ -101,6 +105,12 @@ func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts
 			_ = first.sub.Unsubscribe()
 			return nil, fmt.Errorf("%s: answering timeline requests: %w", stream, err)
 		}
+		// The events in effect now, for viewers that join during one.
+		evs := askActive(ctx, nc, stream)
+		for i := range evs {
+			shiftEvent(&evs[i], start.Offset)
+		}
+		s.events.Seed(evs)
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	go s.run(first, start.Offset) // owned by s: ends on Close, ctx or when the stream is gone
@@ -110,17 +120,39 @@ func follow(ctx context.Context, nc *nats.Conn, stream string, source bool, opts
 func (s *Stream) run(sub *subscription, offset float64) {
 	defer close(s.done)
 	defer s.fanout.Close()
+	defer s.events.Close()
 	if s.answer != nil {
 		defer func() { _ = s.answer.Unsubscribe() }()
 	}
 	shift := timeShift{maxGap: s.opts.publisherWait + s.opts.staleAfter, offset: offset}
 	announced := ""
+	// Events of a new publisher wait until its offset is known (its first
+	// keyframe), then go out shifted like its media.
+	var held []pipeline.Event
+	release := func() {
+		for i := range held {
+			shiftEvent(&held[i], shift.offset)
+			s.events.Publish(&held[i])
+		}
+		held = nil
+	}
+	event := func(e pipeline.Event) {
+		if len(held) < pipeline.EventReaderBuffer {
+			held = append(held, e)
+		}
+		if !shift.pending {
+			release()
+		}
+	}
 	emit := func(p *pipeline.Packet, kind pipeline.Kind) {
 		if p.Track < 0 || p.Track >= len(s.tracks) {
 			return
 		}
 		if out := shift.apply(p, s.tracks[p.Track], time.Now()); out != nil {
 			s.fanout.Publish(out, kind)
+		}
+		if len(held) > 0 && !shift.pending {
+			release()
 		}
 		if !shift.pending && announced != sub.info.Instance {
 			announced = sub.info.Instance
@@ -135,7 +167,7 @@ func (s *Stream) run(sub *subscription, offset float64) {
 		s.mu.Unlock()
 	}
 	for {
-		err := sub.receive(s.ctx, emit, stats)
+		err := sub.receive(s.ctx, emit, stats, event)
 		s.mu.Lock()
 		s.current = nil
 		s.mu.Unlock()
@@ -342,6 +374,13 @@ func (s *timeShift) apply(p *pipeline.Packet, tr pipeline.Track, now time.Time) 
 	return &q
 }
 
+// SubscribeEvents implements pipeline.EventSource: the stream's timed
+// events from now on, on the stream's timeline.
+func (s *Stream) SubscribeEvents() *pipeline.EventReader { return s.events.Subscribe() }
+
+// ActiveEvents implements pipeline.EventSource.
+func (s *Stream) ActiveEvents() []pipeline.Event { return s.events.ActiveEvents() }
+
 // Tracks implements pipeline.Source.
 func (s *Stream) Tracks() []pipeline.Track { return s.tracks }
 
@@ -364,8 +403,16 @@ func (s *Stream) RequestKeyframe(reason string) {
 // Stats implements pipeline.Source: the publisher's latest report.
 func (s *Stream) Stats() pipeline.SourceStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	s.mu.Unlock()
+	// The publisher's stamping counters, and what reached this node.
+	ev := pipeline.EventStats{}
+	if st.Events != nil {
+		ev = *st.Events
+	}
+	ev.Received, ev.Dropped = s.events.Counts()
+	st.Events = &ev
+	return st
 }
 
 // Info describes the publisher followed now (the last one between

@@ -28,6 +28,8 @@ import (
 //	                        (Describe: a node's API without following)
 //	media.<stream>.timeline request → timelinePosition (JSON), answered by
 //	                        the nodes following the stream (timeline.go)
+//	media.<stream>.event    a stamped timed event (events.go)
+//	media.<stream>.events   request → the active events (events.go)
 //	media.<stream>.ctl      "keyframe:<reason>": ask the job for an IDR on
 //	                        every rung, for one of the pipeline.Keyframe*
 //	                        reasons (plain "keyframe", from older nodes, and
@@ -126,6 +128,12 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", stream, err)
 	}
+	// Timed events are stamped where the stream is transcoded: on the
+	// media plane only (a pushed source's publisher is not the job).
+	var events *stamper
+	if prefix == mediaPrefix(stream) {
+		events = newStamper(nc, stream, info.Instance)
+	}
 	// Subscribe to the job before announcing the stream, so that every
 	// packet from the first answer on reaches NATS.
 	reader := job.Subscribe(pipeline.WithName("nats:"+stream),
@@ -159,7 +167,11 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 	// Stats are computed when asked for, so an API that describes the
 	// stream sees them as of now rather than up to a StatsInterval old.
 	statusSub, err := nc.Subscribe(prefix+subjStatus, func(m *nats.Msg) {
-		if b, err := json.Marshal(StreamStatus{Instance: info.Instance, Stats: job.Stats()}); err == nil {
+		st := StreamStatus{Instance: info.Instance, Stats: job.Stats()}
+		if events != nil {
+			st.Stats.Events = events.stats()
+		}
+		if b, err := json.Marshal(st); err == nil {
 			_ = m.Respond(b)
 		}
 	})
@@ -170,6 +182,9 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 
 	status := func(ended bool) {
 		st := StreamStatus{Instance: info.Instance, Stats: job.Stats(), Ended: ended}
+		if events != nil {
+			st.Stats.Events = events.stats()
+		}
 		if ended {
 			if err := job.Err(); err != nil {
 				st.Err = err.Error()
@@ -194,6 +209,17 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 		}
 	})
 
+	if events != nil {
+		stopEvents, err := events.start(ctx)
+		if err != nil {
+			stopStats()
+			wg.Wait()
+			return fmt.Errorf("publish %s: events: %w", stream, err)
+		}
+		defer stopEvents()
+	}
+	tracks := job.Tracks()
+
 	pub := packetPublisher{nc: nc, prefix: prefix, instance: instance, seq: make(map[int]uint32)}
 	var runErr error
 	for {
@@ -201,7 +227,12 @@ func publish(ctx context.Context, nc *nats.Conn, stream, prefix string, job pipe
 		if err != nil {
 			break // the job ended (its fan-out closed) or ctx ended
 		}
-		if err := pub.publish(p); err != nil {
+		if events != nil && p.Track >= 0 && p.Track < len(tracks) && tracks[p.Track].Kind == pipeline.KindVideo {
+			err = events.publishFrame(p, tracks[p.Track].ClockRate, pub.publish)
+		} else {
+			err = pub.publish(p)
+		}
+		if err != nil {
 			if errors.Is(err, nats.ErrConnectionClosed) {
 				runErr = fmt.Errorf("publish %s: %w", stream, err)
 				break

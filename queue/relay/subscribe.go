@@ -130,7 +130,7 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 // emit and each status report to stats, until ctx ends (nil) or the
 // publisher stops: nil when it ended cleanly, else why (ErrStreamGone). It
 // unsubscribes before returning.
-func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, pipeline.Kind), stats func(pipeline.SourceStats)) error {
+func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, pipeline.Kind), stats func(pipeline.SourceStats), event func(pipeline.Event)) error {
 	defer func() { _ = s.sub.Unsubscribe() }()
 	defer s.keys.Stop()
 	var rx reassembler
@@ -189,7 +189,13 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 					}
 					return nil
 				}
-			case subjTracks, subjStatus, subjCtl, subjTimeline:
+			case subjEvent:
+				var e pipeline.Event
+				if json.Unmarshal(m.Data, &e) != nil || e.Instance != s.info.Instance {
+					continue // another publisher's: a fenced old owner
+				}
+				event(e)
+			case subjTracks, subjStatus, subjCtl, subjTimeline, subjEvents:
 				// Requests and commands to the publisher: not media.
 			default:
 				if s.opts.received != nil {

@@ -1,0 +1,162 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/prism-streaming/prism/internal/auth"
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/relay"
+)
+
+// eventTimeout bounds the wait for the stream's publisher to stamp an
+// event sent over the API.
+const eventTimeout = 2 * time.Second
+
+// eventRoutes: POST /api/v1/streams/<name>/events sends an event to the
+// stream's publisher (which stamps it, wherever the job runs) and answers
+// the stamped event; POST /api/v1/streams/<name>/actions is an HLS
+// viewer's action, published to NATS actions.<name>.
+func (s *Server) eventRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /api/v1/streams/{name}/events", s.guarded(func(w http.ResponseWriter, r *http.Request, _ auth.Principal) {
+		name := r.PathValue("name")
+		if err := pipeline.ValidStreamName(name); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, pipeline.MaxEventBytes))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "event body over 16 KiB: " + err.Error()})
+			return
+		}
+		// Refused here already when malformed, so a bad event costs no
+		// round trip and says why the same way.
+		if _, _, err := pipeline.ParseEventRequest(body, ""); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), eventTimeout)
+		defer cancel()
+		m, err := s.Node.Store().Conn().RequestWithContext(ctx, relay.EventsSubject(name), body)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "stream " + name + " is not running: no publisher takes its events"})
+			return
+		case err != nil:
+			writeJSON(w, http.StatusGatewayTimeout, map[string]string{"error": "stream " + name + ": its publisher did not answer: " + err.Error()})
+			return
+		}
+		var reply relay.EventReply
+		if err := json.Unmarshal(m.Data, &reply); err != nil {
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "stream " + name + ": unreadable answer from its publisher"})
+			return
+		}
+		if reply.Error != "" {
+			writeJSON(w, max(reply.Status, http.StatusBadRequest), map[string]string{"error": reply.Error})
+			return
+		}
+		writeJSON(w, http.StatusCreated, reply.Event)
+	}))
+	actions := newViewerLimiter()
+	mux.HandleFunc("POST /api/v1/streams/{name}/actions", func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		if err := pipeline.ValidStreamName(name); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		// Acting is watching: the stream's playback policy decides, as for
+		// /hls/ (a signed stream needs a token granting play on it).
+		viewer := "hls:" + pipeline.ClientKey(r.RemoteAddr)
+		if s.Node.PlaySigned(name, s.Auth.Enabled()) {
+			p, ok := s.authorize(w, r, auth.ActionPlay, name)
+			if !ok {
+				return
+			}
+			viewer = "hls:" + p.Name
+		}
+		if !actions.allow(viewer, time.Now()) {
+			writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many actions from this viewer"})
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, pipeline.MaxActionBytes))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "action over 4 KiB"})
+			return
+		}
+		var in struct {
+			Data      json.RawMessage `json:"data"`
+			PDT       *time.Time      `json:"pdt"`
+			MediaTime *float64        `json:"media_time"`
+		}
+		if err := json.Unmarshal(body, &in); err != nil || len(in.Data) == 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": `want {"data":<JSON>,"pdt":"<program date time of the frame on screen>"}`})
+			return
+		}
+		a := pipeline.Action{Stream: name, Viewer: viewer, Output: "hls", Data: in.Data, Received: time.Now().UTC()}
+		if in.PDT != nil {
+			a.PDT = in.PDT.UTC()
+		}
+		if in.MediaTime != nil {
+			a.MediaTime = *in.MediaTime
+			a.PTS = int64(*in.MediaTime * pipeline.EventClock)
+		}
+		if err := relay.PublishAction(s.Node.Store().Conn(), a); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusAccepted, a)
+	})
+}
+
+// viewerLimiter is a token bucket per viewer (10 a second, bursts of 20),
+// for viewers' actions; it forgets viewers idle for a minute.
+type viewerLimiter struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	swept   time.Time
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+const (
+	actionRate  = 10
+	actionBurst = 20
+)
+
+func newViewerLimiter() *viewerLimiter { return &viewerLimiter{buckets: map[string]*bucket{}} }
+
+func (l *viewerLimiter) allow(viewer string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swept) > time.Minute {
+		for k, b := range l.buckets {
+			if now.Sub(b.at) > time.Minute {
+				delete(l.buckets, k)
+			}
+		}
+		l.swept = now
+	}
+	b, ok := l.buckets[viewer]
+	if !ok {
+		b = &bucket{tokens: actionBurst, at: now}
+		l.buckets[viewer] = b
+	}
+	b.tokens = min(actionBurst, b.tokens+now.Sub(b.at).Seconds()*actionRate)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
