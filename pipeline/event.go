@@ -228,7 +228,8 @@ func (f *EventFanout) Counts() (published, dropped uint64) {
 // activeCap bounds the active list: the oldest go first.
 const activeCap = 64
 
-// Subscribe implements EventSource.
+// Subscribe returns a reader of events from now on (what an
+// EventSource's SubscribeEvents hands out).
 func (f *EventFanout) Subscribe() *EventReader {
 	c := make(chan *Event, EventReaderBuffer)
 	r := &EventReader{C: c, c: c, fanout: f}
@@ -304,7 +305,7 @@ func expired(e *Event, now time.Time) bool {
 	return !end.IsZero() && now.Sub(end) > activeGrace
 }
 
-// ActiveEvents implements EventSource.
+// ActiveEvents lists the events still in effect (EventSource.ActiveEvents).
 func (f *EventFanout) ActiveEvents() []Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -24,6 +24,7 @@ import (
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/relay"
 	"github.com/prism-streaming/prism/transcode"
 	"github.com/prism-streaming/prism/transcode/ladder"
 )
@@ -118,7 +119,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("hls: %w", err)
 	}
 	defer hlsSrv.Close()
-	rtc := &webrtc.Server{Streams: streams, Config: cfg.WebRTC, Log: log.With("output", "webrtc")}
+	rtc := &webrtc.Server{Streams: streams, Config: cfg.WebRTC, Log: log.With("output", "webrtc"),
+		OnAction: func(a pipeline.Action) error { return relay.PublishAction(nd.Store().Conn(), a) }}
 	if err := rtc.Start(); err != nil {
 		return fmt.Errorf("webrtc: %w", err)
 	}

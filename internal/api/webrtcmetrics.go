@@ -17,6 +17,8 @@ type webrtcCollector struct {
 	queueDelay                      *prometheus.Desc
 	switches, probesFailed, freezes *prometheus.Desc
 	keyframeRequests                *prometheus.Desc
+	eventsSent, eventsDropped       *prometheus.Desc
+	actionsAccepted, actionsRefused *prometheus.Desc
 }
 
 func newWebRTCCollector(srv *webrtc.Server) *webrtcCollector {
@@ -33,13 +35,17 @@ func newWebRTCCollector(srv *webrtc.Server) *webrtcCollector {
 		switches:         d("switches_total", "Completed rung switches of the stream's viewers by reason.", "stream", "reason"),
 		probesFailed:     d("probes_failed_total", "Bandwidth probes that found no room for the next rung.", "stream"),
 		freezes:          d("freezes_total", "Gaps over 500 ms between two video frames sent to a connected viewer.", "stream"),
+		eventsSent:       d("events_sent_total", "Timed events sent on the stream's viewers' data channels.", "stream"),
+		eventsDropped:    d("events_dropped_total", "Timed events not sent to a viewer (behind, or its data channel backed up or closed).", "stream"),
+		actionsAccepted:  d("actions_accepted_total", "Viewers' actions published to NATS actions.<stream>.", "stream"),
+		actionsRefused:   d("actions_refused_total", "Viewers' actions refused, by reason.", "stream", "reason"),
 		keyframeRequests: d("keyframe_requests_total", "Keyframe requests of the stream's viewers by reason (the job's budget decides which force an IDR: prism_keyframes_forced_total).", "stream", "reason"),
 	}
 }
 
 func (c *webrtcCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.viewers, c.estimate, c.loss, c.rtt, c.queueDelay, c.switches,
-		c.probesFailed, c.freezes, c.keyframeRequests} {
+		c.probesFailed, c.freezes, c.keyframeRequests, c.eventsSent, c.eventsDropped, c.actionsAccepted, c.actionsRefused} {
 		ch <- d
 	}
 }
@@ -72,6 +78,12 @@ func (c *webrtcCollector) Collect(ch chan<- prometheus.Metric) {
 		m(c.freezes, prometheus.CounterValue, float64(s.Freezes), s.Name)
 		for reason, n := range s.Keyframes.Requests {
 			m(c.keyframeRequests, prometheus.CounterValue, float64(n), s.Name, reason)
+		}
+		m(c.eventsSent, prometheus.CounterValue, float64(s.Events.Sent), s.Name)
+		m(c.eventsDropped, prometheus.CounterValue, float64(s.Events.Dropped), s.Name)
+		m(c.actionsAccepted, prometheus.CounterValue, float64(s.Actions.Accepted), s.Name)
+		for reason, n := range s.Actions.Refused {
+			m(c.actionsRefused, prometheus.CounterValue, float64(n), s.Name, reason)
 		}
 	}
 }

@@ -121,7 +121,11 @@ func newSendPath(tb testing.TB, video, audio rtpWriter) *sendPath {
 	tb.Cleanup(st.reader.Close)
 	sp := &sendPath{st: st, s: &session{queue: newUnitQueue(256)}}
 	sp.fwd = newForwarder(video, audio, 0)
-	sp.fwd.onFrameSent = func(ingest time.Time) { sp.lat.Observe(time.Since(ingest)) } // as newSession does
+	sp.fwd.onFrameSent = func(_ int64, ingest time.Time) {
+		if !ingest.IsZero() {
+			sp.lat.Observe(time.Since(ingest))
+		}
+	} // as newSession does
 	sp.s.active.Store(true)
 	sp.s.interest.Store(sp.fwd.interest())
 	st.sessions[sp.s] = struct{}{}

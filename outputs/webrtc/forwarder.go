@@ -23,9 +23,9 @@ const paddingSize = 255
 type forwarder struct {
 	video, audio rtpWriter
 	onSwitch     func(from, to int) // called when a switch takes effect
-	// onFrameSent gets the ingest time of each video frame once its last
-	// packet is handed to the viewer's track (nil: not measured).
-	onFrameSent func(ingest time.Time)
+	// onFrameSent gets the PTS and ingest time (zero when unknown) of each
+	// video frame once its last packet is handed to the viewer's track.
+	onFrameSent func(pts int64, ingest time.Time)
 
 	cur, want int  // rung being sent (-1: none yet) and rung asked for
 	waitKey   bool // lost frames of cur: skip to its next keyframe
@@ -152,8 +152,8 @@ func (f *forwarder) sendVideo(u *unit) error {
 		f.bytes += uint64(len(p.Payload))
 	}
 	f.frames++
-	if f.onFrameSent != nil && !u.ingest.IsZero() {
-		f.onFrameSent(u.ingest)
+	if f.onFrameSent != nil {
+		f.onFrameSent(u.pts, u.ingest)
 	}
 	f.sentVideo, f.lastPTS = true, u.pts
 	f.lastTS = u.packets[0].Timestamp

@@ -370,18 +370,20 @@ const fuzzMaxDCMessage = 16 << 10
 // PeerConnections on pion's virtual network) to a session's onDataChannel.
 // It must never panic; a message is either a pin, handed to the session's
 // run loop exactly as named, when it is JSON with "type":"pin" and a
-// non-empty "rung", or answered with the documented error message,
-// never both and never neither.
+// non-empty "rung", or answered with the documented error message (an
+// action, with an error saying why it was refused: this session has no
+// sink), never both and never neither.
 func FuzzDataChannelMessage(f *testing.F) {
 	for _, m := range []string{
 		`{"type":"pin","rung":"360p"}`, `{"type":"pin","rung":"auto"}`, `{"type":"pin","rung":"4k"}`,
 		`{"type":"pin"}`, `{"type":"rungs"}`, `{"Type":"pin","RUNG":"180p"}`, `{"type":"pin","rung":"360p","x":1}`,
 		`{"type":"pin","rung":""}`, `{"type":"pin","rung":3}`, `[]`, `null`, `"pin"`, `{`, "",
+		`{"type":"action","data":{"bid":1},"rtp":90000}`, `{"type":"action","rtp":-1}`, `{"type":"action"}`,
 	} {
 		f.Add([]byte(m))
 	}
 	sess, dc, replies := fuzzDataChannel(f)
-	wantError := errorMessage{Type: "error", Error: `expected {"type":"pin","rung":"<name>|auto"}`}
+	wantError := errorMessage{Type: "error", Error: unknownMessage}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > fuzzMaxDCMessage {
 			return
@@ -394,7 +396,9 @@ func FuzzDataChannelMessage(f *testing.F) {
 		default:
 		}
 		var msg clientMessage
-		isPin := json.Unmarshal(data, &msg) == nil && msg.Type == "pin" && msg.Rung != ""
+		err := json.Unmarshal(data, &msg)
+		isPin := err == nil && msg.Type == "pin" && msg.Rung != ""
+		action := isAction(data, &msg, err)
 		if err := dc.Send(data); err != nil {
 			t.Fatalf("send %q: %v", data, err)
 		}
@@ -405,7 +409,8 @@ func FuzzDataChannelMessage(f *testing.F) {
 			}
 		case r := <-replies:
 			var got errorMessage
-			if isPin || json.Unmarshal(r, &got) != nil || got != wantError {
+			if isPin || json.Unmarshal(r, &got) != nil || got.Type != "error" || (!action && got != wantError) ||
+				(action && !strings.HasPrefix(got.Error, ErrActionRefused.Error())) {
 				t.Fatalf("message %q answered with %s", data, r)
 			}
 		case <-time.After(10 * time.Second):

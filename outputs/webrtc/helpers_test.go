@@ -116,6 +116,9 @@ type viewerOptions struct {
 	decode      bool          // decode the video with FFmpeg
 	dataChannel bool          // open the "prism" data channel
 	query       string        // appended to the POST URL, e.g. "?rung=180p"
+	// firstPackets records when the first packet of each RTP timestamp
+	// arrived (videoSink.firstSeen).
+	firstPackets bool
 }
 
 // receivedFrame is one complete video frame as the viewer received it.
@@ -139,6 +142,7 @@ type videoSink struct {
 	decodeErrors []string
 	lost         int
 	tsBackwards  int
+	firstSeen    map[uint32]time.Time // RTP timestamp -> its first packet's arrival (firstPackets)
 }
 
 func (s *videoSink) snapshot() []receivedFrame {
@@ -159,6 +163,7 @@ type viewer struct {
 	dc           *webrtc.DataChannel
 	dcOpen       chan struct{}
 	messages     []map[string]any // under videoSink.mu
+	messageAt    []time.Time      // when each message arrived, under videoSink.mu
 
 	wg sync.WaitGroup
 }
@@ -201,6 +206,9 @@ func attachViewer(t testing.TB, pc *webrtc.PeerConnection, opts viewerOptions) *
 	t.Helper()
 	var err error
 	v := &viewer{videoSink: &videoSink{decode: opts.decode}, pc: pc, opts: opts, dcOpen: make(chan struct{})}
+	if opts.firstPackets {
+		v.firstSeen = map[uint32]time.Time{}
+	}
 	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
 		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 			t.Fatal(err)
@@ -216,6 +224,7 @@ func attachViewer(t testing.TB, pc *webrtc.PeerConnection, opts viewerOptions) *
 			_ = json.Unmarshal(m.Data, &msg)
 			v.mu.Lock()
 			v.messages = append(v.messages, msg)
+			v.messageAt = append(v.messageAt, time.Now())
 			v.mu.Unlock()
 		})
 	}
@@ -369,6 +378,13 @@ func (s *videoSink) read(tr *webrtc.TrackRemote) {
 			return
 		}
 		now := time.Now()
+		if s.firstSeen != nil && len(p.Payload) > 0 {
+			s.mu.Lock()
+			if _, ok := s.firstSeen[p.Timestamp]; !ok {
+				s.firstSeen[p.Timestamp] = now
+			}
+			s.mu.Unlock()
+		}
 		if !started {
 			started, next = true, p.SequenceNumber
 		}

@@ -6,7 +6,9 @@ import (
 )
 
 // PlayerHTML is a small WHEP player page: it plays /whep/<stream> (query
-// ?stream=<name>), lets the viewer pin a rung over the data channel, and can
+// ?stream=<name>), lets the viewer pin a rung over the data channel, shows
+// timed events on their frame (window.prismEvents records where), sends
+// a Bid action bound to the frame on screen, and can
 // POST a getStats report (frames decoded, fps, resolution, audio packets,
 // time to first frame) to ?report=<url>, which the browser test uses.
 //

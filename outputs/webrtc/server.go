@@ -34,6 +34,14 @@ type Server struct {
 	// Net is the network ICE runs on; nil means the host's. Tests use pion's
 	// virtual network (vnet) to shape a viewer's bandwidth.
 	Net transport.Net
+	// OnAction receives viewers' actions ({"type":"action"} on the data
+	// channel), bound to the frame on the viewer's screen; nil refuses them.
+	// It runs on the session's data channel goroutine, one action at a time
+	// per session, at most 10 per second per session (burst 20): it should
+	// hand the action on (e.g. publish it to NATS actions.<stream>) without
+	// waiting long. An error is logged and the viewer told to try again.
+	// Set it before Start (it is read without a lock).
+	OnAction func(pipeline.Action) error
 
 	ctx        context.Context
 	cancel     context.CancelFunc

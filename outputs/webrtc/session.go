@@ -14,6 +14,8 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/prism-streaming/prism/pipeline"
 )
 
 // Why sessions end; they label Stats.Ended.
@@ -43,7 +45,8 @@ const (
 // session is one WHEP viewer: a PeerConnection with one video and one audio
 // track, a bounded queue filled by the stream, and a goroutine (run) that
 // owns the forwarder and the ABR controller. The Server owns run; run owns
-// the RTCP readers and waits for them after closing the PeerConnection.
+// the RTCP readers and waits for them after closing the PeerConnection, and
+// the event subscription (events.go), which it closes when it returns.
 type session struct {
 	id   string
 	srv  *Server
@@ -73,6 +76,16 @@ type session struct {
 	plis     atomic.Uint64 // PLI/FIR received
 	snap     atomic.Pointer[ViewerStats]
 
+	// Timed events and viewer actions (events.go, actions.go).
+	viewer          string        // the session's name in actions (viewerID)
+	dcOpened        chan struct{} // the data channel opened: run sends the active events
+	frames          frameRing     // video frames sent last, to bind actions to
+	bucket          tokenBucket   // action rate
+	eventsSent      atomic.Uint64
+	eventsDropped   atomic.Uint64
+	actionsAccepted atomic.Uint64
+	actionsRefused  atomic.Uint64
+
 	ctx      context.Context
 	cancel   context.CancelFunc
 	endOnce  sync.Once
@@ -96,6 +109,11 @@ type session struct {
 	lastREMB  int               // REMB at the previous tick, for viewers without transport-cc
 	rembFell  time.Time
 	last      bweSnapshot
+	// The event subscription, from the data channel's opening to the end.
+	events      *pipeline.EventReader
+	evC         <-chan *pipeline.Event // events.C; nil when none
+	seen        map[eventKey]struct{}  // active events sent on open
+	readerDrops uint64                 // events.Dropped() already counted
 }
 
 // newSession builds the PeerConnection for an offer and returns the session
@@ -110,7 +128,10 @@ func (srv *Server) newSession(ctx context.Context, st *stream, offer string, inf
 		queue: newUnitQueue(srv.Config.ViewerQueue),
 		pins:  make(chan string, 1),
 		done:  make(chan struct{}),
+
+		dcOpened: make(chan struct{}, 1),
 	}
+	s.viewer = viewerID(s.id)
 	s.log = srv.Log.With("stream", st.name, "session", s.id[:8])
 	s.ctx, s.cancel = context.WithCancel(srv.ctx)
 
@@ -240,6 +261,7 @@ func (s *session) close(reason string) {
 func (s *session) run() {
 	defer s.srv.wg.Done()
 	defer s.teardown()
+	defer s.closeEvents()
 	handshake := time.NewTimer(s.srv.Config.HandshakeTimeout)
 	defer handshake.Stop()
 	tick := time.NewTicker(abrTick)
@@ -267,6 +289,10 @@ func (s *session) run() {
 			s.tick() // a queue is building: decide now, not at the next tick
 		case name := <-s.pins:
 			s.applyPin(name)
+		case <-s.dcOpened:
+			s.openEvents()
+		case e, ok := <-s.evC:
+			s.onEvent(e, ok)
 		}
 	}
 }
@@ -306,6 +332,7 @@ func (s *session) drain() error {
 		}
 		var err error
 		if q.u.video {
+			s.pumpEvents() // an event bound to this frame goes first
 			err = s.fwd.onVideo(q)
 		} else {
 			err = s.fwd.onAudio(q.u)
@@ -432,8 +459,9 @@ var bweTrace = os.Getenv("PRISM_BWE_TRACE") == "1"
 // (Chromium counts one from about this on at 30 fps).
 const freezeGap = 500 * time.Millisecond
 
-func (s *session) onFrameSent(ingest time.Time) {
+func (s *session) onFrameSent(pts int64, ingest time.Time) {
 	now := time.Now()
+	s.frames.add(pts, ingest)
 	if !ingest.IsZero() {
 		s.st.latency.Observe(now.Sub(ingest))
 	}
@@ -506,6 +534,7 @@ func (s *session) readRTCP(sender *webrtc.RTPSender, video bool) {
 
 // publish stores a stats snapshot for Server.Stats.
 func (s *session) publish(est int, loss float64) {
+	s.noteReaderDrops()
 	v := &ViewerStats{
 		ID: s.id, Stream: s.st.name, Connected: s.active.Load(), Pinned: s.pinned,
 		Target: s.st.rungs[s.fwd.want].track.Name, Estimate: est, Loss: loss,
@@ -514,6 +543,8 @@ func (s *session) publish(est int, loss float64) {
 		Capacity: s.last.capacity, QueueDelayMS: float64(s.last.queueDelay.Microseconds()) / 1000,
 		RTTMS: float64(s.last.rtt.Microseconds()) / 1000, Overuses: s.last.overuses, KeyframeRequests: s.plis.Load(),
 		ProbesFailed: s.abr.failed, Freezes: s.freezes, SwitchReasons: s.reasons,
+		Viewer: s.viewer, EventsSent: s.eventsSent.Load(), EventsDropped: s.eventsDropped.Load(),
+		ActionsAccepted: s.actionsAccepted.Load(), ActionsRefused: s.actionsRefused.Load(),
 	}
 	if s.fwd.cur >= 0 {
 		v.Rung = s.st.rungs[s.fwd.cur].track.Name

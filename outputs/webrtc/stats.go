@@ -55,6 +55,26 @@ type StreamStats struct {
 	// connected viewer for over 500 ms), since the server started.
 	Switches SwitchStats `json:"switches"`
 	Freezes  uint64      `json:"freezes"`
+	// Events and Actions: timed events sent to the stream's viewers on
+	// their data channels, and the viewers' actions, since the server
+	// started.
+	Events  EventStats  `json:"events"`
+	Actions ActionStats `json:"actions"`
+}
+
+// EventStats counts timed events sent to viewers, and those dropped: the
+// viewer's subscription was behind, its data channel closed or backed up.
+type EventStats struct {
+	Sent    uint64 `json:"sent"`
+	Dropped uint64 `json:"dropped"`
+}
+
+// ActionStats counts viewers' actions handed to Server.OnAction, and those
+// refused by reason ("disabled", "too_large", "malformed", "rate",
+// "no_frame", "sink").
+type ActionStats struct {
+	Accepted uint64            `json:"accepted"`
+	Refused  map[string]uint64 `json:"refused"`
 }
 
 // ViewerStats describes one WHEP session.
@@ -90,6 +110,14 @@ type ViewerStats struct {
 	Freezes uint64 `json:"freezes"`
 	// KeyframeRequests counts the viewer's PLI and FIR.
 	KeyframeRequests uint64 `json:"keyframe_requests"`
+	// Viewer is the session's name in its actions (pipeline.Action.Viewer):
+	// not the session ID, which is the capability to end the session.
+	Viewer string `json:"viewer"`
+	// Timed events sent and dropped, actions accepted and refused.
+	EventsSent      uint64 `json:"events_sent"`
+	EventsDropped   uint64 `json:"events_dropped"`
+	ActionsAccepted uint64 `json:"actions_accepted"`
+	ActionsRefused  uint64 `json:"actions_refused"`
 }
 
 // counters are the server-wide event counts.
@@ -102,12 +130,56 @@ type counters struct {
 	// per stream: switches and freezes of its viewers
 	streamSwitches map[string]*SwitchStats
 	freezes        map[string]uint64
+	events         map[string]*EventStats
+	actions        map[string]*ActionStats
 }
 
 func newCounters() *counters {
 	return &counters{rejected: map[string]uint64{}, ended: map[string]uint64{},
 		switches: SwitchStats{Reasons: map[string]uint64{}}, streamSwitches: map[string]*SwitchStats{},
-		freezes: map[string]uint64{}}
+		freezes: map[string]uint64{}, events: map[string]*EventStats{}, actions: map[string]*ActionStats{}}
+}
+
+func (c *counters) eventsLocked(stream string) *EventStats {
+	e := c.events[stream]
+	if e == nil {
+		e = &EventStats{}
+		c.events[stream] = e
+	}
+	return e
+}
+
+func (c *counters) actionsLocked(stream string) *ActionStats {
+	a := c.actions[stream]
+	if a == nil {
+		a = &ActionStats{Refused: map[string]uint64{}}
+		c.actions[stream] = a
+	}
+	return a
+}
+
+func (c *counters) eventsSent(stream string, n uint64) {
+	c.mu.Lock()
+	c.eventsLocked(stream).Sent += n
+	c.mu.Unlock()
+}
+
+func (c *counters) eventsDropped(stream string, n uint64) {
+	c.mu.Lock()
+	c.eventsLocked(stream).Dropped += n
+	c.mu.Unlock()
+}
+
+func (c *counters) actionAccepted(stream string) {
+	c.mu.Lock()
+	c.actionsLocked(stream).Accepted++
+	c.mu.Unlock()
+}
+
+func (c *counters) actionRefused(stream, reason string) {
+	c.mu.Lock()
+	c.actionsLocked(stream).Refused[reason]++
+	c.mu.Unlock()
 }
 
 func (c *counters) streamLocked(name string) *SwitchStats {
@@ -130,6 +202,14 @@ func (c *counters) forStream(st *StreamStats) {
 	if s := c.streamSwitches[st.Name]; s != nil {
 		st.Switches = *s
 		st.Switches.Reasons = maps.Clone(s.Reasons)
+	}
+	st.Events = EventStats{}
+	if e := c.events[st.Name]; e != nil {
+		st.Events = *e
+	}
+	st.Actions = ActionStats{Refused: map[string]uint64{}}
+	if a := c.actions[st.Name]; a != nil {
+		st.Actions = ActionStats{Accepted: a.Accepted, Refused: maps.Clone(a.Refused)}
 	}
 }
 
