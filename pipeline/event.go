@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -111,7 +112,7 @@ func (r *EventRequest) Validate() error {
 	if s := r.SCTE35; s != nil {
 		for name, v := range map[string]string{"out": s.Out, "in": s.In, "cmd": s.Cmd} {
 			if v != "" && !validHex(v) {
-				return fmt.Errorf("%w: scte35.%s: want hexadecimal bytes like 0xFC30...", ErrEvent, name)
+				return fmt.Errorf("%w: scte35.%s: want hexadecimal bytes such as 0xFC30", ErrEvent, name)
 			}
 		}
 	}
@@ -123,7 +124,7 @@ func validHex(s string) bool {
 		return false
 	}
 	for _, c := range s[2:] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
 			return false
 		}
 	}

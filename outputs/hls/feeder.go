@@ -347,6 +347,7 @@ func (f *feeder) writeVideo(pts int64, ntp time.Time, au [][]byte, key bool, pf 
 	if key && f.videoWrites > 0 && pts-f.segStart >= durationTicks(f.tm.segmentMin) {
 		f.segStart = pts
 	}
+	f.st.events.wrote(f.r, pts-f.offset, ntp, f.videoWrites == 0 || pts == f.segStart)
 	f.videoWrites++
 	f.lastVideo, f.lastNTP = pts, ntp
 	if key {

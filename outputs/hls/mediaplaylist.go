@@ -138,7 +138,8 @@ func (s *Server) serveMediaPlaylist(w http.ResponseWriter, r *http.Request, st *
 //   - INDEPENDENT=YES is kept only on parts that start with an IDR: gohlslib
 //     marks any part that contains one, and a forced IDR (a WebRTC viewer
 //     joining) lands mid-part, where a player starting on it would decode
-//     the frames before it without their references.
+//     the frames before it without their references;
+//   - EXT-X-DATERANGE tags carry the stream's timed events (daterange.go).
 func (st *stream) rewrite(body []byte, self *rung, audio bool, delta int) ([]byte, error) {
 	var pl playlist.Media
 	if err := pl.Unmarshal(body); err != nil {
@@ -177,7 +178,36 @@ func (st *stream) rewrite(body []byte, self *rung, audio bool, delta int) ([]byt
 	if err != nil {
 		return nil, err
 	}
-	return st.discont.markTail(out, &pl), nil
+	out = st.discont.markTail(out, &pl)
+	if first, ok := firstPDT(&pl); ok {
+		out = withDateRanges(out, st.events.tags(first))
+	}
+	return out, nil
+}
+
+// firstPDT is the PROGRAM-DATE-TIME where the playlist's window starts;
+// in a delta update the skipped segments are counted at the target
+// duration, an upper bound, so that no event still in the window is left
+// out.
+// Segments before the first with a PROGRAM-DATE-TIME (gap fillers) are
+// counted at their EXTINF.
+func firstPDT(pl *playlist.Media) (time.Time, bool) {
+	var first time.Time
+	var before time.Duration
+	for _, s := range pl.Segments {
+		if s.DateTime != nil {
+			first = s.DateTime.Add(-before)
+			break
+		}
+		before += s.Duration
+	}
+	if first.IsZero() {
+		return time.Time{}, false
+	}
+	if pl.Skip != nil {
+		first = first.Add(-time.Duration(pl.Skip.SkippedSegments*pl.TargetDuration) * time.Second)
+	}
+	return first, true
 }
 
 // report is the EXT-X-RENDITION-REPORT of the rendition file in folder dir

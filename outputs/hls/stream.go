@@ -57,6 +57,7 @@ type stream struct {
 	ingests  ingestLog                             // Ingest by video PTS, for gap repair
 	discont  discontinuities                       // segments that start after a source change
 	jumps    jumpLog                               // where each rung puts the IDR after a jump
+	events   eventLog                              // timed events, for EXT-X-DATERANGE (daterange.go)
 	testHook func(rung string, p *pipeline.Packet) // see Server.testHook
 
 	ctx    context.Context
@@ -152,6 +153,13 @@ func (st *stream) run() {
 		)
 		feeders[i] = newFeeder(st, r, reader)
 	}
+	// Events are subscribed before the feeders run and seeded with those
+	// already active, so that no event falls between the two.
+	var events *pipeline.EventReader
+	evSrc, hasEvents := st.job.(pipeline.EventSource)
+	if hasEvents {
+		events = evSrc.SubscribeEvents()
+	}
 	var wg sync.WaitGroup
 	for _, f := range feeders {
 		wg.Add(1)
@@ -164,6 +172,11 @@ func (st *stream) run() {
 				st.log.Error("hls: rung stopped", "rung", f.r.name, "error", err)
 			}
 		}()
+	}
+	if hasEvents {
+		// On this goroutine: it returns when a rung ends or the stream is
+		// closed (both cancel st.ctx), and closes the reader.
+		st.events.follow(st.ctx, evSrc, events)
 	}
 	wg.Wait()
 	for _, f := range feeders {

@@ -42,6 +42,7 @@ type Checker struct {
 	problems []string
 	count    int
 	stats    Stats
+	ranges   map[string]DateRange // EXT-X-DATERANGE by ID (daterange.go)
 }
 
 // Stats counts what was checked, so a test can tell it checked something.
@@ -237,6 +238,7 @@ func (c *Checker) Media(ctx context.Context, u string, blocking bool) error {
 		return nil
 	}
 	c.check(ctx, u, m, &pl, blocking && m.seen)
+	c.checkDateRanges(u[strings.LastIndex(u[:max(0, strings.LastIndex(u, "/"))], "/")+1:], b)
 	return nil
 }
 
