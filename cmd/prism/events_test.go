@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prism-streaming/prism/internal/testutil"
+	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/relay"
+)
+
+// shownEvent is one record of the player page's window.prismEvents.
+type shownEvent struct {
+	ID       string  `json:"id"`
+	Output   string  `json:"output"`
+	RTP      *uint32 `json:"rtp"`
+	ShownRTP *uint32 `json:"shownRtp"`
+	Start    string  `json:"startDate"`
+	ShownPDT *string `json:"shownPdt"`
+	PrevPDT  *string `json:"prevPdt"` // the frame presented before ShownPDT's
+	Active   bool    `json:"active"`
+}
+
+// TestEventsOnBothPlayers: a nats.go client (and the API) send events
+// while Chromium plays the demo stream on the player page over WebRTC and
+// LL-HLS at once; each event shows on the frame it was bound to, within a
+// frame, on both players, and goes out on events.demo.timed; the page's
+// bids arrive on actions.demo with the frame the viewer saw.
+func TestEventsOnBothPlayers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the transcoder, NATS and Chromium")
+	}
+	// An external cluster: the data pipeline's own NATS client joins it
+	// (an embedded server takes only the node's own credentials).
+	servers, natsConf := startNATSServers(t, 3)
+	nc := testutil.DialNATSURL(t, servers.Procs[0].ClientURL)
+	dir := t.TempDir()
+	conf := writeFile(t, dir, "prism.yaml", natsConf)
+	ladder := writeFile(t, dir, "l.yaml", "name: events\nrungs:\n  - {name: 360p, height: 360, bitrate: 450k, preset: veryfast}\n")
+	addr := freePort(t)
+	srv := exec.Command(prismBin, "serve", "--config", conf, "--demo", "--ladder", ladder, "--http", addr, "--data-dir", t.TempDir(),
+		"--webrtc-port", "0", "--rtmp", "off", "--srt", "off", "--stats-interval", "0")
+	var srvErr testutil.SyncBuffer
+	srv.Stderr = &srvErr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
+	testutil.Eventually(t, 60*time.Second, "the demo stream", func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	timed, err := nc.SubscribeSync(relay.TimedSubject("demo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions, err := nc.SubscribeSync(relay.ActionsSubject("demo"))
+	if err != nil || nc.Flush() != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []shownEvent, 1)
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Allow-Headers", "Content-Type")
+		var s struct {
+			Events []shownEvent `json:"events"`
+		}
+		if r.Method == http.MethodPost && json.NewDecoder(r.Body).Decode(&s) == nil {
+			select {
+			case got <- s.Events:
+			default:
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer collector.Close()
+	const seconds = 24
+	testutil.StartBrowser(t, fmt.Sprintf("http://%s/?stream=demo&glass=%s&seconds=%d&bid=12", addr, collector.URL+"/glass", seconds))
+
+	// Events from 6 s on (both players playing), one every 1.3 s: not on
+	// a GOP or part grid.
+	var mu sync.Mutex
+	stamped := map[string]pipeline.Event{}
+	time.Sleep(6 * time.Second) // the players start; nothing to poll for from here
+	for i := range 10 {
+		id := fmt.Sprintf("bid-%d", i)
+		body := fmt.Sprintf(`{"id":%q,"class":"bid%d","data":{"amount":%d},"duration":1}`, id, i, 100+i)
+		var ev pipeline.Event
+		if i%2 == 0 {
+			m, err := nc.Request(relay.EventsSubject("demo"), []byte(body), 2*time.Second)
+			if err != nil {
+				t.Fatalf("%s over NATS: %v", id, err)
+			}
+			var r relay.EventReply
+			if err := json.Unmarshal(m.Data, &r); err != nil || r.Event == nil {
+				t.Fatalf("%s over NATS: reply %s", id, m.Data)
+			}
+			ev = *r.Event
+		} else {
+			resp, err := http.Post("http://"+addr+"/api/v1/streams/demo/events", "application/json", bytes.NewBufferString(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&ev) != nil {
+				t.Fatalf("%s over the API: %d", id, resp.StatusCode)
+			}
+			resp.Body.Close()
+		}
+		mu.Lock()
+		stamped[id] = ev
+		mu.Unlock()
+		time.Sleep(1300 * time.Millisecond)
+	}
+	// A refusal says why, and costs the stream nothing.
+	resp, err := http.Post("http://"+addr+"/api/v1/streams/demo/events", "application/json", bytes.NewBufferString(`{"id":"no spaces"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a bad event id: %d, want 400", resp.StatusCode)
+	}
+
+	var shown []shownEvent
+	select {
+	case shown = <-got:
+	case <-time.After(time.Duration(seconds)*time.Second + 30*time.Second):
+		t.Fatalf("no report from the player page\nserver log:\n%s", srvErr.String())
+	}
+	const frame = 3000 // 90 kHz ticks at 30 fps
+	frameMS := 1000.0 / 30
+	byOutput := map[string][]float64{}
+	skipped := 0 // LL-HLS events whose own frame the browser did not present
+	for _, s := range shown {
+		ev, ok := stamped[s.ID]
+		if !ok || s.Active {
+			continue
+		}
+		switch s.Output {
+		case "webrtc":
+			if s.RTP == nil || s.ShownRTP == nil {
+				t.Errorf("WebRTC: %s never shown", s.ID)
+				continue
+			}
+			byOutput["webrtc"] = append(byOutput["webrtc"], float64(int32(*s.ShownRTP-*s.RTP))/frame)
+		case "hls":
+			if s.ShownPDT == nil {
+				t.Errorf("LL-HLS: %s never shown", s.ID)
+				continue
+			}
+			start, err1 := time.Parse(time.RFC3339Nano, s.Start)
+			at, err2 := time.Parse(time.RFC3339Nano, *s.ShownPDT)
+			if err1 != nil || err2 != nil {
+				t.Errorf("LL-HLS: %s: times %q, %q", s.ID, s.Start, *s.ShownPDT)
+				continue
+			}
+			// START-DATE is the PDT on the segments' own mapping, the
+			// stamp's PDT the publisher's: the same frame, within a frame.
+			if d := start.Sub(ev.PDT); d < -33*time.Millisecond || d > 33*time.Millisecond {
+				t.Errorf("LL-HLS: %s START-DATE %s, stamped PDT %s", s.ID, start.Format(time.RFC3339Nano), ev.PDT.Format(time.RFC3339Nano))
+			}
+			late := float64(at.Sub(start).Milliseconds()) / frameMS
+			byOutput["hls raw"] = append(byOutput["hls raw"], late)
+			// Shown on the first frame presented at or after its own: when
+			// the browser never presented its own frame (the previous one
+			// presented is before START-DATE, more than a frame back), that
+			// is the next one, and not late.
+			if s.PrevPDT != nil {
+				if prev, err := time.Parse(time.RFC3339Nano, *s.PrevPDT); err == nil && prev.Before(start) && at.Sub(prev) > 40*time.Millisecond {
+					skipped++
+					late = min(late, 0)
+				}
+			}
+			byOutput["hls"] = append(byOutput["hls"], late)
+		}
+	}
+	testutil.Report(t, "timed events on the player page (demo source, one 360p rung, Chromium playing both, 2-core machine): shown minus bound frame, in frames: WebRTC %v, LL-HLS %v (%d on the next frame presented, the browser having skipped theirs; as measured %v)",
+		byOutput["webrtc"], byOutput["hls"], skipped, byOutput["hls raw"])
+	for _, out := range []string{"webrtc", "hls"} {
+		if len(byOutput[out]) < 8 {
+			t.Errorf("%s showed %d of the 10 events", out, len(byOutput[out]))
+		}
+		for _, e := range byOutput[out] {
+			if e < -1 || e > 1 {
+				t.Errorf("%s: an event shown %.1f frames from its frame, want within one", out, e)
+			}
+		}
+	}
+	// Every event went out for the data pipeline.
+	seen := map[string]bool{}
+	for len(seen) < len(stamped) {
+		m, err := timed.NextMsg(time.Second)
+		if err != nil {
+			break
+		}
+		var e pipeline.Event
+		if json.Unmarshal(m.Data, &e) == nil {
+			seen[e.ID] = true
+		}
+	}
+	if len(seen) != len(stamped) {
+		t.Errorf("events.demo.timed carried %d of %d events", len(seen), len(stamped))
+	}
+	// The page's bids, from both players, with the frame on screen.
+	outputs := map[string]pipeline.Action{}
+	for len(outputs) < 2 {
+		m, err := actions.NextMsg(5 * time.Second)
+		if err != nil {
+			break
+		}
+		var a pipeline.Action
+		if json.Unmarshal(m.Data, &a) == nil {
+			outputs[a.Output] = a
+		}
+	}
+	for _, out := range []string{"webrtc", "hls"} {
+		a, ok := outputs[out]
+		switch {
+		case !ok:
+			t.Errorf("no %s bid on actions.demo", out)
+		case a.PDT.IsZero() || a.Received.Before(a.PDT) || a.Received.Sub(a.PDT) > 10*time.Second:
+			t.Errorf("%s bid: frame PDT %s, received %s: want the frame on screen, shortly before", out, a.PDT, a.Received)
+		default:
+			t.Logf("%s bid: frame on screen PDT %s (media time %.3f s), received %s later", out, a.PDT.Format("15:04:05.000"), a.MediaTime, a.Received.Sub(a.PDT))
+		}
+	}
+}
