@@ -18,7 +18,7 @@ GO_FILES = git ls-files -co --exclude-standard -- '*.go' | while read -r f; do [
 GOFMT_CHECK = files=$$($(GO_FILES) | xargs -r gofmt -l); \
   [[ -z $$files ]] || { echo "$$files"; echo 'gofmt: files above need formatting'; false; }
 
-.PHONY: help setup build nats-server run test test-unit test-cluster-long lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim bench-nodeload fuzz clean
+.PHONY: help setup build nats-server run test test-unit test-cluster-long lint vet bench bench-go bench-ingest bench-webrtc bench-glass bench-hls-players bench-cluster-sim bench-nodeload bench-events fuzz clean
 
 help: ## List the targets
 	@echo 'Usage: make [target]   (variables: GO_TEST_FLAGS, UNIT_PKGS, GOLANGCI_LINT_FLAGS)'
@@ -184,6 +184,12 @@ bench-nodeload: build ## N jobs filling the node's capacity, with and without CP
 # Side-by-side Go benchmarks (Prism vs the FFmpeg CLI, same clip and ladder).
 bench-go: setup ## Go benchmarks, Prism vs the FFmpeg CLI
 	$(ENV) go test -run '^$$' -bench . -benchtime 3x ./benchmarks/
+
+# Timed events under load: 200 pion viewers with data channels, 30 s
+# without events, then 30 s with 1000 events/s on the stream; latency,
+# events sent and received (about 2 minutes on 2 cores).
+bench-events: setup ## Timed events: 1000 events/s to 200 WebRTC viewers, latency with and without
+	$(ENV) PRISM_LOAD=1 go test -count=1 -v -timeout 10m -run '^TestLoadEvents$$' ./outputs/webrtc/
 
 # WebRTC viewer density: a replayed clip of real ladder packets to 500 pion
 # viewers in a child process (only the server's CPU is counted), then the

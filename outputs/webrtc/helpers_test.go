@@ -115,6 +115,7 @@ type viewerOptions struct {
 	net         transport.Net // nil: the host's network
 	decode      bool          // decode the video with FFmpeg
 	dataChannel bool          // open the "prism" data channel
+	countEvents bool          // only count "event" messages (load tests), keep none
 	query       string        // appended to the POST URL, e.g. "?rung=180p"
 	// firstPackets records when the first packet of each RTP timestamp
 	// arrived (videoSink.firstSeen).
@@ -164,6 +165,7 @@ type viewer struct {
 	dcOpen       chan struct{}
 	messages     []map[string]any // under videoSink.mu
 	messageAt    []time.Time      // when each message arrived, under videoSink.mu
+	events       atomic.Int64     // "event" messages, with countEvents
 
 	wg sync.WaitGroup
 }
@@ -220,11 +222,29 @@ func attachViewer(t testing.TB, pc *webrtc.PeerConnection, opts viewerOptions) *
 		}
 		v.dc.OnOpen(func() { close(v.dcOpen) })
 		v.dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			if opts.countEvents {
+				// A burst's elements each say "type":"event"; the burst
+				// itself "events".
+				v.events.Add(int64(bytes.Count(m.Data, []byte(`"type":"event"`))))
+				return
+			}
 			var msg map[string]any
 			_ = json.Unmarshal(m.Data, &msg)
+			msgs := []map[string]any{msg}
+			if burst, ok := msg["events"].([]any); ok && msg["type"] == "events" {
+				msgs = msgs[:0]
+				for _, e := range burst {
+					if em, ok := e.(map[string]any); ok {
+						msgs = append(msgs, em)
+					}
+				}
+			}
+			now := time.Now()
 			v.mu.Lock()
-			v.messages = append(v.messages, msg)
-			v.messageAt = append(v.messageAt, time.Now())
+			for _, m := range msgs {
+				v.messages = append(v.messages, m)
+				v.messageAt = append(v.messageAt, now)
+			}
 			v.mu.Unlock()
 		})
 	}

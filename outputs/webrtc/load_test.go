@@ -29,6 +29,7 @@ const (
 	envLoadSeconds = "PRISM_LOAD_SECONDS"
 	envLoadProfile = "PRISM_LOAD_PROFILE" // CPU profile of the steady window
 	envLoadWarmup  = "PRISM_LOAD_WARMUP"  // seconds between every viewer having video and the window
+	envLoadEvents  = "PRISM_LOAD_EVENTS"  // viewers open the data channel and count timed events
 )
 
 type loadSummary struct {
@@ -40,6 +41,9 @@ type loadSummary struct {
 	LostPackets  int     `json:"lost_packets"`
 	TSBackwards  int     `json:"ts_backwards"`
 	ClientCPUSec float64 `json:"client_cpu_seconds"`
+	// Timed events each viewer received in the window (PRISM_LOAD_EVENTS).
+	EventsMin   int64 `json:"events_min"`
+	EventsTotal int64 `json:"events_total"`
 }
 
 func cpuSeconds(who int) float64 {
@@ -150,7 +154,8 @@ func runLoad(tb testing.TB, srv *Server, url string, viewers, seconds int, srcDr
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadClients$", "-test.v", "-test.timeout=0")
 	cmd.Env = append(os.Environ(), envLoadURL+"="+url, envLoadViewers+"="+strconv.Itoa(viewers),
-		envLoadSeconds+"="+strconv.Itoa(seconds), envLoadWarmup+"="+strconv.Itoa(warmup), envLoad+"=")
+		envLoadSeconds+"="+strconv.Itoa(seconds), envLoadWarmup+"="+strconv.Itoa(warmup), envLoad+"=",
+		envLoadEvents+"="+os.Getenv(envLoadEvents))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -239,7 +244,8 @@ func TestLoadClients(t *testing.T) {
 	var mu sync.Mutex
 	connected := 0
 	for i := range vs {
-		vs[i] = newViewer(t, viewerOptions{})
+		withEvents := os.Getenv(envLoadEvents) == "1"
+		vs[i] = newViewer(t, viewerOptions{dataChannel: withEvents, countEvents: withEvents})
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(v *viewer) {
@@ -267,9 +273,9 @@ func TestLoadClients(t *testing.T) {
 	warm := time.NewTimer(time.Duration(envInt(envLoadWarmup, 1)) * time.Second)
 	<-warm.C
 	start := make([]int, n)
-	startAudio := make([]int64, n)
+	startAudio, startEvents := make([]int64, n), make([]int64, n)
 	for i, v := range vs {
-		start[i], startAudio[i] = len(v.snapshot()), v.audioPackets.Load()
+		start[i], startAudio[i], startEvents[i] = len(v.snapshot()), v.audioPackets.Load(), v.events.Load()
 	}
 	c0 := cpuSeconds(syscall.RUSAGE_SELF)
 	t0 := time.Now()
@@ -282,7 +288,13 @@ func TestLoadClients(t *testing.T) {
 	s := loadSummary{Viewers: n, Connected: connected, ClientCPUSec: cpuSeconds(syscall.RUSAGE_SELF) - c0}
 	fps := make([]float64, n)
 	aps := make([]float64, n)
+	s.EventsMin = -1
 	for i, v := range vs {
+		ev := v.events.Load() - startEvents[i]
+		s.EventsTotal += ev
+		if s.EventsMin < 0 || ev < s.EventsMin {
+			s.EventsMin = ev
+		}
 		fps[i] = float64(len(v.snapshot())-start[i]) / el
 		aps[i] = float64(v.audioPackets.Load()-startAudio[i]) / el
 		v.mu.Lock()

@@ -112,6 +112,8 @@ type session struct {
 	// The event subscription, from the data channel's opening to the end.
 	events      *pipeline.EventReader
 	evC         <-chan *pipeline.Event // events.C; nil when none
+	batch       []*pipeline.Event      // events read together (run)
+	batchBuf    []byte                 // their message (run)
 	seen        map[eventKey]struct{}  // active events sent on open
 	readerDrops uint64                 // events.Dropped() already counted
 }

@@ -43,6 +43,10 @@ type stream struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// events: each event's message, encoded once for all the stream's
+	// viewers (events.go).
+	events eventCache
+
 	// latency: ingest (the source frame entering Prism: the publisher's
 	// access unit for a pushed stream) to the frame's last RTP packet
 	// handed to a viewer's track, over every viewer.
