@@ -277,14 +277,27 @@ func (f *EventFanout) Publish(e *Event) {
 }
 
 // Seed adds events to the active list without delivering them (what a
-// late follower learns from the publisher).
+// late follower learns from the publisher, what a new publisher loads
+// from JetStream). An event already listed, or older than the one of its
+// class listed, is left out: seeds may arrive after newer events.
 func (f *EventFanout) Seed(evs []Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := time.Now()
 	for _, e := range evs {
-		f.record(e, now)
+		if !f.supersededLocked(&e) {
+			f.record(e, now)
+		}
 	}
+}
+
+func (f *EventFanout) supersededLocked(e *Event) bool {
+	for _, a := range f.active {
+		if a.ID == e.ID || (a.Class == e.Class && a.Duration <= 0 && e.Duration <= 0 && !a.PDT.Before(e.PDT)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *EventFanout) record(e Event, now time.Time) {

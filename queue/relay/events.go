@@ -302,7 +302,9 @@ func (s *stamper) replay(ctx context.Context) {
 	}
 	var evs []pipeline.Event
 	for ctx.Err() == nil {
-		batch, err := c.FetchNoWait(256)
+		// Bounded wait: a pull to a stream without a leader (a NATS
+		// server just lost) must not outlive the replay's deadline.
+		batch, err := c.Fetch(256, jetstream.FetchMaxWait(300*time.Millisecond))
 		if err != nil {
 			break
 		}
@@ -314,7 +316,7 @@ func (s *stamper) replay(ctx context.Context) {
 				evs = append(evs, e)
 			}
 		}
-		if n == 0 {
+		if n < 256 || batch.Error() != nil {
 			break
 		}
 	}
@@ -324,9 +326,6 @@ func (s *stamper) replay(ctx context.Context) {
 // start subscribes the publisher's event subjects; stop undoes it. The
 // callbacks run on nats.go's goroutines, which end with the unsubscribes.
 func (s *stamper) start(ctx context.Context) (stop func(), err error) {
-	// Load what a previous publisher stamped before taking new events, so
-	// the active list is in order.
-	s.replay(ctx)
 	in, err := s.nc.Subscribe(EventsSubject(s.stream), s.handle)
 	if err != nil {
 		return nil, err
@@ -336,7 +335,17 @@ func (s *stamper) start(ctx context.Context) (stop func(), err error) {
 		_ = in.Unsubscribe()
 		return nil, err
 	}
+	// Loading what a previous publisher stamped must not hold up the
+	// media: creating a consumer waits for the JetStream meta leader,
+	// seconds after a NATS server was lost (a node and the meta leader
+	// killed together resumed in 7.2 s instead of 2.2 s). Seed keeps
+	// newer events over the older ones it loads.
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.replay(rctx) }) // owned here: cancelled and waited for by stop
 	return func() {
+		cancel()
+		wg.Wait()
 		_ = in.Unsubscribe()
 		_ = active.Unsubscribe()
 	}, nil
