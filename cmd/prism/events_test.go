@@ -144,8 +144,10 @@ func TestEventsOnBothPlayers(t *testing.T) {
 	const frame = 3000 // 90 kHz ticks at 30 fps
 	frameMS := 1000.0 / 30
 	byOutput := map[string][]float64{}
-	skipped := 0 // events whose own frame the browser did not present
-	var pdtDiff time.Duration // largest |START-DATE - stamped PDT|
+	var (
+		skipped int           // events whose own frame the browser did not present
+		pdtDiff time.Duration // largest |START-DATE - stamped PDT|
+	)
 	for _, s := range shown {
 		ev, ok := stamped[s.ID]
 		if !ok || s.Active {
