@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -131,7 +132,8 @@ func (n *nodeProcess) terminate() error {
 
 // mediaWatch subscribes to each job's media.<job>.0 on one connection and
 // records, per job, the longest silence between two messages and every
-// publisher instance it saw (wire header bytes 4..12).
+// publisher instance it saw (wire header bytes 4..12), in order of first
+// appearance.
 type mediaWatch struct {
 	nc   *nats.Conn
 	subs []*nats.Subscription
@@ -188,13 +190,15 @@ func (w *mediaWatch) packet(jm *jobMedia, data []byte) {
 	}
 	jm.last = now
 	jm.packets++
-	n := len(jm.instances)
-	if n == 0 || jm.instances[n-1].id != inst {
+	// A drain hands over with both publishers live for a moment, so their
+	// messages interleave: each instance is recorded once, by id.
+	i := slices.IndexFunc(jm.instances, func(p publisherSeen) bool { return p.id == inst })
+	if i < 0 {
 		jm.instances = append(jm.instances, publisherSeen{id: inst, first: now})
-		n++
+		i = len(jm.instances) - 1
 	}
-	if key && jm.instances[n-1].firstKey.IsZero() {
-		jm.instances[n-1].firstKey = now
+	if key && jm.instances[i].firstKey.IsZero() {
+		jm.instances[i].firstKey = now
 	}
 }
 

@@ -120,13 +120,8 @@ func (s *Server) eventRoutes(mux *http.ServeMux) {
 // for viewers' actions; it forgets viewers idle for a minute.
 type viewerLimiter struct {
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	buckets map[string]*pipeline.TokenBucket
 	swept   time.Time
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
 }
 
 const (
@@ -134,14 +129,16 @@ const (
 	actionBurst = 20
 )
 
-func newViewerLimiter() *viewerLimiter { return &viewerLimiter{buckets: map[string]*bucket{}} }
+func newViewerLimiter() *viewerLimiter {
+	return &viewerLimiter{buckets: map[string]*pipeline.TokenBucket{}}
+}
 
 func (l *viewerLimiter) allow(viewer string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) > time.Minute {
 		for k, b := range l.buckets {
-			if now.Sub(b.at) > time.Minute {
+			if b.Idle(now, time.Minute) {
 				delete(l.buckets, k)
 			}
 		}
@@ -149,14 +146,9 @@ func (l *viewerLimiter) allow(viewer string, now time.Time) bool {
 	}
 	b, ok := l.buckets[viewer]
 	if !ok {
-		b = &bucket{tokens: actionBurst, at: now}
+		nb := pipeline.NewTokenBucket(actionRate, actionBurst)
+		b = &nb
 		l.buckets[viewer] = b
 	}
-	b.tokens = min(actionBurst, b.tokens+now.Sub(b.at).Seconds()*actionRate)
-	b.at = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.Take(now)
 }

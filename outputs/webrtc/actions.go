@@ -107,25 +107,17 @@ func (r *frameRing) resolve(ts, base uint32) (int64, time.Time, error) {
 // tokenBucket limits a session's actions; every data channel of the
 // session shares it.
 type tokenBucket struct {
-	mu     sync.Mutex
-	tokens float64
-	at     time.Time
+	mu sync.Mutex
+	b  pipeline.TokenBucket
 }
 
 func (b *tokenBucket) take(now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.at.IsZero() {
-		b.tokens = actionBurst
-	} else {
-		b.tokens = min(actionBurst, b.tokens+now.Sub(b.at).Seconds()*actionRate)
+	if b.b.Rate == 0 {
+		b.b = pipeline.NewTokenBucket(actionRate, actionBurst)
 	}
-	b.at = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.b.Take(now)
 }
 
 type ackMessage struct {

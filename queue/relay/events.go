@@ -110,8 +110,7 @@ type stamper struct {
 	ingest   time.Time
 	haveLast bool
 	seq      uint64
-	tokens   float64
-	refill   time.Time
+	rate     pipeline.TokenBucket
 	counts   pipeline.EventStats
 	active   pipeline.EventFanout // no readers: the active list only
 }
@@ -126,7 +125,7 @@ func (s *stamper) stats() *pipeline.EventStats {
 
 func newStamper(nc *nats.Conn, stream, instance string) *stamper {
 	return &stamper{nc: nc, stream: stream, instance: instance, mediaSub: mediaPrefix(stream) + subjEvent,
-		tokens: eventBurst, refill: time.Now()}
+		rate: pipeline.NewTokenBucket(eventRate, eventBurst)}
 }
 
 // publishFrame publishes a video packet and records it as the newest
@@ -196,7 +195,7 @@ func (s *stamper) stamp(body []byte, contentType, origin string, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	if !s.take(now) {
+	if !s.rate.Take(now) {
 		return nil, fmt.Errorf("%w: %s: more than %d a second", ErrEventRate, s.stream, eventRate)
 	}
 	if !s.haveLast {
@@ -233,17 +232,6 @@ func (s *stamper) stamp(body []byte, contentType, origin string, now time.Time) 
 // pdtOf is the program date time of pts, by the newest frame's (under mu).
 func (s *stamper) pdtOf(pts int64) time.Time {
 	return s.ingest.Add(time.Duration((pts - s.pts) * int64(time.Second) / pipeline.EventClock)).UTC()
-}
-
-// take spends one token of the stream's rate (under mu).
-func (s *stamper) take(now time.Time) bool {
-	s.tokens = min(eventBurst, s.tokens+now.Sub(s.refill).Seconds()*eventRate)
-	s.refill = now
-	if s.tokens < 1 {
-		return false
-	}
-	s.tokens--
-	return true
 }
 
 // send publishes e to the followers and the data pipeline (under mu).
