@@ -230,6 +230,19 @@ func (r mediaResult) newPublisher(at time.Time) (publisherSeen, bool) {
 	return publisherSeen{}, false
 }
 
+// describe lists the publishers seen: id, first message, first keyframe.
+func (r mediaResult) describe() string {
+	var out []string
+	for _, p := range r.instances {
+		key := "no keyframe"
+		if !p.firstKey.IsZero() {
+			key = "keyframe " + p.firstKey.Format("15:04:05.000")
+		}
+		out = append(out, fmt.Sprintf("%x from %s, %s", p.id, p.first.Format("15:04:05.000"), key))
+	}
+	return strings.Join(out, "; ")
+}
+
 // stop ends the watch and returns what it saw of each job.
 func (w *mediaWatch) stop() map[string]mediaResult {
 	for _, s := range w.subs {

@@ -311,7 +311,7 @@ func (c *survival) rollingRestart() (worstGap, worstDrain time.Duration) {
 			}
 			pub, ok := r.newPublisher(term)
 			if !ok || pub.firstKey.IsZero() {
-				t.Errorf("rolling restart of %s: job %s has no new publisher with a keyframe", n.name, id)
+				t.Errorf("rolling restart of %s: job %s has no new publisher with a keyframe (SIGTERM at %s; publishers seen: %s)", n.name, id, term.Format("15:04:05.000"), r.describe())
 				continue
 			}
 			d := pub.firstKey.Sub(term)
