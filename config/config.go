@@ -17,6 +17,7 @@ import (
 	"github.com/prism-streaming/prism/outputs/hls"
 	"github.com/prism-streaming/prism/outputs/webrtc"
 	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/bus"
 )
 
 // ErrInvalid is matched by every configuration error.
@@ -74,9 +75,24 @@ type NATS struct {
 	// peers to form a cluster of embedded servers.
 	Listen  string      `yaml:"listen"`
 	Cluster NATSCluster `yaml:"cluster"`
+	// Clients of the embedded server besides Prism itself (a data
+	// pipeline publishing events.<stream>), each with its own token;
+	// needs Listen.
+	Clients []NATSClient `yaml:"clients"`
 	// Replicas of the job buckets and stream: 1 for a single embedded
 	// server, 3 in a cluster (the default whenever URL or Cluster is set).
 	Replicas int `yaml:"replicas"`
+}
+
+// NATSClient is an application that connects to the embedded server with
+// its own token, limited to its subjects (bus.ClientUser).
+type NATSClient struct {
+	Name  string `yaml:"name"`
+	Token string `yaml:"token"`
+	// Publish and Subscribe default to events.* in, events.*.timed and
+	// actions.* out.
+	Publish   []string `yaml:"publish"`
+	Subscribe []string `yaml:"subscribe"`
 }
 
 // NATSCluster routes the embedded server to its peers.
@@ -265,11 +281,10 @@ func (c *Config) Validate() error {
 	if c.NATS.Cluster.Listen != "" && c.NATS.Cluster.Name == "" {
 		errs.Addf("nats.cluster.name", "is required with cluster.listen")
 	}
-	// 16 as in bus.MinRouteToken, which config does not import (it would
-	// pull in nats-server).
-	if t := c.NATS.Cluster.Token; t != "" && len(t) < 16 {
-		errs.Addf("nats.cluster.token", "at least 16 characters")
+	if t := c.NATS.Cluster.Token; t != "" && len(t) < bus.MinRouteToken {
+		errs.Addf("nats.cluster.token", "at least %d characters", bus.MinRouteToken)
 	}
+	c.validateNATSClients(&errs)
 	if c.Node.ID != "" && pipeline.ValidStreamName(c.Node.ID) != nil {
 		errs.Addf("node.id", "%q: use letters, digits, '-' and '_'", c.Node.ID)
 	}

@@ -95,3 +95,32 @@ func TestClusterTokenLength(t *testing.T) {
 		t.Errorf("Validate with a 16-character token = %v", err)
 	}
 }
+
+// TestNATSClientsErrorsAreLocated: nats.clients mistakes name the line of
+// the field at fault.
+func TestNATSClientsErrorsAreLocated(t *testing.T) {
+	yaml := "nats:\n  clients:\n    - name: a.b\n      token: short\n      publish: [\"events.>.x\"]\n"
+	_, err := Parse("prism.yaml", []byte(yaml))
+	var list ErrorList
+	if !errors.As(err, &list) {
+		t.Fatalf("got %v, want an ErrorList", err)
+	}
+	lines := map[string]int{}
+	for _, e := range list {
+		lines[e.Field] = e.Line
+	}
+	want := map[string]int{"nats.clients": 2, "nats.clients[0].name": 3, "nats.clients[0].token": 4, "nats.clients[0].publish[0]": 5}
+	for f, l := range want {
+		if lines[f] != l {
+			t.Errorf("%s at line %d, want %d (all: %v)", f, lines[f], l, err)
+		}
+	}
+	ok := "nats:\n  listen: 127.0.0.1:4222\n  clients:\n    - name: pipeline\n      token: 0123456789abcdef\n"
+	if _, err := Parse("prism.yaml", []byte(ok)); err != nil {
+		t.Errorf("a valid client: %v", err)
+	}
+	ext := "nats:\n  url: nats://a:4222\n  clients:\n    - name: pipeline\n      token: 0123456789abcdef\n"
+	if _, err := Parse("prism.yaml", []byte(ext)); err == nil || !strings.Contains(err.Error(), "external cluster") {
+		t.Errorf("clients with an external cluster: %v", err)
+	}
+}

@@ -154,7 +154,8 @@ func (n *Node) connect(cfg *config.Config) (url string, opts bus.ConnectOptions,
 		Name: n.id, DataDir: cfg.DataDir, Listen: cfg.NATS.Listen, DontListen: dontListen,
 		Cluster: bus.ClusterConfig{Name: cfg.NATS.Cluster.Name, Listen: cfg.NATS.Cluster.Listen, Routes: cfg.NATS.Cluster.Routes,
 			Token: cfg.NATS.Cluster.Token},
-		Log: n.Log.With("component", "nats"),
+		Clients: natsClients(cfg.NATS.Clients),
+		Log:     n.Log.With("component", "nats"),
 	})
 	if err != nil {
 		return "", opts, err
@@ -163,6 +164,15 @@ func (n *Node) connect(cfg *config.Config) (url string, opts bus.ConnectOptions,
 		return "", opts, err
 	}
 	return n.embedded.ClientURL(), bus.ConnectOptions{Token: n.embedded.Token()}, nil
+}
+
+// natsClients are nats.clients as the embedded server's client users.
+func natsClients(cs []config.NATSClient) []bus.ClientUser {
+	var out []bus.ClientUser
+	for _, c := range cs {
+		out = append(out, bus.ClientUser{Name: c.Name, Token: c.Token, Publish: c.Publish, Subscribe: c.Subscribe})
+	}
+	return out
 }
 
 // capacity is node.capacity when set (negative: serve only), else what

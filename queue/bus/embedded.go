@@ -49,6 +49,10 @@ type EmbeddedConfig struct {
 	ReadyTimeout time.Duration
 	// Log receives the server's log (default slog.Default()).
 	Log *slog.Logger
+	// Clients are the other applications that may connect (a data
+	// pipeline publishing events.<stream>, reading events.<stream>.timed
+	// and actions.<stream>), each with its own token and subjects.
+	Clients []ClientUser
 	// Configure, if set, adjusts the server options last: TLS, NKey users,
 	// accounts, whatever the fields above do not cover.
 	Configure func(*server.Options)
@@ -88,6 +92,14 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		return nil, err
 	}
 	auth := installTokenAuth(opts, token)
+	if len(cfg.Clients) > 0 {
+		if auth == nil {
+			return nil, fmt.Errorf("%w: Clients: the server's authentication was replaced (Configure)", ErrEmbedded)
+		}
+		if err := auth.addClients(cfg.Clients); err != nil {
+			return nil, err
+		}
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEmbedded, err)
