@@ -4,16 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/prism-streaming/prism/internal/testutil"
 	"github.com/prism-streaming/prism/pipeline"
+	"github.com/prism-streaming/prism/queue/bus"
 	"github.com/prism-streaming/prism/queue/relay"
 )
 
@@ -39,30 +41,19 @@ func TestEventsOnBothPlayers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the transcoder, NATS and Chromium")
 	}
-	// An external cluster: the data pipeline's own NATS client joins it
-	// (an embedded server takes only the node's own credentials).
-	servers, natsConf := startNATSServers(t, 3)
-	nc := testutil.DialNATSURL(t, servers.Procs[0].ClientURL)
+	// The embedded server, with a client token for the data pipeline
+	// (nats.clients), as a user runs it.
+	const token = "pipeline-token-0123456789"
+	natsAddr := freePort(t)
 	dir := t.TempDir()
-	conf := writeFile(t, dir, "prism.yaml", natsConf)
+	conf := writeFile(t, dir, "prism.yaml", fmt.Sprintf("nats:\n  listen: %s\n  clients:\n    - {name: pipeline, token: %s}\n", natsAddr, token))
 	ladder := writeFile(t, dir, "l.yaml", "name: events\nrungs:\n  - {name: 360p, height: 360, bitrate: 450k, preset: veryfast}\n")
-	addr := freePort(t)
-	srv := exec.Command(prismBin, "serve", "--config", conf, "--demo", "--ladder", ladder, "--http", addr, "--data-dir", t.TempDir(),
-		"--webrtc-port", "0", "--rtmp", "off", "--srt", "off", "--stats-interval", "0")
-	var srvErr testutil.SyncBuffer
-	srv.Stderr = &srvErr
-	if err := srv.Start(); err != nil {
+	addr := startDemo(t, 60*time.Second, "--config", conf, "--ladder", ladder)
+	nc, err := nats.Connect("nats://"+natsAddr, nats.Token(token), nats.CustomInboxPrefix(bus.ClientInboxPrefix("pipeline")))
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() }()
-	testutil.Eventually(t, 60*time.Second, "the demo stream", func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	defer nc.Close()
 
 	timed, err := nc.SubscribeSync(relay.TimedSubject("demo"))
 	if err != nil {
@@ -139,7 +130,7 @@ func TestEventsOnBothPlayers(t *testing.T) {
 	select {
 	case shown = <-got:
 	case <-time.After(time.Duration(seconds)*time.Second + 30*time.Second):
-		t.Fatalf("no report from the player page\nserver log:\n%s", srvErr.String())
+		t.Fatal("no report from the player page")
 	}
 	const frame = 3000 // 90 kHz ticks at 30 fps
 	frameMS := 1000.0 / 30
@@ -257,7 +248,19 @@ func TestEventsOnBothPlayers(t *testing.T) {
 		case a.PDT.IsZero() || a.Received.Before(a.PDT) || a.Received.Sub(a.PDT) > 10*time.Second:
 			t.Errorf("%s bid: frame PDT %s, received %s: want the frame on screen, shortly before", out, a.PDT, a.Received)
 		default:
-			t.Logf("%s bid: frame on screen PDT %s (media time %.3f s), received %s later", out, a.PDT.Format("15:04:05.000"), a.MediaTime, a.Received.Sub(a.PDT))
+			// Its media time and PDT agree with the stamped events' own
+			// pairs (one timeline, one PDT mapping), within two frames.
+			var ref pipeline.Event
+			for _, e := range stamped {
+				ref = e
+			}
+			skew := float64(a.PTS-ref.PTS)/pipeline.EventClock - a.PDT.Sub(ref.PDT).Seconds()
+			if a.PTS == 0 || math.Abs(skew) > 2.0/30 {
+				t.Errorf("%s bid: media time %.3f s at PDT %s; event %s has %.3f s at %s: %.3f s off", out, a.MediaTime,
+					a.PDT.Format("15:04:05.000"), ref.ID, ref.MediaTime, ref.PDT.Format("15:04:05.000"), skew)
+			}
+			t.Logf("%s bid: frame on screen PDT %s (media time %.3f s, %+.1f ms from the events' PDT mapping), received %s later",
+				out, a.PDT.Format("15:04:05.000"), a.MediaTime, skew*1000, a.Received.Sub(a.PDT))
 		}
 	}
 }

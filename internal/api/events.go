@@ -104,9 +104,20 @@ func (s *Server) eventRoutes(mux *http.ServeMux) {
 		if in.PDT != nil {
 			a.PDT = in.PDT.UTC()
 		}
-		if in.MediaTime != nil {
+		switch {
+		case in.MediaTime != nil:
 			a.MediaTime = *in.MediaTime
 			a.PTS = int64(*in.MediaTime * pipeline.EventClock)
+		case in.PDT != nil:
+			// An LL-HLS player knows the PDT of the frame on screen; the
+			// stream followed here knows which frame entered then.
+			if src, ok := s.Streams.Get(name); ok {
+				if fc, ok := src.(pipeline.FrameClock); ok {
+					if pts, ok := fc.PTSAt(a.PDT); ok {
+						a.PTS, a.MediaTime = pts, float64(pts)/pipeline.EventClock
+					}
+				}
+			}
 		}
 		if err := relay.PublishAction(s.Node.Store().Conn(), a); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})

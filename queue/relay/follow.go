@@ -52,11 +52,13 @@ type Stream struct {
 	// once known (zero Instance until then).
 	position timelinePosition
 	answer   *nats.Subscription
+	frames   pipeline.FrameLog // the first video track's newest frames, for PTSAt
 }
 
 var (
 	_ pipeline.Source      = (*Stream)(nil)
 	_ pipeline.EventSource = (*Stream)(nil)
+	_ pipeline.FrameClock  = (*Stream)(nil)
 )
 
 // WithLogger sets where the stream logs publisher changes (default
@@ -144,12 +146,22 @@ func (s *Stream) run(sub *subscription, offset float64) {
 			release()
 		}
 	}
+	firstVideo := slices.IndexFunc(s.tracks, func(t pipeline.Track) bool { return t.Kind == pipeline.KindVideo })
 	emit := func(p *pipeline.Packet, kind pipeline.Kind) {
 		if p.Track < 0 || p.Track >= len(s.tracks) {
 			return
 		}
 		if out := shift.apply(p, s.tracks[p.Track], time.Now()); out != nil {
 			s.fanout.Publish(out, kind)
+			if p.Track == firstVideo && !out.Ingest.IsZero() {
+				pts := out.PTS
+				if r := s.tracks[p.Track].ClockRate; r > 0 && r != pipeline.EventClock {
+					pts = pts * pipeline.EventClock / int64(r)
+				}
+				s.mu.Lock()
+				s.frames.Add(pts, out.Ingest)
+				s.mu.Unlock()
+			}
 		}
 		if len(held) > 0 && !shift.pending {
 			release()
@@ -424,6 +436,15 @@ func (s *Stream) Info() StreamInfo {
 		return s.current.info
 	}
 	return StreamInfo{Stream: s.stream, Tracks: s.tracks}
+}
+
+// PTSAt is the PTS (pipeline.EventClock, on this stream's timeline) of the
+// newest frame that entered at or before pdt, among the last few seconds
+// of frames: the media time of what an LL-HLS viewer saw at that PDT.
+func (s *Stream) PTSAt(pdt time.Time) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.frames.PTSAt(pdt)
 }
 
 // TimelineID names the stream's media timeline: the instance of the first
