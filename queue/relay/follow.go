@@ -126,6 +126,7 @@ func (s *Stream) run(sub *subscription, offset float64) {
 	if s.answer != nil {
 		defer func() { _ = s.answer.Unsubscribe() }()
 	}
+	defer func() { sub.close() }() // sub is the one followed last
 	shift := timeShift{maxGap: s.opts.publisherWait + s.opts.staleAfter, offset: offset}
 	announced := ""
 	// Events of a new publisher wait until its offset is known (its first
@@ -167,6 +168,9 @@ func (s *Stream) run(sub *subscription, offset float64) {
 			release()
 		}
 		if !shift.pending && announced != sub.info.Instance {
+			if announced != "" {
+				s.log.Info("stream follows its new publisher", "stream", s.stream, "publisher", sub.info.Instance, "offset_s", shift.offset)
+			}
 			announced = sub.info.Instance
 			s.mu.Lock()
 			s.position = timelinePosition{Timeline: s.timeline, Instance: announced, Offset: shift.offset}
@@ -192,7 +196,7 @@ func (s *Stream) run(sub *subscription, offset float64) {
 		}
 		s.log.Info("stream publisher went away, waiting for the next", "stream", s.stream, "reason", err)
 		prev := sub.info.Instance
-		next, err := s.await()
+		next, err := s.await(sub)
 		if err != nil {
 			s.end(err)
 			return
@@ -208,7 +212,7 @@ func (s *Stream) run(sub *subscription, offset float64) {
 			continue
 		}
 		if changed := !sameTracks(s.tracks, next.info.Tracks); changed && (!s.opts.source || !sameCodecs(s.tracks, next.info.Tracks)) {
-			_ = next.sub.Unsubscribe()
+			sub = next
 			s.end(fmt.Errorf("%s: %w", s.stream, ErrTracksChanged))
 			return
 		}
@@ -222,13 +226,16 @@ func (s *Stream) run(sub *subscription, offset float64) {
 	}
 }
 
-// await polls for a new publisher for at most the publisher wait.
-func (s *Stream) await() (*subscription, error) {
+// await polls for a new publisher for at most the publisher wait, still
+// subscribed through prev, whose messages meanwhile are kept: the new
+// publisher's go to its subscription (resubscribe).
+func (s *Stream) await(prev *subscription) (*subscription, error) {
 	deadline := time.Now().Add(s.opts.publisherWait)
 	o := s.opts
 	o.requestTimeout = min(o.requestTimeout, 250*time.Millisecond)
 	for {
-		next, err := subscribe(s.ctx, s.nc, s.stream, o)
+		prev.drain()
+		next, err := resubscribe(s.ctx, prev, o)
 		if err == nil {
 			return next, nil
 		}

@@ -78,9 +78,83 @@ type subscription struct {
 	joinReason string
 	keys       *pipeline.KeyframeThrottle
 
+	// held are messages of other publishers of the stream, oldest first,
+	// at most heldBytesLimit: after a failover the next owner publishes
+	// before this node notices the old one is gone, and its first packets
+	// (its first keyframe) are among them. replay is what the next
+	// subscription reads before the channel: every node following since
+	// before the failover then starts the new publisher on the same first
+	// packet, so their timelines (and LL-HLS numbering) stay the same.
+	held      []heldMsg
+	heldBytes int
+	replay    []*nats.Msg
+
 	mu      sync.Mutex
 	lastKey time.Time
 }
+
+// heldMsg is a media or event message of another publisher instance.
+type heldMsg struct {
+	m        *nats.Msg
+	instance uint64
+}
+
+// heldBytesLimit bounds the other publishers' messages a subscription
+// keeps: a few seconds of a full ladder.
+const heldBytesLimit = 8 << 20
+
+// hold keeps m, of publisher instance, for the next subscription.
+func (s *subscription) hold(m *nats.Msg, instance uint64) {
+	if instance == 0 {
+		return // unreadable: newInstance never picks 0
+	}
+	s.held = append(s.held, heldMsg{m: m, instance: instance})
+	s.heldBytes += len(m.Data)
+	drop := 0
+	for s.heldBytes > heldBytesLimit && drop < len(s.held) {
+		s.heldBytes -= len(s.held[drop].m.Data)
+		drop++
+	}
+	s.held = s.held[drop:]
+}
+
+// holdAny keeps a message read from the channel while no publisher is
+// followed (between publishers), whichever instance it is from.
+func (s *subscription) holdAny(m *nats.Msg) {
+	kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	switch kind {
+	case subjStats, subjTracks, subjStatus, subjCtl, subjTimeline, subjEvents:
+	case subjEvent:
+		var e pipeline.Event
+		if json.Unmarshal(m.Data, &e) == nil {
+			id, _ := strconv.ParseUint(e.Instance, 16, 64)
+			s.hold(m, id)
+		}
+	default:
+		if s.opts.received != nil {
+			s.opts.received(len(m.Data))
+		}
+		if h, _, err := decodeMessage(m.Data); err == nil {
+			s.hold(m, h.instance)
+		}
+	}
+}
+
+// drain moves what waits in the channel to the held messages.
+func (s *subscription) drain() {
+	for {
+		select {
+		case m := <-s.msgs:
+			s.holdAny(m)
+		default:
+			return
+		}
+	}
+}
+
+// close ends the subscription's NATS subscription (shared with the
+// subscriptions resubscribe made from it).
+func (s *subscription) close() { _ = s.sub.Unsubscribe() }
 
 // subscribe finds the stream's current publisher and subscribes to its
 // subjects. It fails with ErrStreamNotFound when no publisher answers.
@@ -126,12 +200,50 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 	return s, nil
 }
 
+// resubscribe finds the stream's current publisher after prev's went
+// away, keeping prev's NATS subscription: the new publisher's messages
+// that arrived meanwhile are read first, in order, then the channel. prev
+// is not used afterwards. It fails with ErrStreamNotFound when no publisher
+// answers; prev is then still usable.
+func resubscribe(ctx context.Context, prev *subscription, o options) (*subscription, error) {
+	var info StreamInfo
+	rctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
+	// Subscribed to media.<stream>.*, this node counts as a responder of
+	// the request itself: no publisher shows as the timeout, not as "no
+	// responders" (o.requestTimeout is short here).
+	err := requestJSON(rctx, prev.nc, o.prefixFor(prev.stream)+subjTracks, &info)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", prev.stream, err)
+	}
+	instance, err := strconv.ParseUint(info.Instance, 16, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s instance %q", ErrWire, prev.stream, info.Instance)
+	}
+	prev.drain()
+	s := &subscription{nc: prev.nc, stream: prev.stream, info: info, instance: instance, opts: o, sub: prev.sub, msgs: prev.msgs, joinReason: pipeline.KeyframeFollower}
+	s.keys = pipeline.NewKeyframeThrottle(s.sendKeyframeRequest, keyframeFloodInterval)
+	for _, h := range prev.held {
+		if h.instance == instance {
+			s.replay = append(s.replay, h.m)
+		} else {
+			s.hold(h.m, h.instance)
+		}
+	}
+	prev.held, prev.heldBytes = nil, 0
+	s.kinds = make(map[int]pipeline.Kind, len(info.Tracks))
+	for _, t := range info.Tracks {
+		s.kinds[t.ID] = t.Kind
+	}
+	return s, nil
+}
+
 // receive turns the publisher's messages into packets, handing each to
 // emit and each status report to stats, until ctx ends (nil) or the
-// publisher stops: nil when it ended cleanly, else why (ErrStreamGone). It
-// unsubscribes before returning.
+// publisher stops: nil when it ended cleanly, else why (ErrStreamGone).
+// The NATS subscription stays: the caller closes it, or resubscribes with
+// it.
 func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, pipeline.Kind), stats func(pipeline.SourceStats), event func(pipeline.Event)) error {
-	defer func() { _ = s.sub.Unsubscribe() }()
 	defer s.keys.Stop()
 	var rx reassembler
 	// Join at a keyframe: until one arrives, a video track's packets
@@ -147,98 +259,118 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 	check := time.NewTicker(min(s.opts.staleAfter/4, 250*time.Millisecond))
 	defer check.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-check.C:
-			switch {
-			case s.nc.IsClosed():
-				return fmt.Errorf("%w: %s: %w", ErrStreamGone, s.stream, nats.ErrConnectionClosed)
-			case time.Since(lastHeard) > s.opts.staleAfter:
-				return fmt.Errorf("%w: %s: publisher %s silent for %s", ErrStreamGone, s.stream, s.info.Instance, s.opts.staleAfter)
-			case len(waitKey) > 0 && s.sinceKeyframeRequest() > keyframeRetry:
-				// The request after a loss may have been coalesced into an
-				// earlier one the job already answered, or lost: ask again
-				// rather than wait out the GOP.
-				s.requestKeyframe(pipeline.KeyframeFollower)
-			}
-		case m := <-s.msgs:
-			kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-			switch kind {
-			case subjStats:
-				var st StreamStatus
-				if json.Unmarshal(m.Data, &st) != nil {
-					continue
-				}
-				if st.Instance != s.info.Instance {
-					// Another publisher of this stream: after a failover, the
-					// new owner. Once ours has missed a report, end now rather
-					// than wait out staleAfter, so the viewer re-subscribes
-					// sooner. (While ours still reports, the other one is a
-					// fenced old owner that has not noticed yet: ignore it.)
-					if time.Since(lastHeard) > StatsInterval+StatsInterval/2 {
-						return fmt.Errorf("%w: %s: publisher %s replaced by %s", ErrStreamGone, s.stream, s.info.Instance, st.Instance)
-					}
-					continue
-				}
-				lastHeard = time.Now()
-				stats(st.Stats)
-				if st.Ended {
-					if st.Err != "" {
-						return fmt.Errorf("%w: %s: publisher: %s", ErrStreamGone, s.stream, st.Err)
-					}
-					return nil
-				}
-			case subjEvent:
-				var e pipeline.Event
-				if json.Unmarshal(m.Data, &e) != nil || e.Instance != s.info.Instance {
-					continue // another publisher's: a fenced old owner
-				}
-				event(e)
-			case subjTracks, subjStatus, subjCtl, subjTimeline, subjEvents:
-				// Requests and commands to the publisher: not media.
-			default:
-				if s.opts.received != nil {
-					s.opts.received(len(m.Data))
-				}
-				h, data, derr := decodeMessage(m.Data)
-				// Another publisher's (or an unreadable header: instance 0,
-				// which newInstance never picks), or a track the stream does
-				// not have: nothing is kept for it.
-				track := int(h.track)
-				k, known := s.kinds[track]
-				if h.instance != s.instance || !known {
-					continue
-				}
-				if derr == nil && kind != strconv.Itoa(track) {
-					derr = fmt.Errorf("%w: track %d on subject %s", ErrWire, track, m.Subject)
-				}
-				var p *pipeline.Packet
-				lost := true
-				if derr != nil {
-					// A malformed message of our publisher's track: the packet
-					// it belongs to cannot be trusted, so it is a loss (and
-					// not a sign of life).
-					rx.drop(h.track)
-				} else {
-					lastHeard = time.Now()
-					p, lost = rx.push(h, data)
-				}
-				if lost && k == pipeline.KindVideo && !waitKey[track] {
-					waitKey[track] = true
+		var m *nats.Msg
+		replayed := len(s.replay) > 0
+		if replayed {
+			m, s.replay = s.replay[0], s.replay[1:]
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-check.C:
+				switch {
+				case s.nc.IsClosed():
+					return fmt.Errorf("%w: %s: %w", ErrStreamGone, s.stream, nats.ErrConnectionClosed)
+				case time.Since(lastHeard) > s.opts.staleAfter:
+					return fmt.Errorf("%w: %s: publisher %s silent for %s", ErrStreamGone, s.stream, s.info.Instance, s.opts.staleAfter)
+				case len(waitKey) > 0 && s.sinceKeyframeRequest() > keyframeRetry:
+					// The request after a loss may have been coalesced into an
+					// earlier one the job already answered, or lost: ask again
+					// rather than wait out the GOP.
 					s.requestKeyframe(pipeline.KeyframeFollower)
 				}
-				if p == nil {
+				continue
+			case m = <-s.msgs:
+			}
+		}
+		kind := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+		switch kind {
+		case subjStats:
+			var st StreamStatus
+			if json.Unmarshal(m.Data, &st) != nil {
+				continue
+			}
+			if st.Instance != s.info.Instance {
+				// Another publisher of this stream: after a failover, the
+				// new owner. Once ours has missed a report, end now rather
+				// than wait out staleAfter, so the viewer re-subscribes
+				// sooner. (While ours still reports, the other one is a
+				// fenced old owner that has not noticed yet: ignore it.)
+				if time.Since(lastHeard) > StatsInterval+StatsInterval/2 {
+					return fmt.Errorf("%w: %s: publisher %s replaced by %s", ErrStreamGone, s.stream, s.info.Instance, st.Instance)
+				}
+				continue
+			}
+			lastHeard = time.Now()
+			stats(st.Stats)
+			if st.Ended {
+				if st.Err != "" {
+					return fmt.Errorf("%w: %s: publisher: %s", ErrStreamGone, s.stream, st.Err)
+				}
+				return nil
+			}
+		case subjEvent:
+			var e pipeline.Event
+			if json.Unmarshal(m.Data, &e) != nil {
+				continue
+			}
+			if e.Instance != s.info.Instance {
+				// Another publisher's: a fenced old owner, or the next
+				// one, whose events wait with its media.
+				id, _ := strconv.ParseUint(e.Instance, 16, 64)
+				s.hold(m, id)
+				continue
+			}
+			event(e)
+		case subjTracks, subjStatus, subjCtl, subjTimeline, subjEvents:
+			// Requests and commands to the publisher: not media.
+		default:
+			if s.opts.received != nil && !replayed {
+				s.opts.received(len(m.Data))
+			}
+			h, data, derr := decodeMessage(m.Data)
+			// Another publisher's (or an unreadable header: instance 0,
+			// which newInstance never picks), or a track the stream does
+			// not have: held for the next subscription, or dropped.
+			track := int(h.track)
+			k, known := s.kinds[track]
+			if h.instance != s.instance {
+				if derr == nil {
+					s.hold(m, h.instance)
+				}
+				continue
+			}
+			if !known {
+				continue
+			}
+			if derr == nil && kind != strconv.Itoa(track) {
+				derr = fmt.Errorf("%w: track %d on subject %s", ErrWire, track, m.Subject)
+			}
+			var p *pipeline.Packet
+			lost := true
+			if derr != nil {
+				// A malformed message of our publisher's track: the packet
+				// it belongs to cannot be trusted, so it is a loss (and
+				// not a sign of life).
+				rx.drop(h.track)
+			} else {
+				lastHeard = time.Now()
+				p, lost = rx.push(h, data)
+			}
+			if lost && k == pipeline.KindVideo && !waitKey[track] {
+				waitKey[track] = true
+				s.requestKeyframe(pipeline.KeyframeFollower)
+			}
+			if p == nil {
+				continue
+			}
+			if waitKey[track] {
+				if !p.Keyframe {
 					continue
 				}
-				if waitKey[track] {
-					if !p.Keyframe {
-						continue
-					}
-					delete(waitKey, track)
-				}
-				emit(p, k)
+				delete(waitKey, track)
 			}
+			emit(p, k)
 		}
 	}
 }
