@@ -127,8 +127,7 @@ func (s *subscription) holdAny(m *nats.Msg) {
 	case subjEvent:
 		var e pipeline.Event
 		if json.Unmarshal(m.Data, &e) == nil {
-			id, _ := strconv.ParseUint(e.Instance, 16, 64)
-			s.hold(m, id)
+			s.hold(m, eventInstance(e))
 		}
 	default:
 		if s.opts.received != nil {
@@ -138,6 +137,13 @@ func (s *subscription) holdAny(m *nats.Msg) {
 			s.hold(m, h.instance)
 		}
 	}
+}
+
+// eventInstance is the publisher instance of an event message, 0 when
+// unreadable.
+func eventInstance(e pipeline.Event) uint64 {
+	id, _ := strconv.ParseUint(e.Instance, 16, 64)
+	return id
 }
 
 // drain moves what waits in the channel to the held messages.
@@ -162,25 +168,17 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 	if err := pipeline.ValidStreamName(stream); err != nil {
 		return nil, err
 	}
-	s := &subscription{nc: nc, stream: stream, opts: o, msgs: make(chan *nats.Msg, o.buffer), joinReason: pipeline.KeyframeFollower}
-	s.keys = pipeline.NewKeyframeThrottle(s.sendKeyframeRequest, keyframeFloodInterval)
-	prefix := o.prefixFor(stream)
 	// Ask first, subscribe after: subscribed to media.<stream>.*, we would
 	// answer "tracks" ourselves as far as NATS is concerned, and a missing
 	// publisher would show as a timeout instead of "no responders". The
 	// packets sent in between are not missed in any way that matters: a
 	// subscriber starts at a keyframe it requests once subscribed.
-	rctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
-	err := requestJSON(rctx, nc, prefix+subjTracks, &s.info) // describe.go
-	cancel()
+	info, instance, err := askPublisher(ctx, nc, stream, o)
 	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
+		return nil, err
 	}
-	s.instance, err = strconv.ParseUint(s.info.Instance, 16, 64)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s instance %q", ErrWire, stream, s.info.Instance)
-	}
-	s.sub, err = nc.ChanSubscribe(prefix+"*", s.msgs)
+	s := newSubscription(nc, stream, o, info, instance, make(chan *nats.Msg, o.buffer))
+	s.sub, err = nc.ChanSubscribe(o.prefixFor(stream)+"*", s.msgs)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
 	}
@@ -193,11 +191,36 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 		_ = s.sub.Unsubscribe()
 		return nil, fmt.Errorf("subscribe %s: %w", stream, err)
 	}
-	s.kinds = make(map[int]pipeline.Kind, len(s.info.Tracks))
-	for _, t := range s.info.Tracks {
+	return s, nil
+}
+
+// askPublisher asks the stream's current publisher for its tracks and
+// instance (ErrStreamNotFound when none answers in o.requestTimeout).
+func askPublisher(ctx context.Context, nc *nats.Conn, stream string, o options) (StreamInfo, uint64, error) {
+	var info StreamInfo
+	rctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
+	err := requestJSON(rctx, nc, o.prefixFor(stream)+subjTracks, &info) // describe.go
+	cancel()
+	if err != nil {
+		return info, 0, fmt.Errorf("subscribe %s: %w", stream, err)
+	}
+	instance, err := strconv.ParseUint(info.Instance, 16, 64)
+	if err != nil {
+		return info, 0, fmt.Errorf("%w: %s instance %q", ErrWire, stream, info.Instance)
+	}
+	return info, instance, nil
+}
+
+// newSubscription is publisher instance's subscription, reading msgs (its
+// NATS subscription is set by the caller).
+func newSubscription(nc *nats.Conn, stream string, o options, info StreamInfo, instance uint64, msgs chan *nats.Msg) *subscription {
+	s := &subscription{nc: nc, stream: stream, opts: o, info: info, instance: instance, msgs: msgs, joinReason: pipeline.KeyframeFollower}
+	s.keys = pipeline.NewKeyframeThrottle(s.sendKeyframeRequest, keyframeFloodInterval)
+	s.kinds = make(map[int]pipeline.Kind, len(info.Tracks))
+	for _, t := range info.Tracks {
 		s.kinds[t.ID] = t.Kind
 	}
-	return s, nil
+	return s
 }
 
 // resubscribe finds the stream's current publisher after prev's went
@@ -206,23 +229,16 @@ func subscribe(ctx context.Context, nc *nats.Conn, stream string, o options) (*s
 // is not used afterwards. It fails with ErrStreamNotFound when no publisher
 // answers; prev is then still usable.
 func resubscribe(ctx context.Context, prev *subscription, o options) (*subscription, error) {
-	var info StreamInfo
-	rctx, cancel := context.WithTimeout(ctx, o.requestTimeout)
 	// Subscribed to media.<stream>.*, this node counts as a responder of
 	// the request itself: no publisher shows as the timeout, not as "no
 	// responders" (o.requestTimeout is short here).
-	err := requestJSON(rctx, prev.nc, o.prefixFor(prev.stream)+subjTracks, &info)
-	cancel()
+	info, instance, err := askPublisher(ctx, prev.nc, prev.stream, o)
 	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: %w", prev.stream, err)
-	}
-	instance, err := strconv.ParseUint(info.Instance, 16, 64)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s instance %q", ErrWire, prev.stream, info.Instance)
+		return nil, err
 	}
 	prev.drain()
-	s := &subscription{nc: prev.nc, stream: prev.stream, info: info, instance: instance, opts: o, sub: prev.sub, msgs: prev.msgs, joinReason: pipeline.KeyframeFollower}
-	s.keys = pipeline.NewKeyframeThrottle(s.sendKeyframeRequest, keyframeFloodInterval)
+	s := newSubscription(prev.nc, prev.stream, o, info, instance, prev.msgs)
+	s.sub = prev.sub
 	for _, h := range prev.held {
 		if h.instance == instance {
 			s.replay = append(s.replay, h.m)
@@ -231,10 +247,6 @@ func resubscribe(ctx context.Context, prev *subscription, o options) (*subscript
 		}
 	}
 	prev.held, prev.heldBytes = nil, 0
-	s.kinds = make(map[int]pipeline.Kind, len(info.Tracks))
-	for _, t := range info.Tracks {
-		s.kinds[t.ID] = t.Kind
-	}
 	return s, nil
 }
 
@@ -317,8 +329,7 @@ func (s *subscription) receive(ctx context.Context, emit func(*pipeline.Packet, 
 			if e.Instance != s.info.Instance {
 				// Another publisher's: a fenced old owner, or the next
 				// one, whose events wait with its media.
-				id, _ := strconv.ParseUint(e.Instance, 16, 64)
-				s.hold(m, id)
+				s.hold(m, eventInstance(e))
 				continue
 			}
 			event(e)
