@@ -17,15 +17,15 @@ const FollowWait = 5 * time.Second
 // the use this node's outputs make of it.
 type offer struct {
 	outputs []string
-	holds   int       // WebRTC sessions and other long uses
-	lastUse time.Time // the last Await, Touch or release of a hold
+	holds   int       // WebRTC sessions and requests being answered
+	lastUse time.Time // the last Await, or the end of a hold or use
 }
 
 // Demand is how outputs make a node follow a stream only while it is used
 // here. The node offers every running stream (Offer); an output asked for
 // an offered stream that is not registered yet calls Await, which wakes
 // whoever follows (Demanded) and waits for the stream to be added. Uses
-// are recorded by Await, Touch and Hold; the follower lets go of a stream
+// are recorded by Await, Hold and Use; the follower lets go of a stream
 // whose LastUse is older than its idle timeout and that nobody holds.
 //
 // Streams added without an offer (tests, in-process transcoders) are served
@@ -139,18 +139,19 @@ func (r *Registry) Await(ctx context.Context, name, output string) (Source, erro
 	}
 }
 
-// Touch records a use of name (an HLS request), so that it stays followed.
-func (r *Registry) Touch(name string) {
-	r.mu.Lock()
-	if o := r.offers[name]; o != nil {
-		o.lastUse = time.Now()
-	}
-	r.mu.Unlock()
-}
-
 // Hold keeps name followed until release is called (a WebRTC session's
-// life); the idle timeout counts from the release.
-func (r *Registry) Hold(name string) (release func()) {
+// life); the idle timeout counts from the release, which the follower is
+// told of at once.
+func (r *Registry) Hold(name string) (release func()) { return r.hold(name, true) }
+
+// Use keeps name followed while one request is answered (an LL-HLS
+// blocking request may wait longer than the idle timeout); its end is its
+// last use. Unlike Hold, the end is not signalled: requests come many times
+// a second per viewer, and the follower looks at a held stream again
+// within its idle timeout anyway.
+func (r *Registry) Use(name string) (done func()) { return r.hold(name, false) }
+
+func (r *Registry) hold(name string, signal bool) (release func()) {
 	r.mu.Lock()
 	o := r.offers[name]
 	if o != nil {
@@ -171,7 +172,9 @@ func (r *Registry) Hold(name string) (release func()) {
 		released = true
 		o.holds--
 		o.lastUse = time.Now()
-		r.signalLocked() // the idle time starts now: the follower sets its timer
+		if signal {
+			r.signalLocked() // the idle time starts now: the follower sets its timer
+		}
 	}
 }
 

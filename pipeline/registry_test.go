@@ -112,8 +112,21 @@ func TestRegistryDemand(t *testing.T) {
 	if last, held := r.LastUse("a"); held || last.Before(before) {
 		t.Errorf("after release: last %v (before %v), held %v", last, before, held)
 	}
-	r.Touch("a")
-	r.Touch("nope")
+	// A request's use holds too, and its end is not signalled.
+	done := r.Use("a")
+	if _, held := r.LastUse("a"); !held {
+		t.Error("not held while used")
+	}
+	done()
+	select {
+	case <-r.Demanded():
+		t.Error("the end of a use signalled")
+	default:
+	}
+	if _, held := r.LastUse("a"); held {
+		t.Error("held after the use ended")
+	}
+	r.Use("nope")()
 	r.Hold("nope")() // not offered: nothing recorded
 
 	// Removed (let go), still offered: a request waits again; the wait is

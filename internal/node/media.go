@@ -80,7 +80,9 @@ func (w *mediaWatcher) wanted(id string, now time.Time) (ok bool, until time.Tim
 	}
 	last, held := w.streams.LastUse(id)
 	if held {
-		return true, time.Time{} // its release is a use: looked at again then
+		// Its release is a use. A request's (Registry.Use) is not
+		// signalled: look again within the idle timeout.
+		return true, now.Add(w.idle)
 	}
 	until = last.Add(w.idle)
 	return !last.IsZero() && now.Before(until), until

@@ -75,6 +75,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	// A request that waits (the first playlist until every rung has a
+	// segment, a blocking reload) keeps the stream followed meanwhile,
+	// however long it waits: node.follow_idle counts from its end.
+	defer s.Streams.Use(rt.stream)()
 	if rt.index {
 		s.serveIndex(w, r, st)
 		return
