@@ -34,6 +34,7 @@ type nodeProcess struct {
 	cmd    *exec.Cmd
 	stderr testutil.SyncBuffer // written by the process while the test reads it
 	killed bool
+	status *syscall.WaitStatus // once exited reported true
 }
 
 // startNode starts a node; nodeConfig adds lines under `node:`, extra adds
@@ -48,7 +49,32 @@ func startNode(t *testing.T, name, nodeConfig, extra string) *nodeProcess {
 func (n *nodeProcess) exited() bool {
 	var ws syscall.WaitStatus
 	pid, err := syscall.Wait4(n.cmd.Process.Pid, &ws, syscall.WNOHANG, nil)
-	return err == nil && pid == n.cmd.Process.Pid
+	if err == nil && pid == n.cmd.Process.Pid {
+		n.status = &ws
+		return true
+	}
+	return false
+}
+
+// logExcerpt is the end of the node's log for a failure message, without
+// the embedded NATS server's INFO lines: its start-up banner alone used to
+// push the node's own last words out of the CI output.
+func (n *nodeProcess) logExcerpt() string {
+	var keep []string
+	for _, l := range strings.Split(n.stderr.String(), "\n") {
+		if strings.Contains(l, "level=INFO") && strings.Contains(l, "component=nats-server") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	out := strings.Join(keep, "\n")
+	if len(out) > 8000 {
+		out = "…" + out[len(out)-8000:]
+	}
+	if n.status != nil {
+		out += fmt.Sprintf("\n(process ended: exit status %d, signaled %v)", n.status.ExitStatus(), n.status.Signaled())
+	}
+	return out
 }
 
 // followAlways is the node configuration of the tests' nodes unless they
@@ -99,10 +125,10 @@ func startNodeOn(t *testing.T, addr, name, nodeConfig, extra string) *nodeProces
 			if strings.Contains(n.stderr.String(), "address already in use") && time.Now().Before(deadline) {
 				return startNodeOn(t, retryAddr(t, addr), name, nodeConfig, extra)
 			}
-			t.Fatalf("%s exited before answering /healthz:\n%s", name, n.stderr.String())
+			t.Fatalf("%s exited before answering /healthz:\n%s", name, n.logExcerpt())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer /healthz within 30 s:\n%s", name, n.stderr.String())
+			t.Fatalf("%s did not answer /healthz within 30 s:\n%s", name, n.logExcerpt())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -275,7 +301,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 		if time.Now().After(deadline) {
 			code, body := watcher.get("/hls/live/index.m3u8")
 			s, _ := watcher.stream("live")
-			t.Fatalf("no LL-HLS on %s after 30 s: %d %s\nstream: %+v\nlog:\n%s", watcher.name, code, body, s, watcher.stderr.String())
+			t.Fatalf("no LL-HLS on %s after 30 s: %d %s\nstream: %+v\nlog:\n%s", watcher.name, code, body, s, watcher.logExcerpt())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -328,7 +354,7 @@ func TestFailoverAcrossProcesses(t *testing.T) {
 	})
 	handover := time.Since(termAt)
 	if err := drained.cmd.Wait(); err != nil {
-		t.Errorf("%s after SIGTERM: %v\n%s", newOwner, err, drained.stderr.String())
+		t.Errorf("%s after SIGTERM: %v\n%s", newOwner, err, drained.logExcerpt())
 	}
 	testutil.Report(t, "SIGTERM on %s: the job ran on %s after %s (drain hands it over)", newOwner, last.name, handover.Round(time.Millisecond))
 	if handover > 2*time.Second {

@@ -162,7 +162,7 @@ func TestFollowOnDemand(t *testing.T) {
 	code, index := b.get("/hls/ondemand/index.m3u8")
 	playable := time.Since(start)
 	if code != 200 {
-		t.Fatalf("first index request on b: %d %s\nlog:\n%s", code, index, b.stderr.String())
+		t.Fatalf("first index request on b: %d %s\nlog:\n%s", code, index, b.logExcerpt())
 	}
 	var variant string
 	for _, l := range strings.Split(string(index), "\n") {

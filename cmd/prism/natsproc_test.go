@@ -101,10 +101,10 @@ func (n *nodeProcess) waitUp(timeout time.Duration) {
 		}
 		if n.exited() {
 			n.killed = true
-			n.t.Fatalf("%s exited before answering /healthz:\n%s", n.name, n.stderr.String())
+			n.t.Fatalf("%s exited before answering /healthz:\n%s", n.name, n.logExcerpt())
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("%s did not answer /healthz within %s:\n%s", n.name, timeout, n.stderr.String())
+			n.t.Fatalf("%s did not answer /healthz within %s:\n%s", n.name, timeout, n.logExcerpt())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

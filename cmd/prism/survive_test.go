@@ -290,7 +290,7 @@ func (c *survival) rollingRestart() (worstGap, worstDrain time.Duration) {
 		w := watchMedia(t, watchOn, c.ids)
 		term := time.Now()
 		if err := n.terminate(); err != nil {
-			t.Errorf("%s after SIGTERM: %v\n%s", n.name, err, n.stderr.String())
+			t.Errorf("%s after SIGTERM: %v\n%s", n.name, err, n.logExcerpt())
 		}
 		exited := time.Since(term)
 		c.waitRunning(60*time.Second, n.name)
@@ -336,7 +336,7 @@ func (c *survival) dumpLogs() {
 		return s
 	}
 	for _, n := range c.nodes {
-		c.t.Logf("== %s ==\n%s", n.name, tail(n.stderr.String()))
+		c.t.Logf("== %s ==\n%s", n.name, n.logExcerpt())
 	}
 	if c.servers != nil {
 		for _, p := range c.servers.Procs {

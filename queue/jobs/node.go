@@ -212,7 +212,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.mu.Unlock()
 
-	if err := n.beat(ctx); err != nil {
+	if err := n.firstBeat(ctx); err != nil {
 		n.cancel()
 		n.mu.Lock()
 		n.state = nodeNew // nothing started: Start may be tried again
@@ -382,6 +382,34 @@ func (n *Node) infoLocked() *NodeInfo {
 func (n *Node) wallNow() time.Time { return time.Now().Add(n.ClockOffset).UTC() }
 
 // beat writes the heartbeat and notes when the server acknowledged one.
+// firstBeatWait bounds the retries of a node's first heartbeat, as the
+// store's opening is: a node restarted with its embedded server (kill -9)
+// writes it while that server still catches up with the cluster, and a
+// write then times out for a few seconds.
+const firstBeatWait = 30 * time.Second
+
+// firstBeat writes the node's first heartbeat, trying again (50 ms,
+// doubling to 1 s) until it lands, ctx ends or firstBeatWait passed.
+func (n *Node) firstBeat(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, firstBeatWait)
+	defer cancel()
+	retry := RetryPolicy{First: 50 * time.Millisecond, Max: time.Second}
+	for failures := 1; ; failures++ {
+		err := n.beat(ctx)
+		if err == nil {
+			return nil
+		}
+		if failures == 1 {
+			n.log.Info("first heartbeat not written yet, trying again", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%d tries, last: %w)", ctx.Err(), failures, err)
+		case <-time.After(retry.Delay(failures)):
+		}
+	}
+}
+
 func (n *Node) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.opTimeout())
 	defer cancel()
