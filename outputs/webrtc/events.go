@@ -17,13 +17,24 @@ import (
 //	{"type":"event","id":"bid-7","class":"bid","data":{...},"duration":5,
 //	 "media_time":12.3,"pts":1107000,"pdt":"...","rtp":123456789,"seq":7}
 //
-// Events read together (a burst) go as one message,
-// {"type":"events","events":[<event>,...]}.
+// Several events bound to one frame go as one message, the frame's fields
+// once:
+//
+//	{"type":"events","rtp":123456789,"pts":1107000,"media_time":12.3,"pdt":"...",
+//	 "events":[{"id":"bid-7","class":"bid","data":{...},"seq":7},...]}
 //
 // Events are stamped on a frame at or after the newest one of the stream
-// when they arrive, so they are forwarded at once: the player holds them
-// until their frame shows. Those still in effect when the channel opens go
-// out right after the "rungs" message, flagged "active":true.
+// when they arrive. A session holds those it read until it sends the next
+// video frame (at most flushEventsAfter, for a stream whose video stalls)
+// and sends them right behind that frame's packets: one message per frame
+// rather than per read, and the frame never waits for SCTP. Events bound
+// to the next frame, as the stamper binds them, thus arrive with their
+// frame, before the player can show it. An event bound to a frame already
+// sent goes at once. At 1000 events a second to 200 viewers the SCTP and
+// DTLS work per message and per byte, on both sides, and frames waiting
+// behind it, were what raised media latency.
+// Those still in effect when the channel opens go out right after the
+// "rungs" message, one by one, flagged "active":true.
 
 // eventMessage is a pipeline.Event as the viewer gets it.
 type eventMessage struct {
@@ -98,23 +109,36 @@ func (s *session) closeEvents() {
 	}
 }
 
-// onEvent sends an event read from the subscription, with every other one
-// already waiting, as one message (run).
+// onEvent takes an event read from the subscription, with every other one
+// already waiting, into the batch sent ahead of the next video frame
+// (run).
 func (s *session) onEvent(e *pipeline.Event, ok bool) {
-	batch := s.admitEvent(s.batch[:0], e, ok)
-	for s.evC != nil && len(batch) < maxEventBatch {
+	s.batch = s.admitEvent(s.batch, e, ok)
+	for s.evC != nil && len(s.batch) < maxEventBatch {
 		select {
 		case e, ok := <-s.evC:
-			batch = s.admitEvent(batch, e, ok)
+			s.batch = s.admitEvent(s.batch, e, ok)
 			continue
 		default:
 		}
 		break
 	}
-	s.sendEvents(batch)
-	clear(batch)
-	s.batch = batch[:0]
+	switch {
+	case len(s.batch) >= maxEventBatch:
+		s.flushEvents()
+	case len(s.batch) > 0 && s.sentVideo && s.batch[len(s.batch)-1].PTS <= s.videoPTS:
+		// Bound to a frame already sent (an explicit time, or a frame on
+		// its way when stamped): late already, so at once.
+		s.flushEvents()
+	case len(s.batch) > 0 && s.evFlushC == nil:
+		s.evFlush.Reset(flushEventsAfter)
+		s.evFlushC = s.evFlush.C
+	}
 }
+
+// flushEventsAfter bounds how long a read event waits for a video frame
+// to go out with: a bit more than a frame at 25 fps.
+const flushEventsAfter = 50 * time.Millisecond
 
 // admitEvent adds e to batch unless it was sent already (from the active
 // list on open); !ok ends the subscription.
@@ -130,63 +154,101 @@ func (s *session) admitEvent(batch []*pipeline.Event, e *pipeline.Event, ok bool
 	return append(batch, e)
 }
 
-// pumpEvents sends every event already waiting. drain calls it before each
-// video unit: an event read at the same time as its frame then leaves
-// ahead of the frame's RTP packets, not after them.
+// pumpEvents sends the events read so far and every one still waiting.
+// drain calls it after each video unit.
 func (s *session) pumpEvents() {
 	for s.evC != nil {
 		select {
 		case e, ok := <-s.evC:
 			s.onEvent(e, ok)
+			continue
 		default:
-			return
 		}
+		break
+	}
+	s.flushEvents()
+}
+
+// flushEvents sends the batch (run).
+func (s *session) flushEvents() {
+	if s.evFlushC != nil {
+		s.evFlush.Stop()
+		s.evFlushC = nil
+	}
+	if len(s.batch) == 0 {
+		return
+	}
+	s.sendEvents(s.batch)
+	clear(s.batch)
+	s.batch = s.batch[:0]
+}
+
+// maxEventBatch bounds the events in one message: at most about 32 KB
+// of them, within every data channel's message size.
+const maxEventBatch = 128
+
+// sendEvents sends batch: each run of events bound to one frame as one
+// message ("events"), a lone event as "event".
+func (s *session) sendEvents(batch []*pipeline.Event) {
+	for len(batch) > 0 {
+		n := 1
+		for n < len(batch) && sameFrame(batch[n], batch[0]) {
+			n++
+		}
+		if n == 1 {
+			s.sendEvent(batch[0], false)
+		} else {
+			s.sendGroup(batch[:n])
+		}
+		batch = batch[n:]
 	}
 }
 
-// maxEventBatch bounds the events in one message: about 32 KB of them,
-// within every data channel's message size. One SCTP message per batch
-// instead of per event is what lets 1000 events a second reach hundreds
-// of viewers: per-message overhead, not bytes, was the limit.
-const maxEventBatch = 128
+func sameFrame(a, b *pipeline.Event) bool {
+	return a.PTS == b.PTS && a.MediaTime == b.MediaTime && a.PDT.Equal(b.PDT)
+}
 
-// sendEvents sends batch: one "event" message, or several as
-// {"type":"events","events":[...]}.
-func (s *session) sendEvents(batch []*pipeline.Event) {
-	switch len(batch) {
-	case 0:
-		return
-	case 1:
-		s.sendEvent(batch[0], false)
-		return
-	}
+// sendGroup sends events bound to one frame as one "events" message.
+func (s *session) sendGroup(group []*pipeline.Event) {
 	dc := s.dc.Load()
 	if dc == nil || dc.ReadyState() != webrtc.DataChannelStateOpen || dc.BufferedAmount() > maxEventBacklog {
-		s.eventDropped(uint64(len(batch)))
+		s.eventDropped(uint64(len(group)))
 		return
 	}
-	buf := append(s.batchBuf[:0], `{"type":"events","events":[`...)
-	for i, e := range batch {
-		b, err := s.st.events.get(e, func() ([]byte, error) { return s.st.encodeEvent(e, false) })
+	first := group[0]
+	head, err := json.Marshal(eventGroup{Type: "events", RTP: s.st.pk.videoBase + uint32(first.PTS), PTS: first.PTS,
+		MediaTime: first.MediaTime, PDT: first.PDT})
+	if err != nil {
+		s.eventDropped(uint64(len(group)))
+		return
+	}
+	buf := append(s.batchBuf[:0], head[:len(head)-1]...) // without its "}"
+	buf = append(buf, `,"events":[`...)
+	sent := uint64(0)
+	for _, e := range group {
+		b, err := s.st.events.get(e, true, func() ([]byte, error) { return encodeGroupItem(e) })
 		if err != nil {
 			s.eventDropped(1)
 			continue
 		}
-		if i > 0 && buf[len(buf)-1] != '[' {
+		if sent > 0 {
 			buf = append(buf, ',')
 		}
 		buf = append(buf, b...)
+		sent++
 	}
 	buf = append(buf, "]}"...)
 	s.batchBuf = buf
-	if dc.SendText(string(buf)) != nil {
-		s.eventDropped(uint64(len(batch)))
+	if sent == 0 {
 		return
 	}
-	n := uint64(len(batch))
-	s.eventsSent.Add(n)
+	if dc.SendText(string(buf)) != nil {
+		s.eventDropped(sent)
+		return
+	}
+	s.eventsSent.Add(sent)
 	if s.srv != nil {
-		s.srv.counters.eventsSent(s.st.name, n)
+		s.srv.counters.eventsSent(s.st.name, sent)
 	}
 }
 
@@ -201,7 +263,7 @@ func (s *session) sendEvent(e *pipeline.Event, active bool) {
 	if active {
 		b, err = s.st.encodeEvent(e, true)
 	} else {
-		b, err = s.st.events.get(e, func() ([]byte, error) { return s.st.encodeEvent(e, false) })
+		b, err = s.st.events.get(e, false, func() ([]byte, error) { return s.st.encodeEvent(e, false) })
 	}
 	if err != nil || dc.SendText(string(b)) != nil {
 		s.eventDropped(1)
@@ -242,36 +304,83 @@ func (st *stream) encodeEvent(e *pipeline.Event, active bool) ([]byte, error) {
 	})
 }
 
-// eventCache holds the messages of the stream's newest events, by the
+// eventGroup is the frame's part of an "events" message.
+type eventGroup struct {
+	Type      string    `json:"type"`
+	RTP       uint32    `json:"rtp"`
+	PTS       int64     `json:"pts"`
+	MediaTime float64   `json:"media_time"`
+	PDT       time.Time `json:"pdt,omitzero"`
+}
+
+// groupItem is an event inside an "events" message: its own fields, the
+// frame's are the message's. id comes first (a test counts events by it).
+type groupItem struct {
+	ID          string           `json:"id"`
+	Class       string           `json:"class,omitempty"`
+	Data        json.RawMessage  `json:"data,omitempty"`
+	Binary      []byte           `json:"binary,omitempty"`
+	ContentType string           `json:"content_type,omitempty"`
+	Duration    float64          `json:"duration,omitempty"`
+	SCTE35      *pipeline.SCTE35 `json:"scte35,omitempty"`
+	Seq         uint64           `json:"seq,omitempty"`
+}
+
+func encodeGroupItem(e *pipeline.Event) ([]byte, error) {
+	return json.Marshal(groupItem{ID: e.ID, Class: e.Class, Data: e.Data, Binary: e.Binary, ContentType: e.ContentType,
+		Duration: e.Duration, SCTE35: e.SCTE35, Seq: e.Seq})
+}
+
+// eventCache holds the encodings of the stream's newest events, by the
 // event the fan-out handed every session (one pointer for all): at 1000
 // events a second to 200 viewers, encoding each once instead of per
 // viewer is most of the send path's CPU.
 type eventCache struct {
 	mu   sync.Mutex
-	msgs map[*pipeline.Event][]byte
+	msgs map[*pipeline.Event]*eventEncodings
 	ring [eventCacheSize]*pipeline.Event // insertion order, to evict the oldest
 	next int
 }
 
+// eventEncodings are an event's message alone and its element of an
+// "events" message, each encoded when first asked for.
+type eventEncodings struct{ alone, item []byte }
+
 const eventCacheSize = 256
 
-func (c *eventCache) get(e *pipeline.Event, encode func() ([]byte, error)) ([]byte, error) {
+// get returns e's element of an "events" message (item) or its message
+// alone, encoding it once.
+func (c *eventCache) get(e *pipeline.Event, item bool, encode func() ([]byte, error)) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b, ok := c.msgs[e]; ok {
-		return b, nil
+	enc, ok := c.msgs[e]
+	if ok {
+		if item && enc.item != nil {
+			return enc.item, nil
+		}
+		if !item && enc.alone != nil {
+			return enc.alone, nil
+		}
 	}
 	b, err := encode()
 	if err != nil {
 		return nil, err
 	}
-	if c.msgs == nil {
-		c.msgs = make(map[*pipeline.Event][]byte, eventCacheSize)
+	if !ok {
+		if c.msgs == nil {
+			c.msgs = make(map[*pipeline.Event]*eventEncodings, eventCacheSize)
+		}
+		if old := c.ring[c.next]; old != nil {
+			delete(c.msgs, old)
+		}
+		enc = &eventEncodings{}
+		c.ring[c.next], c.msgs[e] = e, enc
+		c.next = (c.next + 1) % eventCacheSize
 	}
-	if old := c.ring[c.next]; old != nil {
-		delete(c.msgs, old)
+	if item {
+		enc.item = b
+	} else {
+		enc.alone = b
 	}
-	c.ring[c.next], c.msgs[e] = e, b
-	c.next = (c.next + 1) % eventCacheSize
 	return b, nil
 }

@@ -136,12 +136,19 @@ func rtpOf(m map[string]any) uint32 {
 // frameTicks is one frame at 30 fps in RTP (90 kHz) ticks.
 const frameTicks = pipeline.EventClock / 30
 
+// withFrame is how late after its frame's first packet an event still
+// arrives with the frame: the frame's own packets and the SCTP write loop
+// take that long, and a receiver decodes and presents a frame later still
+// (TestBrowserEvents measures the frame Chromium shows it on).
+const withFrame = 10 * time.Millisecond
+
 // TestEvents plays a real transcoder wrapped with an EventFanout to pion
 // viewers with a data channel:
 //
-//   - sync: events stamped on the newest frame or the next one (as the
-//     publisher's stamper does) reach the viewer before, or at most one
-//     frame after, the first RTP packet of their frame, and their rtp is
+//   - sync: events stamped on the next frame (as the publisher's stamper
+//     does) reach the viewer with that frame (at most withFrame after its
+//     first RTP packet), those on the newest frame at most one frame after
+//     it, and their rtp is
 //     the RTP timestamp of a frame the viewer received (±1 frame);
 //   - late join: a viewer that connects while an event is in effect gets
 //     it flagged active right after the rungs;
@@ -229,10 +236,11 @@ func TestEvents(t *testing.T) {
 			switch {
 			case lead < -time.Second/30:
 				t.Errorf("event %s arrived %s after its frame's first packet: more than one frame late", e.ID, -lead)
-			case k%2 == 1 && lead < 0:
-				// Stamped on the next frame, as the stamper does: it has a
-				// frame's time to get there first.
-				t.Errorf("event %s on the next frame arrived %s after that frame's first packet", e.ID, -lead)
+			case k%2 == 1 && lead < -withFrame:
+				// Stamped on the next frame, as the stamper does: it goes
+				// out right behind that frame's packets (the session holds
+				// a frame's events to send them as one message).
+				t.Errorf("event %s on the next frame arrived %s after that frame's first packet, more than %s", e.ID, -lead, withFrame)
 			}
 		}
 		testutil.Report(t, "events sync: %d events (on the newest frame, on the next, alternately), lead of the event over its "+

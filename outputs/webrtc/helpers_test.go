@@ -223,9 +223,10 @@ func attachViewer(t testing.TB, pc *webrtc.PeerConnection, opts viewerOptions) *
 		v.dc.OnOpen(func() { close(v.dcOpen) })
 		v.dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			if opts.countEvents {
-				// A burst's elements each say "type":"event"; the burst
-				// itself "events".
-				v.events.Add(int64(bytes.Count(m.Data, []byte(`"type":"event"`))))
+				// A lone event says "type":"event" ("events" does not
+				// match); each element of a frame's "events" begins with
+				// its id.
+				v.events.Add(int64(bytes.Count(m.Data, []byte(`"type":"event"`)) + bytes.Count(m.Data, []byte(`{"id":`))))
 				return
 			}
 			var msg map[string]any
@@ -235,6 +236,14 @@ func attachViewer(t testing.TB, pc *webrtc.PeerConnection, opts viewerOptions) *
 				msgs = msgs[:0]
 				for _, e := range burst {
 					if em, ok := e.(map[string]any); ok {
+						// As the player page does: the frame's fields are
+						// the message's.
+						em["type"] = "event"
+						for _, k := range []string{"rtp", "pts", "media_time", "pdt"} {
+							if v, ok := msg[k]; ok {
+								em[k] = v
+							}
+						}
 						msgs = append(msgs, em)
 					}
 				}

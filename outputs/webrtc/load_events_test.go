@@ -40,7 +40,7 @@ func TestLoadEvents(t *testing.T) {
 		srv, hs := startServer(t, ej, cfg, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
-		var latest, dur atomic.Int64
+		var latest, dur, ingest atomic.Int64
 		var published atomic.Int64
 		if rate > 0 {
 			video := job.Tracks()[0].ID
@@ -54,6 +54,7 @@ func TestLoadEvents(t *testing.T) {
 					}
 					latest.Store(p.PTS)
 					dur.Store(max(p.Duration, 1))
+					ingest.Store(p.Ingest.UnixNano())
 				}
 			})
 			wg.Go(func() { // rate events a second, in batches every 10 ms
@@ -71,9 +72,13 @@ func TestLoadEvents(t *testing.T) {
 					}
 					for range rate / 100 {
 						seq++
-						pts := latest.Load() + dur.Load()
+						// As the stamper binds them: the next frame, its
+						// program date time from the newest one's.
+						last, next := latest.Load(), dur.Load()
+						pts := last + next
+						pdt := time.Unix(0, ingest.Load()+next*int64(time.Second)/pipeline.EventClock).UTC()
 						ej.fan.Publish(&pipeline.Event{Stream: "test", ID: "e" + itoa(seq), Class: "bid", Data: []byte(`{"amount":1}`),
-							PTS: pts, MediaTime: float64(pts) / pipeline.EventClock, PDT: time.Now().UTC(), Seq: seq})
+							PTS: pts, MediaTime: float64(pts) / pipeline.EventClock, PDT: pdt, Seq: seq})
 						published.Add(1)
 					}
 				}

@@ -112,10 +112,14 @@ type session struct {
 	// The event subscription, from the data channel's opening to the end.
 	events      *pipeline.EventReader
 	evC         <-chan *pipeline.Event // events.C; nil when none
-	batch       []*pipeline.Event      // events read together (run)
+	batch       []*pipeline.Event      // events read, waiting for their frame (run)
 	batchBuf    []byte                 // their message (run)
-	seen        map[eventKey]struct{}  // active events sent on open
-	readerDrops uint64                 // events.Dropped() already counted
+	evFlush     *time.Timer            // sends batch when no video frame comes (flushEventsAfter)
+	evFlushC    <-chan time.Time       // evFlush.C while armed, else nil
+	videoPTS    int64                  // of the last video unit sent (sentVideo)
+	sentVideo   bool
+	seen        map[eventKey]struct{} // active events sent on open
+	readerDrops uint64                // events.Dropped() already counted
 }
 
 // newSession builds the PeerConnection for an offer and returns the session
@@ -264,6 +268,8 @@ func (s *session) run() {
 	defer s.srv.wg.Done()
 	defer s.teardown()
 	defer s.closeEvents()
+	s.evFlush = time.NewTimer(time.Hour)
+	s.evFlush.Stop()
 	handshake := time.NewTimer(s.srv.Config.HandshakeTimeout)
 	defer handshake.Stop()
 	tick := time.NewTicker(abrTick)
@@ -295,6 +301,9 @@ func (s *session) run() {
 			s.openEvents()
 		case e, ok := <-s.evC:
 			s.onEvent(e, ok)
+		case <-s.evFlushC:
+			s.evFlushC = nil
+			s.flushEvents()
 		}
 	}
 }
@@ -334,8 +343,11 @@ func (s *session) drain() error {
 		}
 		var err error
 		if q.u.video {
-			s.pumpEvents() // an event bound to this frame goes first
 			err = s.fwd.onVideo(q)
+			s.videoPTS, s.sentVideo = q.u.pts, true
+			// The events read so far, bound to this frame or later, right
+			// behind its packets: the frame does not wait for SCTP.
+			s.pumpEvents()
 		} else {
 			err = s.fwd.onAudio(q.u)
 		}
