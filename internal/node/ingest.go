@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/prism-streaming/prism/config"
@@ -331,6 +333,7 @@ func (in *Ingest) publish(ctx context.Context, req ingest.Request) (*ingest.Sess
 	}
 
 	sess := ingest.NewSession(req)
+	sess.OnEvent(func(ev pipeline.EventRequest) { in.sendEvent(name, req.Protocol, ev) })
 	p := &published{sess: sess, started: time.Now(), resumed: resumed}
 	in.mu.Lock()
 	if cur := in.live[name]; cur != nil && cur != old {
@@ -351,6 +354,24 @@ func (in *Ingest) publish(ctx context.Context, req ingest.Request) (*ingest.Sess
 		in.run(p, sc)
 	}()
 	return sess, nil
+}
+
+// sendEvent sends an event found inside a publisher's stream to
+// events.<stream>, where the stream's publisher stamps it like any other
+// (on the listener's goroutine: a NATS publish does not block).
+func (in *Ingest) sendEvent(stream, protocol string, ev pipeline.EventRequest) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return
+	}
+	m := nats.NewMsg(relay.EventsSubject(stream))
+	m.Data = b
+	m.Header.Set(relay.OriginHeader, protocol)
+	if err := in.Node.nc.PublishMsg(m); err != nil {
+		in.Log.Debug("event from the publisher not sent", "stream", stream, "error", err)
+		return
+	}
+	in.metrics.events.WithLabelValues(protocol).Inc()
 }
 
 // authorize: a publish key or a token granting publish on the stream;

@@ -10,6 +10,7 @@ type ingestMetrics struct {
 	bytes      *prometheus.CounterVec
 	rejects    *prometheus.CounterVec
 	reconnects *prometheus.CounterVec
+	events     *prometheus.CounterVec
 }
 
 func newIngestMetrics() *ingestMetrics {
@@ -22,11 +23,13 @@ func newIngestMetrics() *ingestMetrics {
 			Help: "Publishers refused, by reason (unauthorized, rate_limited, not_found, conflict)."}, []string{"protocol", "reason"}),
 		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prism_ingest_reconnects_total",
 			Help: "Publishers that resumed their stream's running job (within the grace period)."}, []string{"protocol"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "prism_ingest_events_total",
+			Help: "Timed events found inside publishers' streams (RTMP onCuePoint, onTextData) and sent to events.<stream>."}, []string{"protocol"}),
 	}
 }
 
 // Collectors are the ingest metrics, for the node's /metrics registry.
 func (in *Ingest) Collectors() []prometheus.Collector {
 	m := in.metrics
-	return []prometheus.Collector{m.sessions, m.bytes, m.rejects, m.reconnects}
+	return []prometheus.Collector{m.sessions, m.bytes, m.rejects, m.reconnects, m.events}
 }

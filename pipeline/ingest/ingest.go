@@ -104,6 +104,8 @@ type Session struct {
 	ended     bool
 	onKey     func()
 	onClose   func()
+	onEvent   func(pipeline.EventRequest)
+	events    uint64 // handed to onEvent
 	bytes     uint64
 	packets   uint64
 	keyframes uint64
@@ -123,6 +125,33 @@ func (s *Session) OnKeyframeRequest(fn func()) {
 	s.mu.Lock()
 	s.onKey = fn
 	s.mu.Unlock()
+}
+
+// OnEvent sets where the timed events the publisher sends inside its
+// stream go (RTMP onCuePoint and onTextData): the node sends them to the
+// stream's events.<stream>, to be stamped like any other. Call before
+// SetTracks; without it such events are dropped.
+func (s *Session) OnEvent(fn func(pipeline.EventRequest)) {
+	s.mu.Lock()
+	s.onEvent = fn
+	s.mu.Unlock()
+}
+
+// WriteEvent hands an event the publisher sent inside its stream to the
+// OnEvent function; false when there is none. It must not block for long:
+// the listener calls it between media messages.
+func (s *Session) WriteEvent(req pipeline.EventRequest) bool {
+	s.mu.Lock()
+	fn := s.onEvent
+	if fn != nil {
+		s.events++
+	}
+	s.mu.Unlock()
+	if fn == nil {
+		return false
+	}
+	fn(req)
+	return true
 }
 
 // OnClose sets how Close stops the publisher (close its connection). Call
@@ -221,6 +250,7 @@ func (s *Session) RequestKeyframe(string) {
 // Counters is what a session has carried so far.
 type Counters struct {
 	Bytes, Packets, Keyframes uint64
+	Events                    uint64  // timed events from inside the stream (WriteEvent)
 	Bitrate                   float64 // bits per second over the last seconds
 	LastKeyframe              time.Time
 	LastPacket                time.Time
@@ -231,7 +261,7 @@ func (s *Session) Counters() Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, bps := s.meter.Rate(time.Now())
-	return Counters{Bytes: s.bytes, Packets: s.packets, Keyframes: s.keyframes, Bitrate: bps, LastKeyframe: s.lastKey, LastPacket: s.lastPkt}
+	return Counters{Bytes: s.bytes, Packets: s.packets, Keyframes: s.keyframes, Events: s.events, Bitrate: bps, LastKeyframe: s.lastKey, LastPacket: s.lastPkt}
 }
 
 // Stats implements pipeline.Source.

@@ -52,6 +52,14 @@ const (
 	eventBurst = 2000
 )
 
+// OriginHeader names, on an events.<stream> message, the ingest protocol
+// an event came from inside the publisher's stream ("rtmp"): the stamped
+// event's Origin. Other values are ignored (origin "nats").
+const OriginHeader = "Prism-Origin"
+
+// ingestOrigins are the origins OriginHeader may give.
+var ingestOrigins = map[string]bool{"rtmp": true, "srt": true, "whip": true}
+
 // EventsSubject is where events for stream come in.
 func EventsSubject(stream string) string { return "events." + stream }
 
@@ -156,7 +164,11 @@ func (s *stamper) publishFrame(p *pipeline.Packet, clockRate int, publish func(*
 // goroutine).
 func (s *stamper) handle(m *nats.Msg) {
 	s.mu.Lock()
-	e, err := s.stamp(m.Data, m.Header.Get("Content-Type"), "nats", time.Now())
+	origin := "nats"
+	if o := m.Header.Get(OriginHeader); ingestOrigins[o] {
+		origin = o
+	}
+	e, err := s.stamp(m.Data, m.Header.Get("Content-Type"), origin, time.Now())
 	if err == nil {
 		err = s.send(e)
 	}

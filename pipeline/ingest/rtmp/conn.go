@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/amf0"
 	"github.com/bluenviron/gortmplib/pkg/message"
 
+	"github.com/prism-streaming/prism/pipeline"
 	"github.com/prism-streaming/prism/pipeline/ingest"
 )
 
@@ -30,6 +31,10 @@ type conn struct {
 
 	sess   *ingest.Session
 	kicked atomic.Bool // the node closed the session (Session.Close)
+
+	// Timed events inside the stream (events.go), on the read goroutine.
+	eventRate     pipeline.TokenBucket
+	eventsRefused uint64 // malformed or over the rate
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -38,6 +43,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 		nc:  nc,
 		bc:  &budgetConn{Conn: nc, left: s.MaxAnalyzeBytes, limited: true},
 		log: s.Log.With("remote", nc.RemoteAddr().String()),
+
+		eventRate: pipeline.NewTokenBucket(dataEventRate, dataEventBurst),
 	}
 }
 
@@ -59,7 +66,8 @@ func (c *conn) serve() {
 	} else {
 		cnt := c.sess.Counters()
 		c.log.Info("rtmp: publisher gone", "err", safeErr(c.sess.Err()),
-			"packets", cnt.Packets, "bytes", cnt.Bytes, "duration", time.Since(c.sess.Started).Round(time.Millisecond))
+			"packets", cnt.Packets, "bytes", cnt.Bytes, "events", cnt.Events, "events_refused", c.eventsRefused,
+			"duration", time.Since(c.sess.Started).Round(time.Millisecond))
 	}
 }
 
@@ -118,7 +126,7 @@ func (c *conn) run() error {
 	// A fresh deadline for the analysis: the handler and the publisher's
 	// round trips must not eat into the two seconds of media it needs.
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.HandshakeTimeout))
-	in := &inspector{Conn: sc}
+	in := &inspector{Conn: sc, onData: c.onData}
 	r := &gortmplib.Reader{Conn: in}
 	if err := r.Initialize(); err != nil {
 		err = c.end(in, fmt.Errorf("reading the tracks: %w", err))
@@ -156,6 +164,28 @@ func (c *conn) run() error {
 			return c.end(in, err)
 		}
 	}
+}
+
+// onData hands an event inside the stream to the session (inspector, on
+// the read goroutine). A refused one is logged the first time and
+// counted.
+func (c *conn) onData(payload amf0.Data) {
+	now := time.Now()
+	req, ok, err := dataEvent(payload, now)
+	if !ok {
+		return
+	}
+	if err == nil && !c.eventRate.Take(now) {
+		err = fmt.Errorf("%w: more than %d a second from this publisher", pipeline.ErrEvent, dataEventRate)
+	}
+	if err != nil {
+		if c.eventsRefused == 0 {
+			c.log.Info("rtmp: event in the stream refused (later ones counted)", "reason", err)
+		}
+		c.eventsRefused++
+		return
+	}
+	c.sess.WriteEvent(req)
 }
 
 // end ends the session for a read loop that stopped with err, telling a

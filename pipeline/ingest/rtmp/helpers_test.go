@@ -46,7 +46,14 @@ type published struct {
 	sess *ingest.Session
 	mu   sync.Mutex
 	pkts []*pipeline.Packet
-	done chan struct{} // the collector saw the end
+	evs  []pipeline.EventRequest // events inside the stream (Session.OnEvent)
+	done chan struct{}           // the collector saw the end
+}
+
+func (p *published) events() []pipeline.EventRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]pipeline.EventRequest(nil), p.evs...)
 }
 
 func (p *published) packets() []*pipeline.Packet {
@@ -101,6 +108,11 @@ func (h *recorder) Publish(_ context.Context, req ingest.Request) (*ingest.Sessi
 	}
 	sess := ingest.NewSession(req)
 	p := &published{sess: sess, done: make(chan struct{})}
+	sess.OnEvent(func(ev pipeline.EventRequest) {
+		p.mu.Lock()
+		p.evs = append(p.evs, ev)
+		p.mu.Unlock()
+	})
 	rd := sess.Subscribe(pipeline.Lossless(), pipeline.WithBufferSize(1<<14))
 	h.wg.Add(1)
 	go func() {

@@ -25,6 +25,8 @@ type inspector struct {
 	// relaying) sends a placeholder configuration.
 	av1TUHdr, av1ConfigHdr []byte
 	video                  videoKind
+	// onData, when set, sees every AMF0 data message (timed events).
+	onData func(amf0.Data)
 }
 
 // videoKind is how gortmplib set up video track 0: by the first legacy
@@ -71,6 +73,9 @@ func (in *inspector) inspect(msg message.Message) (bool, error) {
 	case *message.DataAMF0:
 		if fps := metadataFPS(m.Payload); fps > 0 {
 			in.fps = fps
+		}
+		if in.onData != nil {
+			in.onData(m.Payload)
 		}
 
 	case *message.Video:
