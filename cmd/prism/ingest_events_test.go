@@ -44,7 +44,7 @@ func TestEventsInRTMPStream(t *testing.T) {
 	n, rtmpAddr, _ := ingestNode(t, "a", "", clients)
 
 	// Real frames: x264, no B-frames, an access unit delimiter before each.
-	const fps, seconds = 30, 12
+	const fps, seconds = 30, 20
 	dir := t.TempDir()
 	es := filepath.Join(dir, "src.h264")
 	testutil.FFmpeg(t, "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=320x180:rate=%d", fps), "-t", fmt.Sprint(seconds),
@@ -102,11 +102,13 @@ func TestEventsInRTMPStream(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Cue points after these source frames (from 6 s on: the job runs
-	// and the follower below sees its frames by then).
-	cues := map[int]string{180: "lot-1", 211: "lot-2", 250: "lot-3", 301: "lot-4"}
-	sentAt := map[string]time.Time{}       // when each cue's frame went out
-	frameAt := make([]time.Time, len(aus)) // when each source frame went out
+	// Cue points after these source frames, counted from the frame
+	// during which the follower below first saw the stream's output (the
+	// job's worker starts on the publisher's tracks; an event before its
+	// first frame is refused).
+	cueAfter := map[int]string{30: "lot-1", 61: "lot-2", 100: "lot-3", 151: "lot-4"}
+	cues := map[int]string{}
+	sentAt := map[string]time.Time{} // when each cue's frame went out
 
 	// The stream's frames as a follower sees them: PTS and ingest time.
 	type seen struct {
@@ -119,7 +121,6 @@ func TestEventsInRTMPStream(t *testing.T) {
 	defer stopFollow()
 	var followers sync.WaitGroup
 	defer followers.Wait()
-	started := make(chan struct{})
 	followers.Go(func() { // until followCtx ends
 		var st *relay.Stream
 		for st == nil {
@@ -131,7 +132,6 @@ func TestEventsInRTMPStream(t *testing.T) {
 			st, _ = relay.Follow(followCtx, nc, "cam")
 		}
 		defer func() { _ = st.Close() }()
-		close(started)
 		video := -1
 		for _, tr := range st.Tracks() {
 			if tr.Kind == pipeline.KindVideo {
@@ -153,15 +153,27 @@ func TestEventsInRTMPStream(t *testing.T) {
 	})
 
 	start := time.Now()
+	last := -1 // the last cue's frame, once known
 	for i, au := range aus {
+		if last >= 0 && i > last+fps {
+			break // a second after the last cue: its frame is out
+		}
 		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / fps)))
 		ts := time.Duration(i) * time.Second / fps
-		frameAt[i] = time.Now()
+		sent := time.Now()
 		if err := w.WriteH264(track, ts, ts, au); err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
+		mu.Lock()
+		if len(cues) == 0 && len(frames) > 0 {
+			for k, id := range cueAfter {
+				cues[i+k] = id
+				last = max(last, i+k)
+			}
+		}
+		mu.Unlock()
 		if id, ok := cues[i]; ok {
-			sentAt[id] = frameAt[i]
+			sentAt[id] = sent
 			if err := c.Write(&message.DataAMF0{ChunkStreamID: 4, MessageStreamID: 0x1000000, Payload: []any{"onCuePoint", amf0.Object{
 				{Key: "name", Value: id}, {Key: "type", Value: "event"}, {Key: "parameters", Value: amf0.Object{{Key: "frame", Value: float64(i)}}},
 			}}}); err != nil {
@@ -169,10 +181,9 @@ func TestEventsInRTMPStream(t *testing.T) {
 			}
 		}
 	}
-	select {
-	case <-started:
-	default:
-		t.Fatalf("no follower of the stream after %d s of media; node log:\n%s", seconds, n.logExcerpt())
+	if len(sentAt) != len(cueAfter) {
+		t.Fatalf("the follower saw the stream's output too late: %d of %d cue points sent in %d s of media; node log:\n%s",
+			len(sentAt), len(cueAfter), seconds, n.logExcerpt())
 	}
 
 	got := map[string]pipeline.Event{}
