@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -264,3 +265,70 @@ func TestEventsOnBothPlayers(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsWithoutPublisher: an event sent over the API for a stream
+// whose job has no publisher (pending: no node has capacity) waits for one
+// 5 s, then is answered 503 with Retry-After, not 404; one for a stream
+// with no job is 404 at once. An event sent while a node that can run the
+// job joins waits for its publisher and is stamped (201): a bid sent while
+// a job starts or moves is not refused.
+func TestEventsWithoutPublisher(t *testing.T) {
+	_, natsCfg := natsCluster(t)
+	n := startNode(t, "serve", "  capacity: -1\n", natsCfg)
+	if code, body := n.post("/api/v1/jobs", tinyJob("waiting")); code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	post := func(stream string) (int, string, string, time.Duration) {
+		start := time.Now()
+		resp, err := http.Post(n.base+"/api/v1/streams/"+stream+"/events", "application/json", bytes.NewBufferString(`{"class":"bid","data":{"amount":5}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), b.String(), time.Since(start)
+	}
+	code, retry, body, took := post("waiting")
+	if code != http.StatusServiceUnavailable || retry == "" || !strings.Contains(body, "pending") {
+		t.Errorf("event for a pending job: %d (Retry-After %q) %s, want 503 with Retry-After", code, retry, body)
+	}
+	if code, _, body, _ := post("nosuchstream"); code != http.StatusNotFound {
+		t.Errorf("event for no job: %d %s, want 404", code, body)
+	}
+	t.Logf("pending job: %d after %s, Retry-After %s", code, took.Round(time.Millisecond), retry)
+
+	// A node with capacity joins: the job starts on it while the event,
+	// sent before, waits. A node start and a worker start can take more
+	// than the 5 s wait on a loaded machine: then the client retries, as
+	// Retry-After tells it.
+	type answer struct {
+		code int
+		body string
+		took time.Duration
+	}
+	first := make(chan answer, 1)
+	go func() { // ends within the API's wait
+		code, _, body, took := post("waiting")
+		first <- answer{code, body, took}
+	}()
+	joined := time.Now()
+	startNode(t, "run", "", natsCfg)
+	t.Logf("the node with capacity answered /healthz after %s", time.Since(joined).Round(time.Millisecond))
+	a := <-first
+	tries := 1
+	if a.code == http.StatusServiceUnavailable {
+		tries++
+		code, _, body, took := post("waiting")
+		a = answer{code, body, took}
+	}
+	var ev pipeline.Event
+	if a.code != http.StatusCreated || json.Unmarshal([]byte(a.body), &ev) != nil || ev.Class != "bid" {
+		t.Fatalf("event while the job starts: %d %s, want 201 and the stamped event", a.code, a.body)
+	}
+	testutil.Report(t, "events over the API without a publisher: 503 after %s for a pending job; sent as a node with capacity joined, stamped (201) after %s (try %d), media time %.3f s",
+		eventWaitShown, a.took.Round(time.Millisecond), tries, ev.MediaTime)
+}
+
+// eventWaitShown is the API's wait for a publisher, as the report says it.
+const eventWaitShown = "5 s"

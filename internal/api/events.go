@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -19,6 +20,16 @@ import (
 // eventTimeout bounds the wait for the stream's publisher to stamp an
 // event sent over the API.
 const eventTimeout = 2 * time.Second
+
+// eventPublisherWait is how long an event sent over the API waits for a
+// publisher when the stream's job has none (it is starting, or moving to
+// another node after a failure: about 2 s), trying again every
+// eventRetry: a bid sent during a failover is stamped once the new
+// publisher runs, not refused.
+const (
+	eventPublisherWait = 5 * time.Second
+	eventRetry         = 100 * time.Millisecond
+)
 
 // eventRoutes: POST /api/v1/streams/<name>/events sends an event to the
 // stream's publisher (which stamps it, wherever the job runs) and answers
@@ -42,10 +53,12 @@ func (s *Server) eventRoutes(mux *http.ServeMux) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), eventTimeout)
-		defer cancel()
-		m, err := s.Node.Store().Conn().RequestWithContext(ctx, relay.EventsSubject(name), body)
+		m, err := s.requestEvent(r.Context(), name, body)
 		switch {
+		case errors.Is(err, errEventWaiting):
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
 		case errors.Is(err, nats.ErrNoResponders):
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "stream " + name + " is not running: no publisher takes its events"})
 			return
@@ -162,4 +175,37 @@ func (l *viewerLimiter) allow(viewer string, now time.Time) bool {
 		l.buckets[viewer] = b
 	}
 	return b.Take(now)
+}
+
+// errEventWaiting: the stream's job has had no publisher for all of
+// eventPublisherWait.
+var errEventWaiting = errors.New("no publisher to stamp the event yet")
+
+// requestEvent sends an event to the stream's publisher and returns its
+// answer. With no publisher, it tries again for eventPublisherWait while
+// the stream's job is starting or moving (errEventWaiting after that); a
+// stream without a live job is nats.ErrNoResponders at once.
+func (s *Server) requestEvent(ctx context.Context, name string, body []byte) (*nats.Msg, error) {
+	deadline := time.Now().Add(eventPublisherWait)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, eventTimeout)
+		m, err := s.Node.Store().Conn().RequestWithContext(rctx, relay.EventsSubject(name), body)
+		cancel()
+		if !errors.Is(err, nats.ErrNoResponders) {
+			return m, err
+		}
+		job, jerr := s.Node.Store().Get(ctx, name)
+		if jerr != nil || job.State.Terminal() {
+			return nil, err
+		}
+		if time.Now().Add(eventRetry).After(deadline) {
+			return nil, fmt.Errorf("%w: stream %s is %s, with no publisher for %s (starting, or moving to another node): retry",
+				errEventWaiting, name, job.State, eventPublisherWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(eventRetry):
+		}
+	}
 }
