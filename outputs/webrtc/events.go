@@ -2,6 +2,7 @@ package webrtc
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -126,9 +127,9 @@ func (s *session) onEvent(e *pipeline.Event, ok bool) {
 	switch {
 	case len(s.batch) >= maxEventBatch:
 		s.flushEvents()
-	case len(s.batch) > 0 && s.sentVideo && s.batch[len(s.batch)-1].PTS <= s.videoPTS:
-		// Bound to a frame already sent (an explicit time, or a frame on
-		// its way when stamped): late already, so at once.
+	case s.sentVideo && slices.ContainsFunc(s.batch, func(e *pipeline.Event) bool { return e.PTS <= s.videoPTS }):
+		// One bound to a frame already sent (an explicit time, or a frame
+		// on its way when stamped): late already, so at once.
 		s.flushEvents()
 	case len(s.batch) > 0 && s.evFlushC == nil:
 		s.evFlush.Reset(flushEventsAfter)
