@@ -80,7 +80,7 @@ type Event struct {
 	MediaTime float64   `json:"media_time"` // PTS in seconds
 	PDT       time.Time `json:"pdt"`        // program date time of that frame
 	Received  time.Time `json:"received"`   // when the publisher got it
-	Origin    string    `json:"origin"`     // "nats", or the ingest protocol of an event inside the stream ("rtmp")
+	Origin    string    `json:"origin"`     // "nats", "api", or the ingest protocol of an event inside the stream ("rtmp")
 	Seq       uint64    `json:"seq"`        // per publisher, from 1
 	Instance  string    `json:"instance,omitempty"`
 }

@@ -323,8 +323,8 @@ func TestEventsWithoutPublisher(t *testing.T) {
 		a = answer{code, body, took}
 	}
 	var ev pipeline.Event
-	if a.code != http.StatusCreated || json.Unmarshal([]byte(a.body), &ev) != nil || ev.Class != "bid" {
-		t.Fatalf("event while the job starts: %d %s, want 201 and the stamped event", a.code, a.body)
+	if a.code != http.StatusCreated || json.Unmarshal([]byte(a.body), &ev) != nil || ev.Class != "bid" || ev.Origin != "api" {
+		t.Fatalf("event while the job starts: %d %s, want 201 and the stamped event, origin api", a.code, a.body)
 	}
 	testutil.Report(t, "events over the API without a publisher: 503 after %s for a pending job; sent as a node with capacity joined, stamped (201) after %s (try %d), media time %.3f s",
 		eventWaitShown, a.took.Round(time.Millisecond), tries, ev.MediaTime)

@@ -189,7 +189,10 @@ func (s *Server) requestEvent(ctx context.Context, name string, body []byte) (*n
 	deadline := time.Now().Add(eventPublisherWait)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, eventTimeout)
-		m, err := s.Node.Store().Conn().RequestWithContext(rctx, relay.EventsSubject(name), body)
+		msg := nats.NewMsg(relay.EventsSubject(name))
+		msg.Data = body
+		msg.Header.Set(relay.OriginHeader, "api")
+		m, err := s.Node.Store().Conn().RequestMsgWithContext(rctx, msg)
 		cancel()
 		if !errors.Is(err, nats.ErrNoResponders) {
 			return m, err

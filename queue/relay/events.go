@@ -52,13 +52,14 @@ const (
 	eventBurst = 2000
 )
 
-// OriginHeader names, on an events.<stream> message, the ingest protocol
-// an event came from inside the publisher's stream ("rtmp"): the stamped
-// event's Origin. Other values are ignored (origin "nats").
+// OriginHeader names, on an events.<stream> message, where Prism got the
+// event: "api" (POST …/events) or the ingest protocol of an event inside
+// the publisher's stream ("rtmp"). It is the stamped event's Origin; other
+// values are ignored (origin "nats").
 const OriginHeader = "Prism-Origin"
 
-// ingestOrigins are the origins OriginHeader may give.
-var ingestOrigins = map[string]bool{"rtmp": true, "srt": true, "whip": true}
+// knownOrigins are the origins OriginHeader may give.
+var knownOrigins = map[string]bool{"api": true, "rtmp": true, "srt": true, "whip": true}
 
 // EventsSubject is where events for stream come in.
 func EventsSubject(stream string) string { return "events." + stream }
@@ -165,7 +166,7 @@ func (s *stamper) publishFrame(p *pipeline.Packet, clockRate int, publish func(*
 func (s *stamper) handle(m *nats.Msg) {
 	s.mu.Lock()
 	origin := "nats"
-	if o := m.Header.Get(OriginHeader); ingestOrigins[o] {
+	if o := m.Header.Get(OriginHeader); knownOrigins[o] {
 		origin = o
 	}
 	e, err := s.stamp(m.Data, m.Header.Get("Content-Type"), origin, time.Now())
