@@ -146,8 +146,12 @@ rungs:
 			t.Errorf("%s capture to display: min %.3f s, median %.3f s: want over -%.3f s (a frame) and a median under 8 s", name, lo, hi, frame)
 		}
 	}
-	if d := quantile(hlsCap, .5) - quantile(hlsIngest, .5); d < -0.05 || d > 0.5 {
-		t.Errorf("LL-HLS: capture to display is %.3f s more than ingest to display: want 0..0.5 s", d)
+	// Both LL-HLS readings are to the frame: the stamp's, as above, and the
+	// PROGRAM-DATE-TIME one (hls.js maps currentTime through its
+	// fragment's date), so their medians may cross by up to two frames
+	// (CI: −0.059 s, once, with a median 1 s either way).
+	if d := quantile(hlsCap, .5) - quantile(hlsIngest, .5); d < -2*frame || d > 0.5 {
+		t.Errorf("LL-HLS: capture to display is %.3f s more than ingest to display: want -%.3f (two frames) to 0.5 s", d, 2*frame)
 	}
 }
 
