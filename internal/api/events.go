@@ -189,10 +189,7 @@ func (s *Server) requestEvent(ctx context.Context, name string, body []byte) (*n
 	deadline := time.Now().Add(eventPublisherWait)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, eventTimeout)
-		msg := nats.NewMsg(relay.EventsSubject(name))
-		msg.Data = body
-		msg.Header.Set(relay.OriginHeader, "api")
-		m, err := s.Node.Store().Conn().RequestMsgWithContext(rctx, msg)
+		m, err := s.Node.Store().Conn().RequestMsgWithContext(rctx, relay.EventMsg(name, "api", body))
 		cancel()
 		if !errors.Is(err, nats.ErrNoResponders) {
 			return m, err

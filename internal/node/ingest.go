@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/prism-streaming/prism/config"
@@ -364,10 +363,7 @@ func (in *Ingest) sendEvent(stream, protocol string, ev pipeline.EventRequest) {
 	if err != nil {
 		return
 	}
-	m := nats.NewMsg(relay.EventsSubject(stream))
-	m.Data = b
-	m.Header.Set(relay.OriginHeader, protocol)
-	if err := in.Node.nc.PublishMsg(m); err != nil {
+	if err := in.Node.nc.PublishMsg(relay.EventMsg(stream, protocol, b)); err != nil {
 		in.Log.Debug("event from the publisher not sent", "stream", stream, "error", err)
 		return
 	}

@@ -111,9 +111,11 @@ func (s *session) closeEvents() {
 }
 
 // onEvent takes an event read from the subscription, with every other one
-// already waiting, into the batch sent ahead of the next video frame
-// (run).
+// already waiting, into the batch sent behind the next video frame (run).
+// The batch holds only events read since the last frame went out (drain
+// flushes it then), so only the ones read now can be late.
 func (s *session) onEvent(e *pipeline.Event, ok bool) {
+	from := len(s.batch)
 	s.batch = s.admitEvent(s.batch, e, ok)
 	for s.evC != nil && len(s.batch) < maxEventBatch {
 		select {
@@ -127,7 +129,7 @@ func (s *session) onEvent(e *pipeline.Event, ok bool) {
 	switch {
 	case len(s.batch) >= maxEventBatch:
 		s.flushEvents()
-	case s.sentVideo && slices.ContainsFunc(s.batch, func(e *pipeline.Event) bool { return e.PTS <= s.videoPTS }):
+	case s.sentVideo && slices.ContainsFunc(s.batch[from:], func(e *pipeline.Event) bool { return e.PTS <= s.videoPTS }):
 		// One bound to a frame already sent (an explicit time, or a frame
 		// on its way when stamped): late already, so at once.
 		s.flushEvents()

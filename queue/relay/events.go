@@ -61,6 +61,14 @@ const OriginHeader = "Prism-Origin"
 // knownOrigins are the origins OriginHeader may give.
 var knownOrigins = map[string]bool{"api": true, "rtmp": true, "srt": true, "whip": true}
 
+// EventMsg is body as an events.<stream> message from origin (OriginHeader).
+func EventMsg(stream, origin string, body []byte) *nats.Msg {
+	m := nats.NewMsg(EventsSubject(stream))
+	m.Data = body
+	m.Header.Set(OriginHeader, origin)
+	return m
+}
+
 // EventsSubject is where events for stream come in.
 func EventsSubject(stream string) string { return "events." + stream }
 
