@@ -103,6 +103,7 @@ type simRegistry struct {
 	running   int // jobs with at least one live instance
 	killed    map[string]bool
 	doubles   atomic.Int64
+	doubled   []string     // ids of the first jobs started twice
 	afterKill atomic.Int64 // starts on a killed node (must stay 0)
 	examples  []string
 }
@@ -136,6 +137,7 @@ func (r *simRegistry) runner(node string) Runner {
 					others = append(others, o.node)
 				}
 				r.examples = append(r.examples, fmt.Sprintf("%s on %s while on %v", spec.ID, node, others))
+				r.doubled = append(r.doubled, spec.ID)
 			}
 		} else {
 			r.running++
@@ -641,6 +643,7 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	res.killed = max(1, c.nodes/10)
 	var orphans []string
 	killedAt := time.Now()
+	orphanLog.startTrails()
 	for _, ag := range agents[:res.killed] {
 		orphans = append(orphans, reg.kill(ag.node.ID)...)
 		ag.nc.Close()
@@ -664,6 +667,11 @@ func runClusterSim(t *testing.T, c simCase) simResult {
 	}
 	res.historyBad = checkOrphanHistory(t, client, orphans, killedAt)
 	res.doubles = reg.doubles.Load()
+	reg.mu.Lock()
+	for _, id := range reg.doubled[:min(3, len(reg.doubled))] {
+		t.Logf("how %s came to run twice:\n\t%s", id, orphanLog.trailOf(id))
+	}
+	reg.mu.Unlock()
 	if n := reg.afterKill.Load(); n > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("%d runs started on killed nodes", n))
 	}
@@ -886,11 +894,90 @@ type simOrphanLog struct {
 	mu       sync.Mutex
 	byWhy    map[string]int
 	examples []string
+	trails   map[string][]string // job → what nodes said about it after the crash
+}
+
+// simNodeLog is simOrphanLog seen through one node's logger.
+type simNodeLog struct {
+	*simOrphanLog
+	node, job string
 }
 
 func (l *simOrphanLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelInfo }
-func (l *simOrphanLog) WithAttrs([]slog.Attr) slog.Handler            { return l }
 func (l *simOrphanLog) WithGroup(string) slog.Handler                 { return l }
+func (l *simOrphanLog) WithAttrs(as []slog.Attr) slog.Handler {
+	for _, a := range as {
+		if a.Key == "node" {
+			return &simNodeLog{l, a.Value.String(), ""}
+		}
+	}
+	return l
+}
+
+func (l *simNodeLog) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *l
+	for _, a := range as {
+		if a.Key == "job" {
+			c.job = a.Value.String()
+		}
+	}
+	return &c
+}
+
+func (l *simNodeLog) Handle(ctx context.Context, r slog.Record) error {
+	if l.job != "" {
+		r = r.Clone()
+		r.AddAttrs(slog.String("job", l.job))
+	}
+	l.trail(l.node, r)
+	return l.simOrphanLog.Handle(ctx, r)
+}
+
+// trailed are the messages that explain how a job changed hands.
+var trailed = map[string]bool{"job orphaned": true, "taking job over": true, "job claimed": true,
+	"claim not written yet: starting meanwhile": true, "job lost: another node owns it now; media stopped": true,
+	"claiming job": true, "job running": true}
+
+// trail keeps, once tracing started (the crash), the messages of trailed
+// kinds per job, so that a double owner can be explained.
+func (l *simOrphanLog) trail(node string, r slog.Record) {
+	if !trailed[r.Message] {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.trails == nil {
+		return
+	}
+	job := ""
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: %s", r.Time.Format("15:04:05.000"), node, r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "job" {
+			job = a.Value.String()
+		} else {
+			fmt.Fprintf(&b, " %s=%s", a.Key, a.Value)
+		}
+		return true
+	})
+	if job != "" && len(l.trails[job]) < 12 {
+		l.trails[job] = append(l.trails[job], b.String())
+	}
+}
+
+// startTrails starts keeping trails.
+func (l *simOrphanLog) startTrails() {
+	l.mu.Lock()
+	l.trails = map[string][]string{}
+	l.mu.Unlock()
+}
+
+// trailOf returns the trail of job, one line per message.
+func (l *simOrphanLog) trailOf(job string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.trails[job], "\n\t")
+}
 
 func (l *simOrphanLog) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != "job orphaned" {
