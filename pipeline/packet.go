@@ -58,6 +58,11 @@ type Track struct {
 	FPS           float64
 	Profile       string
 	Encoder       string // encoder implementation, e.g. "libx264"
+	EncoderDevice string // where it encodes: "cpu", "cuda:0"
+	Scaler        string // where the rung is scaled: "cpu", "cuda:0"
+	// EncoderWhy says why this encoder and scaler, for the job's status
+	// ("encoder auto: libx264 opens here; nvenc unavailable: ...").
+	EncoderWhy string
 	// GOP is the ladder's keyframe interval: IDRs fall on this grid on
 	// every rung (forced keyframes may add more in between).
 	GOP time.Duration

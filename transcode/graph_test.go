@@ -1,6 +1,7 @@
 package transcode
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/prism-streaming/prism/transcode/ladder"
@@ -54,5 +55,26 @@ func TestGraphStringCLI(t *testing.T) {
 		"[r0_1]scale=w=640:h=360:flags=bicubic,format=pix_fmts=yuv420p,settb=1/90000[o1]"
 	if got := v.graphString(1920, 1080); got != want {
 		t.Errorf("graph\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestGraphStringCUDA: the mixed path uploads the source once, scales every
+// rung with scale_cuda (cascaded from the GPU frame of the next larger
+// rung) and downloads each rung once, for its own encoder only.
+func TestGraphStringCUDA(t *testing.T) {
+	v := &videoFilter{rungs: []ladder.PlannedRung{planned("a", 1280, 720, 30), planned("b", 854, 480, 30), planned("c", 640, 360, 30)},
+		cascade: true, scaling: scalingPlan{cuda: true, device: 1}}
+	want := "[in]format=pix_fmts=yuv420p,hwupload_cuda=device=1[cin];" +
+		"[cin]scale_cuda=w=1280:h=720:interp_algo=bicubic:format=yuv420p[r0];[r0]split=2[dl0][r0_1];[dl0]hwdownload,format=pix_fmts=yuv420p,settb=1/90000[o0];" +
+		"[r0_1]scale_cuda=w=854:h=480:interp_algo=bicubic:format=yuv420p[r1];[r1]split=2[dl1][r1_1];[dl1]hwdownload,format=pix_fmts=yuv420p,settb=1/90000[o1];" +
+		"[r1_1]scale_cuda=w=640:h=360:interp_algo=bicubic:format=yuv420p,hwdownload,format=pix_fmts=yuv420p,settb=1/90000[o2]"
+	if got := v.graphString(1920, 1080); got != want {
+		t.Errorf("graph\n got %s\nwant %s", got, want)
+	}
+	// A source whose aspect changed is letterboxed, which only the CPU
+	// graph can do (FFmpeg 7.1 has no pad_cuda).
+	v.initW, v.initH = 1920, 1080
+	if got := v.graphString(1440, 1080); strings.Contains(got, "cuda") || !strings.Contains(got, "pad=") {
+		t.Errorf("letterboxed graph should run on the CPU: %s", got)
 	}
 }

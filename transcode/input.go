@@ -19,7 +19,10 @@ var (
 	ErrNoVideo   = errors.New("input has no decodable video stream")
 	ErrDecode    = errors.New("input could not be decoded")
 	ErrEncoder   = errors.New("encoder unavailable")
-	ErrLadder    = errors.New("ladder does not fit the input")
+	// ErrHardwareUnsupported: the hardware is there or not, but this
+	// pipeline has no route for its frames.
+	ErrHardwareUnsupported = errors.New("hardware path not supported")
+	ErrLadder              = errors.New("ladder does not fit the input")
 )
 
 // LavfiPrefix marks an input URL as a libavfilter source graph, e.g.

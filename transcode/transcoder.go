@@ -155,11 +155,15 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 	if opts.Duration > 0 {
 		t.vdec.limit = int64(opts.Duration.Seconds() * pipeline.VideoClockRate)
 	}
-	t.vfilter = &videoFilter{rungs: rungs, cascade: !opts.DirectScaling, sourceFPS: srcFPS, threads: threads.filter, clock: t.clock, stamps: t.vstamps, stats: vfiltSt, log: log}
+	scaling, err := planScaling(opts.Ladder.Scaling)
+	if err != nil {
+		return nil, err
+	}
+	t.vfilter = &videoFilter{rungs: rungs, cascade: !opts.DirectScaling, sourceFPS: srcFPS, threads: threads.filter, scaling: scaling, clock: t.clock, stamps: t.vstamps, stats: vfiltSt, log: log}
 
 	for i, r := range rungs {
 		gopFrames := int(math.Round(time.Duration(opts.Ladder.GOP).Seconds() * r.OutFPS))
-		cc, backend, err := openVideoEncoder(r, gopFrames, threads.encoders[i])
+		cc, backend, why, err := openVideoEncoder(r, gopFrames, threads.encoders[i])
 		if err != nil {
 			return nil, err
 		}
@@ -167,10 +171,12 @@ func Start(ctx context.Context, opts Options) (_ *Transcoder, err error) {
 			ID: len(t.tracks), Name: r.Name, Kind: pipeline.KindVideo, Codec: pipeline.CodecH264,
 			ClockRate: pipeline.VideoClockRate, Width: r.OutWidth, Height: r.OutHeight, FPS: r.OutFPS,
 			Profile: r.Profile, Encoder: backend.Codec(), Bitrate: int64(r.Bitrate), GOP: time.Duration(opts.Ladder.GOP),
+			EncoderDevice: backend.Device(), Scaler: scaling.scaler(), EncoderWhy: why + "; " + scaling.why,
 		}
 		t.addEncoder(cc, tr, newRungCursor(t.clock, r.OutFPS, srcFPS), t.vstamps, &t.videoPTS,
 			int64(math.Round(pipeline.VideoClockRate/r.OutFPS)))
 		t.backends = append(t.backends, backend.Name())
+		log.Info("rung encoder", "rung", r.Name, "encoder", backend.Codec(), "device", backend.Device(), "scaler", scaling.scaler(), "why", tr.EncoderWhy)
 	}
 
 	if t.in.audio != nil {

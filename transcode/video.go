@@ -49,10 +49,12 @@ type videoFilter struct {
 	// cliFPS caps rungs with FFmpeg's fps filter at their sinks: only the
 	// benchmark's CLI baseline (FFmpegArgs), which has no keyframe cursor.
 	cliFPS bool
-	clock  *keyframeClock
-	stamps *ingestStamps
-	stats  *pipeline.StageStats
-	log    *slog.Logger
+	// scaling says whether the rungs are scaled on a CUDA device.
+	scaling scalingPlan
+	clock   *keyframeClock
+	stamps  *ingestStamps
+	stats   *pipeline.StageStats
+	log     *slog.Logger
 
 	graph   *filterGraph
 	srcW    int
@@ -103,13 +105,22 @@ func (v *videoFilter) graphString(w, h int) string {
 		consumers[i]++ // its sink
 	}
 	taps := make(map[int][]string) // node -> labels to consume, one per consumer
+	aspectChanged := v.initW > 0 && w*v.initH != h*v.initW
+	// There is no pad_cuda in FFmpeg 7.1: a letterboxed source scales on
+	// the CPU until the next rebuild.
+	cuda := v.scaling.cuda && !aspectChanged
+	var chains []string
+	src := "in"
+	if cuda {
+		src = "cin"
+		chains = append(chains, fmt.Sprintf("[in]format=pix_fmts=yuv420p,hwupload_cuda=device=%d[cin]", v.scaling.device))
+	}
 	label := func(node int) string {
 		if node < 0 {
-			return "in"
+			return src
 		}
 		return fmt.Sprintf("r%d", node)
 	}
-	var chains []string
 	split := func(node int, first string) {
 		c := consumers[node]
 		if c == 1 {
@@ -134,33 +145,51 @@ func (v *videoFilter) graphString(w, h int) string {
 	}
 	split(-1, "")
 	if consumers[-1] == 1 {
-		taps[-1] = []string{"in"}
+		taps[-1] = []string{src}
 	}
-	aspectChanged := v.initW > 0 && w*v.initH != h*v.initW
 	srcFPS := v.srcFPS()
+	// toSink is what turns a scaled frame into its encoder's input.
+	toSink := fmt.Sprintf("format=pix_fmts=yuv420p,settb=1/%d", pipeline.VideoClockRate)
+	if cuda {
+		toSink = "hwdownload," + toSink
+	}
 	for _, i := range order {
 		r := v.rungs[i]
 		in := taps[parent[i]][0]
 		taps[parent[i]] = taps[parent[i]][1:]
 		var b strings.Builder
 		fmt.Fprintf(&b, "[%s]", in)
-		if aspectChanged && parent[i] < 0 {
+		switch {
+		case cuda:
+			fmt.Fprintf(&b, "scale_cuda=w=%d:h=%d:interp_algo=bicubic:format=yuv420p", r.OutWidth, r.OutHeight)
+		case aspectChanged && parent[i] < 0:
 			fmt.Fprintf(&b, "scale=w=%d:h=%d:flags=bicubic:force_original_aspect_ratio=decrease:force_divisible_by=2,pad=w=%d:h=%d:x=(ow-iw)/2:y=(oh-ih)/2,",
 				r.OutWidth, r.OutHeight, r.OutWidth, r.OutHeight)
-		} else {
+		default:
 			fmt.Fprintf(&b, "scale=w=%d:h=%d:flags=bicubic,", r.OutWidth, r.OutHeight)
 		}
-		fmt.Fprintf(&b, "format=pix_fmts=yuv420p,settb=1/%d", pipeline.VideoClockRate)
 		sink := fmt.Sprintf("o%d", i)
 		capped := v.cliFPS && r.OutFPS > 0 && r.OutFPS < srcFPS-0.01
 		if capped {
 			sink += "_all"
 		}
-		if consumers[i] == 1 {
-			fmt.Fprintf(&b, "[%s]", sink)
+		switch {
+		case consumers[i] == 1 && cuda:
+			fmt.Fprintf(&b, ",%s[%s]", toSink, sink)
 			chains = append(chains, b.String())
-		} else {
+		case consumers[i] == 1:
+			fmt.Fprintf(&b, "%s[%s]", toSink, sink)
+			chains = append(chains, b.String())
+		case cuda:
+			// The larger rungs' children scale on the GPU from the
+			// GPU frame; only the rung's own sink downloads it.
 			fmt.Fprintf(&b, "[%s]", label(i))
+			chains = append(chains, b.String())
+			dl := fmt.Sprintf("dl%d", i)
+			split(i, dl)
+			chains = append(chains, fmt.Sprintf("[%s]%s[%s]", dl, toSink, sink))
+		default:
+			fmt.Fprintf(&b, "%s[%s]", toSink, label(i))
 			chains = append(chains, b.String())
 			split(i, sink)
 		}
@@ -170,6 +199,9 @@ func (v *videoFilter) graphString(w, h int) string {
 	}
 	return strings.Join(chains, ";")
 }
+
+// scaler names where the rungs are scaled: "cpu", "cuda:0".
+func (v *videoFilter) scaler() string { return v.scaling.scaler() }
 
 // srcFPS is the source frame rate (or, when unknown, the highest rung's).
 func (v *videoFilter) srcFPS() float64 {

@@ -1,7 +1,6 @@
 package transcode
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -20,6 +19,8 @@ type videoBackend interface {
 	Name() string
 	// Codec is the FFmpeg encoder.
 	Codec() string
+	// Device is where it encodes: "cpu", "cuda:0".
+	Device() string
 	// Configure sets up cc and the open options for one rung.
 	Configure(cc *astiav.CodecContext, opts *astiav.Dictionary, r ladder.PlannedRung, gopFrames, threads int) error
 }
@@ -35,8 +36,9 @@ var autoOrder = []string{"nvenc", "x264"}
 // x264Backend encodes with libx264 in software.
 type x264Backend struct{}
 
-func (x264Backend) Name() string  { return "x264" }
-func (x264Backend) Codec() string { return "libx264" }
+func (x264Backend) Name() string   { return "x264" }
+func (x264Backend) Codec() string  { return "libx264" }
+func (x264Backend) Device() string { return "cpu" }
 
 func (x264Backend) Configure(cc *astiav.CodecContext, opts *astiav.Dictionary, r ladder.PlannedRung, gopFrames, threads int) error {
 	set := func(k, v string) { _ = opts.Set(k, v, astiav.NewDictionaryFlags()) }
@@ -58,6 +60,9 @@ type nvencBackend struct{}
 
 func (nvencBackend) Name() string  { return "nvenc" }
 func (nvencBackend) Codec() string { return "h264_nvenc" }
+
+// Device is NVENC's default GPU: the encoder opens on CUDA device 0.
+func (nvencBackend) Device() string { return "cuda:0" }
 
 func (nvencBackend) Configure(cc *astiav.CodecContext, opts *astiav.Dictionary, r ladder.PlannedRung, gopFrames, threads int) error {
 	set := func(k, v string) { _ = opts.Set(k, v, astiav.NewDictionaryFlags()) }
@@ -110,36 +115,92 @@ func probeBackend(b videoBackend) error {
 	return gpu.EncoderAvailable(b.Codec())
 }
 
-// openVideoEncoder opens the encoder of one rung. The encoder takes yuv420p
-// frames with 90 kHz timestamps.
-func openVideoEncoder(r ladder.PlannedRung, gopFrames, threads int) (*astiav.CodecContext, videoBackend, error) {
-	var candidates []string
+// openVideoEncoder opens the encoder of one rung and says why that one:
+// "encoder: auto" takes the first of autoOrder that opens, a named hardware
+// encoder that does not open fails the rung with the probe's reason unless
+// the rung has "fallback: software". The encoder takes yuv420p frames with
+// 90 kHz timestamps.
+func openVideoEncoder(r ladder.PlannedRung, gopFrames, threads int) (*astiav.CodecContext, videoBackend, string, error) {
 	switch r.Encoder {
 	case "", "auto":
-		candidates = autoOrder
+		var skipped []string
+		for _, name := range autoOrder {
+			b := videoBackends[name]
+			err := probeBackend(b)
+			var cc *astiav.CodecContext
+			if err == nil {
+				cc, err = openBackend(b, r, gopFrames, threads)
+			}
+			if err == nil {
+				why := "encoder auto: " + b.Codec() + " opens here"
+				if len(skipped) > 0 {
+					why += "; " + strings.Join(skipped, "; ")
+				}
+				return cc, b, why, nil
+			}
+			skipped = append(skipped, name+" unavailable: "+err.Error())
+		}
+		return nil, nil, "", fmt.Errorf("%w: rung %s: no encoder opens: %s", ErrEncoder, r.Name, strings.Join(skipped, "; "))
 	case "qsv", "vaapi":
-		return nil, nil, fmt.Errorf("%w: rung %s: encoder %s needs hardware frames, which this build does not route yet; use auto, x264 or nvenc", ErrEncoder, r.Name, r.Encoder)
-	default:
-		candidates = []string{r.Encoder}
+		err := hardwareFramesOnly(r.Encoder)
+		if r.Fallback != "software" {
+			return nil, nil, "", fmt.Errorf("%w: rung %s: %w (fallback: software would encode it with x264)", ErrEncoder, r.Name, err)
+		}
+		return openFallback(r, gopFrames, threads, err)
 	}
-	var errs []error
-	for _, name := range candidates {
-		b, ok := videoBackends[name]
-		if !ok {
-			return nil, nil, fmt.Errorf("%w: rung %s: unknown encoder %q", ErrEncoder, r.Name, name)
-		}
-		if err := probeBackend(b); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		cc, err := openBackend(b, r, gopFrames, threads)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		return cc, b, nil
+	b, ok := videoBackends[r.Encoder]
+	if !ok {
+		return nil, nil, "", fmt.Errorf("%w: rung %s: unknown encoder %q", ErrEncoder, r.Name, r.Encoder)
 	}
-	return nil, nil, fmt.Errorf("%w: rung %s: %w", ErrEncoder, r.Name, errors.Join(errs...))
+	err := probeBackend(b)
+	var cc *astiav.CodecContext
+	if err == nil {
+		cc, err = openBackend(b, r, gopFrames, threads)
+	}
+	switch {
+	case err == nil:
+		return cc, b, "encoder " + r.Encoder + " as the ladder asks: " + b.Codec() + " opens here", nil
+	case b.Name() == "x264" || r.Fallback != "software":
+		hint := ""
+		if b.Name() != "x264" {
+			hint = " (fallback: software would encode it with x264)"
+		}
+		return nil, nil, "", fmt.Errorf("%w: rung %s: %w%s", ErrEncoder, r.Name, err, hint)
+	}
+	return openFallback(r, gopFrames, threads, err)
+}
+
+// openFallback opens x264 for a rung whose hardware encoder failed with
+// cause, as "fallback: software" allows.
+func openFallback(r ladder.PlannedRung, gopFrames, threads int, cause error) (*astiav.CodecContext, videoBackend, string, error) {
+	b := videoBackends["x264"]
+	fr := r
+	if !ladder.IsX264Preset(fr.Preset) {
+		fr.Preset = ladder.DefaultPreset // an NVENC preset means nothing to x264
+	}
+	cc, err := openBackend(b, fr, gopFrames, threads)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: rung %s: %s unavailable (%w), and the software fallback failed: %w", ErrEncoder, r.Name, r.Encoder, cause, err)
+	}
+	return cc, b, "fallback software: " + r.Encoder + " unavailable: " + cause.Error(), nil
+}
+
+// hardwareFramesOnly explains why a QSV or VAAPI rung cannot run here: those
+// encoders take only hardware frames, which this pipeline does not route
+// to them (it scales on the CPU or with CUDA), and the probe says whether
+// the device would even open.
+func hardwareFramesOnly(encoder string) error {
+	dev := "no " + encoder + " device was probed"
+	for _, d := range gpu.Probe().Devices {
+		if d.Type == encoder {
+			if d.Available {
+				dev = encoder + " device " + d.Device + " opens"
+			} else {
+				dev = encoder + " device " + d.Device + ": " + d.Error
+			}
+		}
+	}
+	return fmt.Errorf("%w: h264_%s takes only %s hardware frames, which Prism does not route yet (%s)", ErrHardwareUnsupported, encoder, encoder, dev)
 }
 
 func openBackend(b videoBackend, r ladder.PlannedRung, gopFrames, threads int) (*astiav.CodecContext, error) {

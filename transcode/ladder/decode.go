@@ -34,9 +34,9 @@ const (
 const unsetBitrate Bitrate = -1
 
 var (
-	ladderFields = []string{"name", "gop", "keyframe_min_interval", "rungs", "audio"}
+	ladderFields = []string{"name", "gop", "keyframe_min_interval", "scaling", "rungs", "audio"}
 	rungFields   = []string{"name", "width", "height", "bitrate", "maxrate", "bufsize", "fps",
-		"codec", "profile", "preset", "tune", "encoder", "bframes", "upscale", "threads"}
+		"codec", "profile", "preset", "tune", "encoder", "fallback", "bframes", "upscale", "threads"}
 	audioFields      = []string{"channels", "aac", "opus"}
 	audioCodecFields = []string{"bitrate"}
 )
@@ -62,7 +62,7 @@ func (d *decoder) fail(path, format string, args ...any) {
 
 // ladder decodes the top-level mapping, with defaults for absent keys.
 func (d *decoder) ladder(root ast.Node) *Ladder {
-	l := &Ladder{GOP: DefaultGOP, Audio: defaultAudio(), File: d.file, lines: d.lines}
+	l := &Ladder{GOP: DefaultGOP, Scaling: DefaultScaling, Audio: defaultAudio(), File: d.file, lines: d.lines}
 	d.lines[""] = max(yamlfile.LineOf(root), 1)
 	root, ok := d.resolve(root, "")
 	if !ok {
@@ -82,6 +82,8 @@ func (d *decoder) ladder(root ast.Node) *Ladder {
 		case "keyframe_min_interval":
 			d.duration(v, path, &l.KeyframeMinInterval)
 			minIntervalSet = true
+		case "scaling":
+			d.str(v, path, &l.Scaling)
 		case "rungs":
 			l.Rungs = d.rungs(v, path)
 		case "audio":
@@ -147,6 +149,8 @@ func (d *decoder) rung(n ast.Node, path string) Rung {
 			d.str(v, p, &r.Tune)
 		case "encoder":
 			d.str(v, p, &r.Encoder)
+		case "fallback":
+			d.str(v, p, &r.Fallback)
 		case "bframes":
 			d.integer(v, p, &r.BFrames)
 		case "upscale":

@@ -25,8 +25,13 @@ type Ladder struct {
 	// unspaced (ApplyDefaults takes 0 for unset).
 	KeyframeMinInterval Duration `yaml:"keyframe_min_interval"`
 	Rungs               []Rung   `yaml:"rungs"` // 1..16 renditions
-	Audio               Audio    `yaml:"audio"`
-	File                string   `yaml:"-"` // path it was loaded from ("" for bytes)
+	// Scaling is where the rungs are scaled: cpu (libswscale), cuda
+	// (hwupload_cuda, scale_cuda per rung, one hwdownload per rung: the
+	// mixed path for GPUs without NVENC) or auto (default: cpu until
+	// scale_cuda is shown faster on the node; the job says why).
+	Scaling string `yaml:"scaling"`
+	Audio   Audio  `yaml:"audio"`
+	File    string `yaml:"-"` // path it was loaded from ("" for bytes)
 
 	// lines maps field paths ("rungs[2].bitrate") to the 1-based line they
 	// were read from, so that Validate can point at the source. It is nil
@@ -48,9 +53,13 @@ type Rung struct {
 	Preset  string  `yaml:"preset"`  // x264 preset or NVENC p1..p7; default veryfast
 	Tune    string  `yaml:"tune"`    // default zerolatency
 	Encoder string  `yaml:"encoder"` // auto|x264|nvenc|qsv|vaapi; default auto
-	BFrames int     `yaml:"bframes"` // 0..4; default 0 because browsers' WebRTC decoders want none
-	Upscale bool    `yaml:"upscale"` // encode even when larger than the source
-	Threads int     `yaml:"threads"` // 0 = planned automatically; 0..64
+	// Fallback is what a rung asking for a hardware encoder does where it
+	// does not open: none (default: the job fails, saying why) or software
+	// (x264, and the job's status says so). auto always falls back.
+	Fallback string `yaml:"fallback"`
+	BFrames  int    `yaml:"bframes"` // 0..4; default 0 because browsers' WebRTC decoders want none
+	Upscale  bool   `yaml:"upscale"` // encode even when larger than the source
+	Threads  int    `yaml:"threads"` // 0 = planned automatically; 0..64
 }
 
 // Audio configures the audio renditions; the sample rate is always 48000.
@@ -77,6 +86,8 @@ const (
 	DefaultPreset       = "veryfast"
 	DefaultTune         = "zerolatency"
 	DefaultEncoder      = "auto"
+	DefaultScaling      = "auto"
+	DefaultFallback     = "none"
 	DefaultChannels     = 2
 	DefaultAACBitrate   = Bitrate(128_000)
 	DefaultOpusBitrate  = Bitrate(96_000)
@@ -90,13 +101,14 @@ const (
 // Bufsize default to other fields, so they are resolved after decoding.
 func defaultRung() Rung {
 	return Rung{
-		Width:   KeepAspect,
-		Height:  KeepAspect,
-		Codec:   DefaultCodec,
-		Profile: DefaultProfile,
-		Preset:  DefaultPreset,
-		Tune:    DefaultTune,
-		Encoder: DefaultEncoder,
+		Width:    KeepAspect,
+		Height:   KeepAspect,
+		Codec:    DefaultCodec,
+		Profile:  DefaultProfile,
+		Preset:   DefaultPreset,
+		Tune:     DefaultTune,
+		Encoder:  DefaultEncoder,
+		Fallback: DefaultFallback,
 	}
 }
 
@@ -130,7 +142,9 @@ func (l *Ladder) ApplyDefaults() {
 		setZero(&r.Preset, def.Preset)
 		setZero(&r.Tune, def.Tune)
 		setZero(&r.Encoder, def.Encoder)
+		setZero(&r.Fallback, def.Fallback)
 	}
+	setZero(&l.Scaling, DefaultScaling)
 	da := defaultAudio()
 	setZero(&l.Audio.Channels, da.Channels)
 	setZero(&l.Audio.AAC.Bitrate, da.AAC.Bitrate)

@@ -38,13 +38,14 @@ func TestParseValid(t *testing.T) {
 		"    bframes: 2",     // 15
 		"    upscale: true",  // 16
 		"    threads: 8",     // 17
-		"  - {name: 360p, width: 640, height: -2, bitrate: 800000, fps: 29.97}", // 18
+		"  - {name: 360p, width: 640, height: -2, bitrate: 800000, fps: 29.97, fallback: software}", // 18
 		"audio:",                       // 19
 		"  channels: 1",                // 20
 		"  aac: {bitrate: 64k}",        // 21
 		"  opus:",                      // 22
 		"    bitrate: 48000",           // 23
 		"keyframe_min_interval: 300ms", // 24
+		"scaling: cuda",                // 25
 	)
 	l, err := Parse("studio.yaml", data)
 	if err != nil {
@@ -56,13 +57,14 @@ func TestParseValid(t *testing.T) {
 		KeyframeMinInterval: Duration(300 * time.Millisecond),
 		Rungs: []Rung{
 			{Name: "1080p", Width: 1920, Height: 1080, Bitrate: 6_000_000, Maxrate: 6_500_000, Bufsize: 13_000_000,
-				FPS: 30, Codec: "h264", Profile: "main", Preset: "p4", Tune: "film", Encoder: "nvenc",
+				FPS: 30, Codec: "h264", Profile: "main", Preset: "p4", Tune: "film", Encoder: "nvenc", Fallback: "none",
 				BFrames: 2, Upscale: true, Threads: 8},
 			{Name: "360p", Width: 640, Height: -2, Bitrate: 800_000, Maxrate: 800_000, Bufsize: 800_000,
-				FPS: 29.97, Codec: "h264", Profile: "high", Preset: "veryfast", Tune: "zerolatency", Encoder: "auto"},
+				FPS: 29.97, Codec: "h264", Profile: "high", Preset: "veryfast", Tune: "zerolatency", Encoder: "auto", Fallback: "software"},
 		},
-		Audio: Audio{Channels: 1, AAC: AudioCodec{64_000}, Opus: AudioCodec{48_000}},
-		File:  "studio.yaml",
+		Scaling: "cuda",
+		Audio:   Audio{Channels: 1, AAC: AudioCodec{64_000}, Opus: AudioCodec{48_000}},
+		File:    "studio.yaml",
 	}
 	assertLadder(t, l, want)
 }
@@ -86,13 +88,14 @@ func TestParseDefaults(t *testing.T) {
 	}
 	rung := func(name string, height int, bitrate, maxrate Bitrate) Rung {
 		return Rung{Name: name, Width: -2, Height: height, Bitrate: bitrate, Maxrate: maxrate, Bufsize: maxrate,
-			Codec: "h264", Profile: "high", Preset: "veryfast", Tune: "zerolatency", Encoder: "auto"}
+			Codec: "h264", Profile: "high", Preset: "veryfast", Tune: "zerolatency", Encoder: "auto", Fallback: "none"}
 	}
 	assertLadder(t, l, Ladder{
 		Name:                "minimal",
 		GOP:                 Duration(time.Second),
 		KeyframeMinInterval: Duration(500 * time.Millisecond), // half the GOP
 		Rungs:               []Rung{rung("720p", 720, 2_800_000, 2_800_000), rung("480p", 480, 1_400_000, 2_000_000)},
+		Scaling:             "auto",
 		Audio:               Audio{Channels: 2, AAC: AudioCodec{128_000}, Opus: AudioCodec{96_000}},
 	})
 }

@@ -22,6 +22,8 @@ var (
 	nvencPresets = []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7"}
 	tunes        = []string{"zerolatency", "film", "animation", "grain", "stillimage", "fastdecode", "psnr", "ssim", "none"}
 	encoders     = []string{"auto", "x264", "nvenc", "qsv", "vaapi"}
+	scalings     = []string{"auto", "cpu", "cuda"}
+	fallbacks    = []string{"none", "software"}
 )
 
 // Limits enforced by Validate.
@@ -76,6 +78,7 @@ func (v *validator) ladder(l *Ladder) {
 		// wait for the next GOP boundary anyway.
 		v.add("keyframe_min_interval", "must be between 0s and the gop (%s), got %s", l.GOP, l.KeyframeMinInterval)
 	}
+	v.oneOf(l.Scaling, "scaling", "scaling", scalings)
 	switch {
 	case len(l.Rungs) == 0:
 		v.add("rungs", "at least one rung is required")
@@ -120,6 +123,7 @@ func (v *validator) rung(r *Rung, path string) {
 	v.preset(r, path+".preset")
 	v.oneOf(r.Tune, path+".tune", "tune", tunes)
 	v.oneOf(r.Encoder, path+".encoder", "encoder", encoders)
+	v.oneOf(r.Fallback, path+".fallback", "fallback", fallbacks)
 	switch {
 	case r.BFrames < 0 || r.BFrames > maxBFrames:
 		v.add(path+".bframes", "must be between 0 and %d, got %d", maxBFrames, r.BFrames)
@@ -157,6 +161,9 @@ func (v *validator) rates(r *Rung, path string) {
 		v.add(path+".bufsize", "must be greater than 0")
 	}
 }
+
+// IsX264Preset reports whether p is one of x264's presets (not NVENC's).
+func IsX264Preset(p string) bool { return slices.Contains(x264Presets, p) }
 
 func (v *validator) preset(r *Rung, path string) {
 	isX264 := slices.Contains(x264Presets, r.Preset)
