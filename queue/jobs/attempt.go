@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -224,6 +225,14 @@ func (a *attempt) run() {
 		}
 		costCh <- c
 	})
+	encCh := make(chan []RungEncoding, 1)
+	runCtx = WithEncodingReporter(runCtx, func(e []RungEncoding) {
+		select { // the latest report wins
+		case <-encCh:
+		default:
+		}
+		encCh <- e
+	})
 	runCtx = withHeldCost(runCtx, a.heldCost)
 	var progressMu sync.Mutex
 	progress := ""
@@ -246,6 +255,7 @@ func (a *attempt) run() {
 	defer startTimer.Stop()
 	state := StateStarting // what the record should say; running once the runner says so
 	cost := a.job.Cost
+	var encoding []RungEncoding // a previous attempt's, in the record, is not this one's
 	var runningSince time.Time
 	var runErr error
 	runnerDone := false
@@ -269,6 +279,9 @@ func (a *attempt) run() {
 		}
 		if next.Cost != cost {
 			next.Cost, changed = cost, true
+		}
+		if !slices.Equal(next.Encoding, encoding) {
+			next.Encoding, changed = encoding, true
 		}
 		if next.Attempts != 0 && !runningSince.IsZero() && n.Retry.Stable(time.Since(runningSince)) {
 			next.Attempts, changed = 0, true // it runs: earlier failures no longer count
@@ -304,6 +317,12 @@ loop:
 				break loop
 			}
 			log.Info("job running", "revision", a.job.Revision)
+		case e := <-encCh:
+			encoding = e
+			if e, ok := syncRecord(); !ok {
+				end = e
+				break loop
+			}
 		case c := <-costCh:
 			a.reprice(c)
 			cost = c
@@ -486,7 +505,7 @@ func (a *attempt) finish(end ending, reason string, runningSince time.Time) {
 			end = endStopped // a stop request wins over retry and hand-back
 		}
 		next := *a.job
-		next.Owner, next.Lease = "", time.Time{}
+		next.Owner, next.Lease, next.Encoding = "", time.Time{}, nil
 		var redispatch bool
 		switch end {
 		case endStopped:

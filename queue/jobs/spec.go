@@ -204,6 +204,9 @@ type Job struct {
 	// NotBefore delays the next attempt (retry backoff).
 	NotBefore time.Time `json:"not_before,omitzero"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Encoding is, while the job runs, how each rung is encoded and why
+	// (its runner's ReportEncoding).
+	Encoding []RungEncoding `json:"encoding,omitempty"`
 
 	// Revision is the KV revision this copy was read at or written as: the
 	// fencing token for the next Update. Not stored.

@@ -166,7 +166,7 @@ func (n *Node) orphanCandidates(now time.Time) []orphanCandidate {
 func (n *Node) orphan(j *Job, why, successor string, now time.Time, age time.Duration) bool {
 	prev := j.Owner
 	c := *j
-	c.Owner, c.Lease = "", time.Time{}
+	c.Owner, c.Lease, c.Encoding = "", time.Time{}, nil
 	if j.State == StateStopping {
 		c.State, c.Reason = StateStopped, "stopped (owner "+prev+" went away while stopping)"
 		n.write(&c, false)

@@ -26,6 +26,10 @@ const progressPrefix = "waiting "
 // (pixels per second, jobs.ReportCost) once the transcoder planned it.
 const costPrefix = "cost "
 
+// encodingPrefix starts the line on which a worker reports, as JSON, how
+// each rung is encoded (jobs.ReportEncoding).
+const encodingPrefix = "encoding "
+
 // Child is a worker process's whole life (the hidden `prism worker`
 // command): it reads the job spec as one JSON line from stdin, connects to
 // natsURL with the options in ConnectEnv, publishes the job's media, prints
@@ -68,6 +72,11 @@ func Child(ctx context.Context, natsURL string, cpus float64, stdin io.Reader, s
 		return &ExitError{ExitFailed, err}
 	}
 	ctx = jobs.WithCostReporter(ctx, func(c float64) { fmt.Fprintf(stdout, "%s%g\n", costPrefix, c) })
+	ctx = jobs.WithEncodingReporter(ctx, func(e []jobs.RungEncoding) {
+		if b, err := json.Marshal(e); err == nil {
+			fmt.Fprintf(stdout, "%s%s\n", encodingPrefix, b)
+		}
+	})
 	ctx = jobs.WithProgressReporter(ctx, func(what string) {
 		fmt.Fprintln(stdout, progressPrefix+strings.ReplaceAll(what, "\n", " "))
 	})

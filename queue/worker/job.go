@@ -49,6 +49,7 @@ func runJob(ctx context.Context, nc *nats.Conn, spec jobs.Spec, l *ladder.Ladder
 		return err
 	}
 	jobs.ReportCost(ctx, sourceCost(src.Tracks()))
+	jobs.ReportEncoding(ctx, encodingOf(src.Tracks()))
 	pubCtx, stopPublishers := context.WithCancel(ctx)
 	var publishers sync.WaitGroup
 	for _, target := range spec.Publish {
@@ -99,6 +100,17 @@ func awaitMedia(ctx context.Context, src *transcode.Transcoder, relayed <-chan s
 		case <-tick.C:
 		}
 	}
+}
+
+// encodingOf is how the video rungs are encoded, for the job's record.
+func encodingOf(tracks []pipeline.Track) []jobs.RungEncoding {
+	var out []jobs.RungEncoding
+	for _, t := range tracks {
+		if t.Kind == pipeline.KindVideo {
+			out = append(out, jobs.RungEncoding{Rung: t.Name, Encoder: t.Encoder, Device: t.EncoderDevice, Scaler: t.Scaler, Why: t.EncoderWhy})
+		}
+	}
+	return out
 }
 
 // sourceCost is the encoding load of the rungs planned for the actual

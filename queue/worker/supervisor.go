@@ -135,6 +135,11 @@ func (s *Supervisor) runOnce(ctx context.Context, spec jobs.Spec, running func()
 				if c, err := strconv.ParseFloat(v, 64); err == nil {
 					jobs.ReportCost(ctx, c)
 				}
+			} else if v, ok := strings.CutPrefix(line, encodingPrefix); ok {
+				var e []jobs.RungEncoding
+				if json.Unmarshal([]byte(v), &e) == nil {
+					jobs.ReportEncoding(ctx, e)
+				}
 			} else if v, ok := strings.CutPrefix(line, progressPrefix); ok {
 				jobs.ReportProgress(ctx, redact.Text(v))
 			}
