@@ -78,7 +78,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if n.store, err = jobs.OpenStore(openCtx, n.nc, jobs.StoreConfig{Replicas: cfg.NATS.Replicas, CheckLadder: ladder.Check, SourceCost: ladder.SourceCost}); err != nil {
+	if n.store, err = jobs.OpenStore(openCtx, n.nc, jobs.StoreConfig{Replicas: cfg.NATS.Replicas, CheckLadder: ladder.Check, SourceCost: ladder.SourceCost, RequiredEncoder: ladder.RequiredEncoder}); err != nil {
 		return err
 	}
 	// Stamped timed events are kept for late viewers and for a publisher

@@ -51,6 +51,11 @@ func (s *Store) Submit(ctx context.Context, spec Spec, opts ...SubmitOption) (*J
 			return nil, fmt.Errorf("%w: %s: ladder: %w", ErrInvalidSpec, spec.ID, err)
 		}
 		cost = c
+		if s.cfg.RequiredEncoder != nil && (spec.Constraints.Encoder == "" || spec.Constraints.Encoder == "auto") {
+			if enc, err := s.cfg.RequiredEncoder(spec.Ladder, spec.LadderYAML); err == nil && enc != "" {
+				spec.Constraints.Encoder = enc
+			}
+		}
 		if in := spec.Ingest; in != nil && in.Width > 0 && in.Height > 0 && s.cfg.SourceCost != nil {
 			if c, err := s.cfg.SourceCost(spec.Ladder, spec.LadderYAML, in.Width, in.Height, in.FPS); err == nil && c > 0 {
 				cost = c

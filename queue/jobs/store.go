@@ -78,6 +78,11 @@ type StoreConfig struct {
 	// SourceCost prices a pushed stream's job from its publisher's source
 	// (Spec.Ingest) instead of the nominal cost; nil keeps the nominal one.
 	SourceCost SourceCost
+	// RequiredEncoder names the hardware encoder a ladder cannot run
+	// without ("nvenc" for a rung with encoder: nvenc and no software
+	// fallback), or "". A job without an encoder constraint gets it, so it
+	// is placed only where that encoder opens. Nil adds none.
+	RequiredEncoder func(ref, inlineYAML string) (string, error)
 	// OpTimeout bounds each JetStream request (default 5 s).
 	OpTimeout time.Duration
 	// MaxJobs bounds the jobs in the store, ended ones included (default

@@ -92,6 +92,24 @@ func Check(ref, inlineYAML string) (float64, error) {
 	return cost, nil
 }
 
+// RequiredEncoder names the hardware encoder the reference's ladder cannot
+// run without: the encoder of its first rung that names one with no
+// software fallback, or "" (auto and x264 run on any node). A ladder asking
+// for two different ones gets the first; its job fails, saying why, where
+// the second does not open.
+func RequiredEncoder(ref, inlineYAML string) (string, error) {
+	l, err := Resolve(ref, inlineYAML)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range l.Rungs {
+		if r.Encoder != "" && r.Encoder != "auto" && r.Encoder != "x264" && r.Fallback != "software" {
+			return r.Encoder, nil
+		}
+	}
+	return "", nil
+}
+
 // SourceCost is the jobs.SourceCost: the cost of the reference's ladder for
 // a known source (0 fps counts as 30).
 func SourceCost(ref, inlineYAML string, width, height int, fps float64) (float64, error) {
