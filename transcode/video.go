@@ -200,9 +200,6 @@ func (v *videoFilter) graphString(w, h int) string {
 	return strings.Join(chains, ";")
 }
 
-// scaler names where the rungs are scaled: "cpu", "cuda:0".
-func (v *videoFilter) scaler() string { return v.scaling.scaler() }
-
 // srcFPS is the source frame rate (or, when unknown, the highest rung's).
 func (v *videoFilter) srcFPS() float64 {
 	if v.sourceFPS > 0 {
